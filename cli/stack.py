@@ -11,7 +11,9 @@ import httpx
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from wardround import procs
 from wardround.procs import ServiceError
+from wardround.settings import Settings
 from wardround.stack import local
 from wardround.stack.patients import PatientLoadError
 
@@ -63,28 +65,64 @@ def up(
 
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="print one JSON object")) -> None:
-    """What runs: the FHIR server (and how many patients it holds) and the model server."""
-    current = local.status(load_settings())
+    """What runs: the FHIR server (and how many patients it holds), the model server, and any
+    process this home started that no record names (an orphan)."""
+    settings = load_settings()
+    current = local.status(settings)
+    busy = _busy(settings)
+    orphans = procs.orphans(settings.run_dir)
     if as_json:
-        typer.echo(json.dumps(current.model_dump()))
+        body = current.model_dump()
+        body["busy"] = busy
+        body["orphans"] = [o.model_dump() for o in orphans]
+        typer.echo(json.dumps(body))
         return
     fhir, model = current.fhir, current.model
     console.print(
-        f"FHIR  {'[green]up[/]' if fhir.up else '[red]down[/]'}  {fhir.base_url}"
-        + (f"  {fhir.patients} patients" if fhir.up else "")
+        f"FHIR  {_state(fhir.up, 'fhir' in busy)}  {fhir.base_url}"
+        + (f"  {fhir.patients} patients" if fhir.up and fhir.patients is not None else "")
     )
     console.print(
-        f"model {'[green]up[/]' if model.up else '[red]down[/]'}  "
+        f"model {_state(model.up, 'model' in busy)}  "
         + (f"{model.name} {model.base_url}" if model.up else "")
     )
+    for orphan in orphans:
+        console.print(
+            f"[yellow]orphan[/] {orphan.service} pid {orphan.pid}: {orphan.command[:120]} "
+            "(no record names it; `wardround stack down` stops it)",
+            highlight=False,
+        )
+
+
+def _busy(settings: Settings) -> list[str]:
+    """Services whose process lives but whose ready URL did not answer (working, not dead)."""
+    from wardround.agents.embedded import SERVICE as MODEL
+    from wardround.stack.fhir_server import SERVICE as FHIR
+
+    run_dir = settings.run_dir
+    found = []
+    for name, suffix in ((FHIR, "/metadata"), (MODEL, "/models")):
+        record = procs.running(run_dir, name, suffix)
+        if record is not None and record.busy:
+            found.append(name)
+    return found
+
+
+def _state(up: bool, busy: bool) -> str:
+    if not up:
+        return "[red]down[/]"
+    return "[yellow]busy[/] (alive, not answering yet)" if busy else "[green]up[/]"
 
 
 @app.command()
 def down() -> None:
-    """Stop what `up` started, by pid."""
-    stopped = local.down(load_settings())
+    """Stop what `up` started, by process group, and any orphan this home's services left."""
+    settings = load_settings()
+    stopped = local.down(settings)
     for name, was in stopped.items():
         console.print(f"{name}: {'stopped' if was else 'was not running'}")
+    for orphan in procs.stop_orphans(settings.run_dir):
+        console.print(f"orphan {orphan.service} pid {orphan.pid}: stopped", highlight=False)
 
 
 @app.command("patients")
