@@ -10,15 +10,24 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
+from wardround.tools.fhir.chart_summary import (
+    NoResults,
+    chart_summary,
+    patient_record,
+    result_trend,
+)
 from wardround.tools.fhir.client import escape_value
 from wardround.tools.fhir.render import render_resource
 
 from .auth import current_user, require_token
+from .order_preview import order_resource
 from .schemas import (
+    CODE_TOKEN_PATTERN,
     FHIR_ID_PATTERN,
     SSE_RESPONSE,
     THREAD_ID_PATTERN,
     Approval,
+    ChartSummary,
     Decision,
     NewMessage,
     NewThread,
@@ -26,13 +35,17 @@ from .schemas import (
     RecordView,
     ThreadInfo,
     ThreadView,
+    Trend,
 )
-from .service import CopilotService, events_of, message_json
+from .service import ApiError, CopilotService, events_of, message_json
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
 
 User = Annotated[str, Depends(current_user)]
 ThreadId = Annotated[str, Path(pattern=THREAD_ID_PATTERN, description="A thread id")]
+PatientId = Annotated[str, Path(pattern=FHIR_ID_PATTERN, description="A FHIR Patient id")]
+ResourceType = Annotated[str, Path(pattern=r"^[A-Z][A-Za-z]{1,63}$")]
+ResourceId = Annotated[str, Path(pattern=FHIR_ID_PATTERN)]
 Stream = Annotated[
     bool, Query(description="Server-sent events (default), or one JSON object at the end")
 ]
@@ -114,6 +127,24 @@ async def list_approvals(thread_id: ThreadId, copilot: Service, user: User) -> l
     return [Approval(**p) for p in copilot.pending(state)]
 
 
+@router.get(
+    "/threads/{thread_id}/approvals/{call_id}/resource",
+    summary="The FHIR resource a pending order would write (timestamps set when written)",
+)
+async def approval_resource(
+    thread_id: ThreadId,
+    call_id: Annotated[str, Path(max_length=128, description="The order's call_id")],
+    copilot: Service,
+    user: User,
+) -> dict[str, Any]:
+    state = await copilot.snapshot(thread_id, user)
+    pending = [p for p in copilot.pending(state) if p.get("call_id") == call_id]
+    if not pending:
+        raise ApiError(404, f"no order {call_id!r} is waiting for a decision in this thread")
+    patient_id = state.values["patient_id"]
+    return await order_resource(copilot.tools.fhir, patient_id, thread_id, pending[0])
+
+
 @router.post(
     "/threads/{thread_id}/approvals/{call_id}",
     summary="Approve, edit or reject a proposed order; the rest of the run streams back",
@@ -143,6 +174,14 @@ async def resume(thread_id: ThreadId, copilot: Service, user: User, stream: Stre
     return await respond(thread_id, queue, stream)
 
 
+@router.post(
+    "/threads/{thread_id}/stop",
+    summary="Stop the answer being written (not a run writing an approved order)",
+)
+async def stop(thread_id: ThreadId, copilot: Service, user: User) -> dict[str, str]:
+    return await copilot.stop(thread_id, user)
+
+
 @router.get(
     "/threads/{thread_id}/records/{resource_type}/{resource_id}",
     response_model=RecordView,
@@ -150,8 +189,8 @@ async def resume(thread_id: ThreadId, copilot: Service, user: User, stream: Stre
 )
 async def get_record(
     thread_id: ThreadId,
-    resource_type: Annotated[str, Path(pattern=r"^[A-Z][A-Za-z]{1,63}$")],
-    resource_id: Annotated[str, Path(pattern=FHIR_ID_PATTERN)],
+    resource_type: ResourceType,
+    resource_id: ResourceId,
     copilot: Service,
     user: User,
 ) -> RecordView:
@@ -170,3 +209,60 @@ async def get_evidence(
     user: User,
 ) -> RecordView:
     return RecordView(**await copilot.evidence(thread_id, ref, user))
+
+
+@router.get(
+    "/patients/{patient_id}/chart",
+    response_model=ChartSummary,
+    summary="The chart at a glance: header, problems, medications, allergies, vitals, labs",
+)
+async def get_chart(patient_id: PatientId, copilot: Service, user: User) -> ChartSummary:
+    summary = await chart_summary(copilot.tools.fhir, patient_id)
+    copilot.audit.record(
+        user=user, action="view_chart", patient=patient_id, resources=[f"Patient/{patient_id}"]
+    )
+    return summary
+
+
+@router.get(
+    "/patients/{patient_id}/trend",
+    response_model=Trend,
+    summary="Every result of one Observation code, oldest first, as plottable series",
+)
+async def get_trend(
+    patient_id: PatientId,
+    copilot: Service,
+    user: User,
+    code: Annotated[
+        str,
+        Query(pattern=CODE_TOKEN_PATTERN, description="system|code, e.g. http://loinc.org|4548-4"),
+    ],
+) -> Trend:
+    try:
+        trend = await result_trend(copilot.tools.fhir, patient_id, code)
+    except NoResults as exc:
+        raise ApiError(404, str(exc)) from None
+    refs = sorted({p.ref for s in trend.series for p in s.points})
+    copilot.audit.record(user=user, action="view_trend", patient=patient_id, resources=refs)
+    return trend
+
+
+@router.get(
+    "/patients/{patient_id}/records/{resource_type}/{resource_id}",
+    response_model=RecordView,
+    summary="One record of a patient (what a chart item points at)",
+)
+async def get_patient_record(
+    patient_id: PatientId,
+    resource_type: ResourceType,
+    resource_id: ResourceId,
+    copilot: Service,
+    user: User,
+) -> RecordView:
+    reference = f"{resource_type}/{resource_id}"
+    try:
+        resource = await patient_record(copilot.tools.fhir, patient_id, reference)
+    except PermissionError as exc:
+        raise ApiError(403, str(exc)) from None
+    copilot.audit.record(user=user, action="view_record", patient=patient_id, resources=[reference])
+    return RecordView(ref=reference, line=render_resource(resource), resource=resource)

@@ -7,11 +7,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from wardround.graphs.copilot.orders import Decision
+from wardround.tools.fhir.chart_summary import ChartSummary, Trend
 
 FHIR_ID_PATTERN = r"^[A-Za-z0-9\-.]{1,64}$"
 THREAD_ID_PATTERN = r"^[A-Za-z0-9\-_]{1,64}$"
 
-__all__ = ["Decision"]
+# A `system|code` (or bare code) token: no whitespace, commas or query syntax.
+CODE_TOKEN_PATTERN = r"^[^\s,&?#$\\]{1,300}$"
+
+__all__ = ["ChartSummary", "Decision", "Trend"]
 
 
 class NewThread(BaseModel):

@@ -80,6 +80,29 @@ def excerpt(text: str, ref: str) -> str:
     return text.strip()
 
 
+def stopped_turn(state: Any) -> list[BaseMessage]:
+    """Messages closing a stopped turn: a result for each tool call that never ran, and
+    an answer saying it stopped (so the history stays well formed for the next question)."""
+    messages = state.values.get("messages", [])
+    answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
+    out: list[BaseMessage] = []
+    last = messages[-1] if messages else None
+    if isinstance(last, AIMessage):
+        for call in last.tool_calls:
+            if call["id"] not in answered:
+                out.append(
+                    ToolMessage(
+                        "stopped by the clinician before it ran",
+                        tool_call_id=call["id"],
+                        name=call["name"],
+                        status="error",
+                        artifact=[],
+                    )
+                )
+    out.append(AIMessage("(stopped by the clinician before answering)"))
+    return out
+
+
 class CopilotService:
     def __init__(self, graph: Any, tools: CopilotTools, audit: AuditLog) -> None:
         self.graph = graph
@@ -87,6 +110,7 @@ class CopilotService:
         self.audit = audit
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stoppable: dict[str, asyncio.Task[None]] = {}
 
     @staticmethod
     def config(thread_id: str, user: str) -> dict[str, Any]:
@@ -184,7 +208,7 @@ class CopilotService:
                     f"POST /api/threads/{thread_id}/resume to finish it",
                 )
             payload = {"messages": [HumanMessage(text)]}
-            return self._start(thread_id, payload, user, release)
+            return self._start(thread_id, payload, user, release, stoppable=True)
         except BaseException:
             release()
             raise
@@ -232,6 +256,32 @@ class CopilotService:
             release()
             raise
 
+    async def stop(self, thread_id: str, user: str) -> dict[str, Any]:
+        """Cancel the answer being written and close the turn, so the next question can go.
+
+        Only runs started by a message stop: a run after an approval may be writing the
+        order, and it must finish.
+        """
+        await self.snapshot(thread_id, user)
+        task = self._stoppable.get(thread_id)
+        if task is None or task.done():
+            raise ApiError(409, "nothing to stop: no question is being answered in this thread")
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        release = self._claim(thread_id)
+        try:
+            state = await self.snapshot(thread_id, user)
+            if state.next and not state.interrupts:
+                await self.graph.aupdate_state(
+                    self.config(thread_id, user),
+                    {"messages": stopped_turn(state)},
+                    as_node="finish",
+                )
+        finally:
+            release()
+        self.audit.record(user=user, action="stop_run", thread=thread_id)
+        return {"thread_id": thread_id, "status": "stopped"}
+
     # --------------------------------------------------------------- plumbing
 
     def _claim(self, thread_id: str) -> Callable[[], None]:
@@ -242,7 +292,12 @@ class CopilotService:
         return lambda: self._busy.discard(thread_id)
 
     def _start(
-        self, thread_id: str, payload: Any, user: str, release: Callable[[], None]
+        self,
+        thread_id: str,
+        payload: Any,
+        user: str,
+        release: Callable[[], None],
+        stoppable: bool = False,
     ) -> asyncio.Queue:
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
         config = self.config(thread_id, user)
@@ -260,14 +315,24 @@ class CopilotService:
                     event("error", message=f"the run failed: {type(exc).__name__}: {exc}")
                 )
                 await queue.put(event("done", status="error"))
+            except asyncio.CancelledError:  # stop(): tell the client, then end
+                queue.put_nowait(event("done", status="stopped"))
+                raise
             finally:
                 release()
-                await queue.put(None)
+                queue.put_nowait(None)
 
         task = asyncio.create_task(run(), name=f"copilot-{thread_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if stoppable:
+            self._stoppable[thread_id] = task
+            task.add_done_callback(lambda t: self._forget(thread_id, t))
         return queue
+
+    def _forget(self, thread_id: str, task: asyncio.Task[None]) -> None:
+        if self._stoppable.get(thread_id) is task:  # not a newer run of the same thread
+            del self._stoppable[thread_id]
 
     async def drain(self) -> None:
         """Wait for runs still going (at shutdown, so approved orders finish writing)."""
