@@ -73,6 +73,7 @@ function add(kind, text) {
 function showView(view) {
   document.querySelector("main").dataset.view = view;
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("on", b.dataset.view === view);
+  if (view === "chart") redrawTrend();  // its width may have changed while hidden
 }
 
 // ---------------------------------------------------------------- patients
@@ -105,6 +106,13 @@ async function choosePatient(patientId) {
   history.replaceState(null, "", location.pathname);
   setBusy(false);
   await loadChart();
+  if (!state.thread && state.chart) showIntro();
+}
+
+function showIntro() {
+  $("log").replaceChildren(el("div", { class: "intro muted" },
+    `Ask about ${state.chart.patient.name}'s chart: the agent reads the records and cites them; ` +
+    "a citation shows where it points in the chart. Orders it proposes wait for your approval."));
 }
 
 async function startThread() {
@@ -113,7 +121,7 @@ async function startThread() {
     const thread = await (await api("/api/threads", { method: "POST", body: JSON.stringify({ patient_id: state.patient }) })).json();
     openThread(thread.thread_id);
     $("log").replaceChildren();
-    add("tool", "New conversation about " + thread.patient);
+    add("tool", "New conversation about " + (state.chart ? state.chart.patient.name : thread.patient));
     $("message").focus();
     return thread.thread_id;
   } catch (err) {
@@ -177,8 +185,10 @@ function renderChart(chart) {
   if (p.deceased) head.append(el("span", { class: "deceased" }, p.deceased === "yes" ? "deceased" : "died " + p.deceased));
   $("chart-header").replaceChildren(head);
 
+  const disorders = chart.problems.filter((i) => i.kind === "disorder");
+  const findings = chart.problems.filter((i) => i.kind !== "disorder");
   const sections = [
-    ["problems", "Active problems", chart.problems, "none recorded"],
+    ["problems", "Active problems", disorders, findings.length ? "no active disorder" : "none recorded"],
     ["medications", "Current medications", chart.medications, "none active"],
     ["allergies", "Allergies", chart.allergies, "none recorded"],
     ["vitals", "Latest vital signs", chart.vitals, "none recorded"],
@@ -186,12 +196,11 @@ function renderChart(chart) {
   ];
   const box = $("chart-sections");
   box.replaceChildren();
-  for (const [key, title, items, empty] of sections) box.append(section(key, title, items, empty));
-  if (chart.other_results.length) {
-    const more = el("details", { class: "chart-section", id: "section-other" });
-    more.append(el("summary", {}, `Other results (${chart.other_results.length})`), itemList(chart.other_results, "other"));
-    box.append(more);
+  for (const [key, title, items, empty] of sections) {
+    box.append(section(key, title, items, empty));
+    if (key === "problems" && findings.length) box.append(folded("findings", "Active findings and situations", findings));
   }
+  if (chart.other_results.length) box.append(folded("other", "Other results, latest of each", chart.other_results));
   $("chart-note").textContent = `From ${chart.records} records on the FHIR server, no model involved. ` +
     "Flags marked * use a typical adult range: the record carries none.";
   $("chart-empty").hidden = true;
@@ -202,6 +211,12 @@ function section(key, title, items, empty) {
   const box = el("section", { class: "chart-section", id: "section-" + key });
   box.append(el("h3", {}, title + (items.length ? ` (${items.length})` : "")));
   box.append(items.length ? itemList(items, key) : el("p", { class: "muted empty" }, empty));
+  return box;
+}
+
+function folded(key, title, items) {
+  const box = el("details", { class: "chart-section folded", id: "section-" + key });
+  box.append(el("summary", {}, `${title} (${items.length})`), itemList(items, key));
   return box;
 }
 
@@ -218,7 +233,7 @@ function chartItem(item) {
   label.addEventListener("click", (e) => { e.preventDefault(); showRecord(item.ref, "chart"); });
   li.append(label);
   if (item.value) {
-    const value = el(item.numeric ? "button" : "span", { class: "value" + (item.flag ? " flag-" + item.flag : ""), type: "button" }, item.value);
+    const value = el(item.numeric ? "button" : "span", { class: "value" + (item.flag ? " flag-" + item.flag : ""), type: "button" }, readableUnits(item.value));
     if (item.numeric) {
       value.title = "plot every result of " + item.label;
       value.addEventListener("click", () => openTrend(item.code, item.label));
@@ -236,6 +251,12 @@ function chartItem(item) {
   return li;
 }
 
+// UCUM codes as a reader writes them (the record panel keeps the exact line).
+function readableUnits(text) {
+  return text.replace(/mm\[Hg\]/g, "mmHg").replace(/ Cel\b/g, " °C").replace(/ \{score\}/g, "")
+    .replace(/\{([^}]*)\}/g, "$1");
+}
+
 function flagTitle(item) {
   const word = { H: "high", L: "low", A: "abnormal" }[item.flag];
   return item.flag_source === "typical" ? `${word} against a typical adult range (the record has none)` : `${word} (from the record)`;
@@ -251,7 +272,8 @@ async function openTrend(code, label, highlightRef = null) {
     $("trend").hidden = false;
     $("trend").dataset.code = code;
     $("trend-title").textContent = `${label || trend.label}: ${trend.records} result${trend.records === 1 ? "" : "s"}`;
-    drawTrend($("trend-plot"), trend, (ref) => showRecord(ref, "chart"), highlightRef);
+    state.plotted = { trend, highlightRef };
+    redrawTrend();
     $("trend-legend").replaceChildren(...trendLegend(trend).map((entry) => {
       const row = el("div", { class: "legend-row" });
       const swatch = el("span", { class: "swatch" });
@@ -264,6 +286,11 @@ async function openTrend(code, label, highlightRef = null) {
   } catch (err) {
     setStatus("no plot: " + err.message);
   }
+}
+
+function redrawTrend() {
+  if (!state.plotted || $("trend").hidden) return;
+  drawTrend($("trend-plot"), state.plotted.trend, (ref) => showRecord(ref, "chart"), state.plotted.highlightRef);
 }
 
 // ----------------------------------------------------------------- records
@@ -512,6 +539,8 @@ $("message").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("composer").requestSubmit(); }
 });
 document.addEventListener("keydown", (e) => { if (e.key === "Escape") $("record-panel").hidden = true; });
+let resizeTimer = null;
+window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(redrawTrend, 150); });
 
 loadPatients();
 const saved = /thread=([A-Za-z0-9_-]+)/.exec(location.hash);

@@ -23,6 +23,10 @@ function niceTicks(lo, hi, count) {
   return ticks;
 }
 
+function readableUnit(unit) {
+  return ({ "mm[Hg]": "mmHg", Cel: "°C", "{score}": "" })[unit] ?? unit.replace(/[{}]/g, "");
+}
+
 function formatNumber(v) {
   return Math.abs(v) >= 100 ? v.toFixed(0) : String(+v.toFixed(2));
 }
@@ -46,7 +50,7 @@ function timeLabel(t, span) {
 }
 
 function drawAxes(svg, d, box, x, y) {
-  for (const v of niceTicks(d.v0, d.v1, 4)) {
+  for (const v of niceTicks(d.v0, d.v1, 5)) {
     svg.append(svgEl("line", { x1: box.l, x2: box.r, y1: y(v), y2: y(v), class: "grid" }));
     svg.append(svgEl("text", { x: box.l - 6, y: y(v) + 4, class: "tick", "text-anchor": "end" }, formatNumber(v)));
   }
@@ -84,7 +88,7 @@ function drawTrend(container, trend, onPoint, highlightRef = null) {
     for (const p of s.points) {
       const dot = svgEl("circle", { cx: x(Date.parse(p.date)), cy: y(p.value), r: p.ref === highlightRef ? 6 : 3.5,
         class: "point" + (p.ref === highlightRef ? " cited" : ""), fill: color, "data-ref": p.ref, "data-series": s.code });
-      dot.append(svgEl("title", {}, `${p.date.slice(0, 10)}  ${s.label} ${formatNumber(p.value)} ${s.unit}`));
+      dot.append(svgEl("title", {}, `${p.date.slice(0, 10)}  ${s.label} ${formatNumber(p.value)} ${readableUnit(s.unit)}`));
       dot.addEventListener("click", () => onPoint(p.ref));
       svg.append(dot);
     }
@@ -102,6 +106,6 @@ function rangeText(s) {
 function trendLegend(trend) {
   return trend.series.map((s, i) => ({
     color: SERIES_COLORS[i % SERIES_COLORS.length],
-    text: `${s.label} (${s.unit}), ${s.points.length} results${rangeText(s)}`,
+    text: `${s.label}${readableUnit(s.unit) ? " (" + readableUnit(s.unit) + ")" : ""}, ${s.points.length} results${rangeText(s)}`,
   }));
 }

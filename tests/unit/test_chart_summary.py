@@ -22,6 +22,7 @@ from wardround.tools.fhir.errors import FhirNotFound
 
 LOINC = "http://loinc.org"
 TODAY = date(2024, 3, 1)
+SYSTOLIC_CODE = "8480-6"
 
 
 def by_id() -> dict[str, dict[str, Any]]:
@@ -98,6 +99,11 @@ def quantity_obs(code: str, value: float, unit: str, **extra: Any) -> dict[str, 
             quantity_obs("2823-3", 4.0, "mmol/L", interpretation=[{"coding": [{"code": "L"}]}]),
             ("L", "record"),
         ),
+        # The lab called it normal: no flag, even outside the typical range.
+        (
+            quantity_obs("2823-3", 5.3, "mmol/L", interpretation=[{"coding": [{"code": "N"}]}]),
+            (None, None),
+        ),
         (quantity_obs("99999-9", 4.0, "mg"), (None, None)),
     ],
 )
@@ -122,6 +128,46 @@ def test_newest_result_per_code_with_common_labs_first() -> None:
     assert [i.ref for i in chart.labs] == ["Observation/ex-hba1c-new", "Observation/k-new"]
     assert chart.labs[1].flag == "H" and chart.labs[1].label == "Potassium"
     assert [i.ref for i in chart.other_results] == ["Observation/odd"]
+
+
+def condition(cid: str, text: str, onset: str, status: str = "active") -> dict[str, Any]:
+    return {
+        "resourceType": "Condition",
+        "id": cid,
+        "clinicalStatus": {"coding": [{"code": status}]},
+        "code": {
+            "coding": [{"system": "http://snomed.info/sct", "code": text[:6], "display": text}]
+        },
+        "onsetDateTime": onset,
+    }
+
+
+def test_repeated_conditions_show_once_with_disorders_first() -> None:
+    conditions = [
+        condition("r1", "Medication review due (situation)", "2020-01-01"),
+        condition("r2", "Medication review due (situation)", "2023-01-01"),
+        condition("s1", "Stress (finding)", "2022-01-01"),
+        condition("h1", "Hypertension (disorder)", "2010-01-01"),
+        condition("x1", "Old fracture (disorder)", "2001-01-01", status="resolved"),
+    ]
+    chart = summarize_chart(handmade_resources()[0], conditions, TODAY)
+    assert [(i.ref, i.label, i.kind) for i in chart.problems] == [
+        ("Condition/h1", "Hypertension", "disorder"),
+        ("Condition/r2", "Medication review due", "situation"),
+        ("Condition/s1", "Stress", "finding"),
+    ]
+
+
+def test_vitals_are_the_usual_set_and_a_panel_hides_its_parts() -> None:
+    vital = [{"coding": [{"code": "vital-signs"}]}]
+    bp = by_id()["ex-bp"]
+    extra = [
+        quantity_obs(SYSTOLIC_CODE, 132, "mm[Hg]", id="sys", effectiveDateTime="2023-11-12", category=vital),
+        quantity_obs("8287-5", 35.0, "cm", id="head", effectiveDateTime="1970-01-01", category=vital),
+    ]  # fmt: skip
+    chart = summarize_chart(handmade_resources()[0], [bp, *extra], TODAY)
+    assert [i.ref for i in chart.vitals] == ["Observation/ex-bp"]
+    assert [i.ref for i in chart.other_results] == ["Observation/head"]
 
 
 def test_trend_of_blood_pressure_has_both_components_oldest_first() -> None:

@@ -150,7 +150,9 @@ class ChartSummary(BaseModel):
     allergies: list[ChartItem]
     vitals: list[ChartItem]
     labs: list[ChartItem] = Field(description="Latest result of each common lab")
-    other_results: list[ChartItem] = Field(description="Latest of every other lab code")
+    other_results: list[ChartItem] = Field(
+        description="Latest of every other lab or vital-sign code"
+    )
     records: int = Field(description="How many records the summary was built from")
 
 
@@ -217,16 +219,16 @@ def _number(holder: dict[str, Any]) -> tuple[float, str] | None:
     return float(q["value"]), str(q.get("unit") or q.get("code") or "")
 
 
-def _interpretation_flag(holder: dict[str, Any]) -> str | None:
+_INTERPRETATION_FLAGS = {"H": "H", "HH": "H", "HU": "H", ">": "H", "L": "L", "LL": "L",
+                         "LU": "L", "<": "L", "A": "A", "AA": "A"}  # fmt: skip
+
+
+def _interpretation(holder: dict[str, Any]) -> str | None:
+    """The record's own judgement: a flag, "" for normal (N and the like), None if absent."""
     for concept in holder.get("interpretation") or []:
         _, code = _coding(concept)
-        code = (code or "").upper()
-        if code in ("H", "HH", "HU", ">"):
-            return "H"
-        if code in ("L", "LL", "LU", "<"):
-            return "L"
-        if code in ("A", "AA"):
-            return "A"
+        if code:
+            return _INTERPRETATION_FLAGS.get(str(code).upper(), "")
     return None
 
 
@@ -270,9 +272,9 @@ def value_range(
 
 def value_flag(holder: dict[str, Any], code: str | None) -> tuple[str | None, FlagSource | None]:
     """H/L/A for one value (an Observation or a component), and where the judgement came from."""
-    flag = _interpretation_flag(holder)
-    if flag:
-        return flag, "record"
+    judged = _interpretation(holder)
+    if judged is not None:  # the lab said it: normal stays unflagged whatever the range
+        return (judged, "record") if judged else (None, None)
     number = _number(holder)
     bounds = value_range(holder, code)
     if number is None or bounds is None:
@@ -388,26 +390,27 @@ def _status_code(concept: dict[str, Any] | None) -> str | None:
 
 
 def problems(conditions: Iterable[dict[str, Any]]) -> list[ChartItem]:
-    """Active conditions: disorders first, then findings and situations, newest first."""
-    items = []
+    """Active conditions, one per code (the newest record; sources repeat the same finding
+    at every visit): disorders first, then findings and situations, newest first."""
+    items: dict[str, ChartItem] = {}
     for r in _newest_first(conditions):
         if _status_code(r.get("clinicalStatus")) not in ("active", "recurrence", "relapse"):
             continue
         text = concept_text(r.get("code")) or "?"
+        key = _token(r.get("code")) or text
+        if key in items:
+            continue
         tag = _SEMANTIC_TAG.search(text)
-        kind = tag.group(1) if tag else "disorder"
-        items.append(
-            ChartItem(
-                ref=reference_of(r),
-                line=render_resource(r),
-                label=_SEMANTIC_TAG.sub("", text),
-                date=resource_date(r),
-                status="active",
-                kind=kind,
-                code=_token(r.get("code")),
-            )
+        items[key] = ChartItem(
+            ref=reference_of(r),
+            line=render_resource(r),
+            label=_SEMANTIC_TAG.sub("", text),
+            date=resource_date(r),
+            status="active",
+            kind=tag.group(1) if tag else "disorder",
+            code=_token(r.get("code")),
         )
-    return sorted(items, key=lambda i: i.kind != "disorder")
+    return sorted(items.values(), key=lambda i: i.kind != "disorder")
 
 
 def medications(resources: Iterable[dict[str, Any]]) -> list[ChartItem]:
@@ -454,17 +457,27 @@ def allergies(resources: Iterable[dict[str, Any]]) -> list[ChartItem]:
 
 
 def _is_vital(r: dict[str, Any]) -> bool:
-    return "vital-signs" in _categories(r) or _loinc(r.get("code")) in VITALS
+    return _loinc(r.get("code")) in VITALS
 
 
-def _is_lab(r: dict[str, Any]) -> bool:
-    return "laboratory" in _categories(r) or _loinc(r.get("code")) in COMMON_LABS
+def _is_result(r: dict[str, Any]) -> bool:
+    return (
+        bool({"laboratory", "vital-signs"} & _categories(r)) or _loinc(r.get("code")) in COMMON_LABS
+    )
 
 
 def results(observations: list[dict[str, Any]]) -> tuple[list, list, list]:
-    """(vitals, common labs, other labs): the newest record of each code."""
-    vitals = _order(_latest_per_code(r for r in observations if _is_vital(r)), list(VITALS))
-    labs = _latest_per_code(r for r in observations if _is_lab(r) and not _is_vital(r))
+    """(vitals, common labs, other results): the newest record of each code.
+
+    Vitals are the usual adult set; a systolic or diastolic record of its own is left out
+    when a blood pressure panel shows both. Other vital-sign codes (growth percentiles, head
+    circumference) go with the other results.
+    """
+    vitals = _latest_per_code(r for r in observations if _is_vital(r))
+    if any(_loinc(r.get("code")) == BP_PANEL for r in vitals):
+        vitals = [r for r in vitals if _loinc(r.get("code")) not in (SYSTOLIC, DIASTOLIC)]
+    vitals = _order(vitals, list(VITALS))
+    labs = _latest_per_code(r for r in observations if _is_result(r) and not _is_vital(r))
     common = _order([r for r in labs if _loinc(r.get("code")) in COMMON_LABS], list(COMMON_LABS))
     other = [r for r in labs if _loinc(r.get("code")) not in COMMON_LABS]
     other.sort(key=lambda r: (concept_text(r.get("code")) or "").lower())
@@ -538,8 +551,10 @@ def trend_of(observations: list[dict[str, Any]], code: str) -> Trend:
                 label = _trend_label(concept, key)
                 entry = series[key] = TrendSeries(label=label, code=key, unit=unit, points=[])
             entry.points.append(TrendPoint(ref=reference_of(r), date=str(when), value=value))
-            for name, bound in _series_range(holder, _loinc(concept)).items():
-                setattr(entry, name, bound)  # ordered oldest first: the newest range wins
+            bounds = _series_range(holder, _loinc(concept))
+            if bounds and (entry.range_source != "record" or bounds["range_source"] == "record"):
+                for name, bound in bounds.items():  # the newest wins; the lab's over typical
+                    setattr(entry, name, bound)
     newest = ordered[-1].get("code") if ordered else None
     return Trend(
         code=code,
