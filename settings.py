@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     fhir_max_pages: int = 20
 
     # Model: a preset name, or an explicit OpenAI-compatible endpoint + model name.
-    model: str = "smollm2-135m"
+    model: str = "qwen2.5-coder-1.5b"
     model_base_url: str | None = None
     model_name: str | None = None
     model_api_key: SecretStr = SecretStr("EMPTY")
@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     # How to ask the server for schema-constrained JSON: "openai" (json_schema, vLLM),
     # "llamacpp" (json_object + schema), "none"; None picks by backend.
     constrained_output: Literal["openai", "llamacpp", "none"] | None = None
-    request_timeout_s: float = 120.0
+    # A 1.5B model on 2 CPU cores reads about 36 prompt tokens/s: a long prompt takes minutes.
+    request_timeout_s: float = 600.0
     temperature: float = 0.0
     max_tokens: int = 512
 
@@ -59,17 +60,32 @@ class Settings(BaseSettings):
     fhir_port: int = 8090
     model_port: int = 0
     model_ctx: int = 8192
+    # llama.cpp threads for the embedded model; None: the machine's physical cores.
+    model_threads: int | None = None
 
     # Copilot HTTP API: bearer token clients must send (None: no auth), thread checkpoints
     # (None: SQLite in home; a postgresql:// DSN for Postgres).
     api_token: SecretStr | None = None
     checkpoint_url: SecretStr | None = None
+    # Postgres thread store: connections kept per API worker, and how long one may sit idle
+    # before the pool closes it (keep it under the server's or proxy's idle timeout).
+    checkpoint_pool_size: int = Field(default=10, ge=1)
+    checkpoint_pool_max_idle_s: float = Field(default=300.0, gt=0)
+    # Image and guideline indexes in a Chroma server (`chroma run`), e.g. http://host:8000;
+    # None: the embedded store under chroma_dir.
+    chroma_url: str | None = None
 
     # Retrieval: the image encoder ("efficientnet-lite0" embedded, "medsiglip" on a GPU) and
     # an optional local path or hub id for its weights.
     image_encoder: str = "efficientnet-lite0"
     image_model: str | None = None
     chroma_path: Path | None = None
+
+    # In-process models (transformers chat backend, image encoders): "auto" takes CUDA, then
+    # MPS, then the CPU; name one ("cpu", "cuda:1") to leave a GPU to a vLLM server. Images
+    # per encoder forward pass (larger batches pay on a GPU, not on a CPU).
+    device: str = "auto"
+    encoder_batch_size: int = Field(default=16, ge=1)
 
     @model_validator(mode="after")
     def _local_fhir_by_default(self) -> Settings:

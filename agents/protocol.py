@@ -41,6 +41,21 @@ _THINK_TAGS = re.compile(r"<think>.*?(?:</think>|$)", re.S)
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)\s*```", re.S)
 
 
+class ModelUnavailable(RuntimeError):
+    """The model server could not be reached or answered with an error, not a reply."""
+
+
+def _server_of(model: BaseChatModel) -> str:
+    return str(getattr(model, "openai_api_base", None) or getattr(model, "model_name", "model"))
+
+
+def _refuses_schema_shape(err: openai.APIStatusError) -> bool:
+    """llama-cpp-python's server answers OpenAI's json_schema shape with an error naming
+    the response_format types it knows ('text' or 'json_object')."""
+    text = str(err).lower()
+    return err.status_code in (400, 422, 500) and "json_object" in text
+
+
 class ModelOutputError(ValueError):
     """The model's reply stayed invalid after one repair turn."""
 
@@ -185,14 +200,12 @@ async def complete_json(
     dialect: Dialect,
 ) -> tuple[T, AIMessage]:
     """Ask for one JSON object, validate it, repair once. Returns (value, last raw reply)."""
-    fmt = response_format(schema, dialect)
-    bound: Runnable = model.bind(response_format=fmt) if fmt else model
     history = list(messages)
     replies: list[AIMessage] = []
     error = ""
     for _attempt in range(2):
         try:
-            reply = await bound.ainvoke(history)
+            reply, dialect = await _call(model, history, schema, dialect)
         except openai.LengthFinishReasonError:
             # The reply hit the token cap mid-object: treat it as invalid and repair once.
             error = "the reply was cut off at the token limit; answer more briefly"
@@ -213,6 +226,33 @@ async def complete_json(
         reply.usage_metadata = _usage(replies)  # type: ignore[assignment]
         return value, reply
     raise ModelOutputError(error, raw)
+
+
+async def _call(
+    model: BaseChatModel, history: list[BaseMessage], schema: dict[str, Any], dialect: Dialect
+) -> tuple[AIMessage, Dialect]:
+    """One request; switches to llama.cpp's request shape once if the server asks for it, and
+    turns transport failures into ModelUnavailable naming the server."""
+    fmt = response_format(schema, dialect)
+    bound: Runnable = model.bind(response_format=fmt) if fmt else model
+    try:
+        reply = await bound.ainvoke(history)
+    except openai.APIStatusError as err:
+        if dialect == "openai" and _refuses_schema_shape(err):
+            if model.metadata is not None:
+                model.metadata["dialect"] = "llamacpp"  # detected once, kept for later calls
+            return await _call(model, history, schema, "llamacpp")
+        raise ModelUnavailable(
+            f"the model server at {_server_of(model)} answered HTTP {err.status_code}: "
+            f"{str(err.message)[:200]}"
+        ) from None
+    except (openai.APIConnectionError, openai.APIResponseValidationError) as err:
+        raise ModelUnavailable(
+            f"the model server at {_server_of(model)} is not reachable or not an "
+            f"OpenAI-compatible endpoint ({type(err).__name__}: {str(err)[:120]})"
+        ) from None
+    assert isinstance(reply, AIMessage)
+    return reply, dialect
 
 
 def _short_error(err: Exception) -> str:

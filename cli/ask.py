@@ -7,6 +7,9 @@ import json
 
 import typer
 
+from wardround.agents.gguf import ModelFileError
+from wardround.agents.protocol import ModelUnavailable
+from wardround.graphs.ehr_qa import QAResult
 from wardround.procs import ServiceError
 from wardround.tools.fhir.errors import FhirError
 
@@ -27,8 +30,11 @@ def ask(
     """Answer a question about one patient from their FHIR record, citing the records used."""
     if graph not in ("planner", "loop"):
         fail(f"unknown graph {graph!r}: use planner or loop")
+    if not question.strip():
+        fail("the question is empty: ask something about the patient")
     settings = load_settings(model=model, model_base_url=base_url, model_name=model_name)
-    with clean_errors(FhirError, ServiceError, ValueError, RuntimeError, OSError):
+    expected = (FhirError, ServiceError, ModelUnavailable, ModelFileError, ValueError, OSError)
+    with clean_errors(*expected, RuntimeError):
         result = asyncio.run(_ask(settings, question, patient, graph))
     if result.error:
         fail(result.error)
@@ -38,6 +44,7 @@ def ask(
     console.print(f"[bold]{result.answer}[/]", highlight=False)
     for ref in result.citations:
         console.print(f"  [cyan]↳ {ref}[/]", highlight=False)
+    console.print(f"[dim]{_how_checked(result)}[/]", highlight=False)
     if result.flagged_citations:
         console.print(
             f"  [yellow]dropped citations not retrieved: {', '.join(result.flagged_citations)}[/]"
@@ -46,6 +53,18 @@ def ask(
         f"[dim]{result.steps} model steps, {result.tokens['prompt']}+{result.tokens['completion']} tokens, "
         f"{result.latency_s:.1f} s[/]"
     )
+
+
+def _how_checked(result: QAResult) -> str:
+    """One line saying how the answer was reached and checked."""
+    plan = f"plan: {result.plan}; " if result.plan else ""
+    if result.computed:
+        how = f"computed by code from {len(result.citations)} cited record(s)"
+    elif result.supported:
+        how = "every number and date in the answer is in the cited records"
+    else:
+        how = f"NOT supported by its citations: {', '.join(result.unsupported) or 'no citations'}"
+    return plan + how
 
 
 async def _ask(settings, question: str, patient: str, graph: str):  # type: ignore[no-untyped-def]
@@ -58,7 +77,6 @@ async def _ask(settings, question: str, patient: str, graph: str):  # type: igno
         return await answer_question(
             question,
             patient,
-            settings=settings,
             model=chat,
             fhir=fhir,
             graph=graph,  # type: ignore[arg-type]

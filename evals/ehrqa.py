@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
@@ -351,7 +352,82 @@ async def dataset(env: EvalEnv) -> list[Sample]:
     candidates = {}
     for pid in await list_patient_ids(env.fhir, limit):
         candidates[pid] = questions_for(await fetch_chart(env.fhir, pid))
-    return select(candidates, per_category)
+    chosen = select(candidates, per_category)
+    if env.option("phrasing", "template") == "paraphrase":
+        return [paraphrase(s) for s in chosen]
+    return chosen
+
+
+# ---------------------------------------------------------------- paraphrases
+
+# The same questions asked the way clinicians also ask them (other words, other date
+# formats), so an accuracy claim is checked against wording the graph was not built on.
+# Each entry: the template's pattern, then rewrites using its named slots.
+_REWRITES: list[tuple[re.Pattern[str], tuple[str, ...]]] = [
+    (re.compile(r"What is the patient's most recent (?P<name>.+) result\?"), (
+        "Latest {name}?",
+        "What did the last {name} show?",
+        "Can you pull up the newest {name} reading for this patient?",
+    )),
+    (re.compile(r"What was the patient's (?P<name>.+) on (?P<day>\d{4}-\d{2}-\d{2})\?"), (
+        "What {name} value was recorded on {long}?",
+        "On {us}, what was the {name}?",
+        "{name} measured {dmy}: what was it?",
+    )),
+    (re.compile(r"Comparing the patient's two most recent (?P<name>.+) results, .*"), (
+        "Has the {name} gone up or down since the previous measurement?",
+        "Is the latest {name} higher or lower than the one before it?",
+    )),
+    (re.compile(r"Which medications does the patient currently have active prescriptions for\?"), (
+        "What is the patient currently taking?",
+        "List the current meds.",
+    )),
+    (re.compile(r"What allergies or intolerances are recorded for the patient\?"), (
+        "Does the patient have any known allergies?",
+        "Any drug or food allergies on file?",
+    )),
+    (re.compile(r"Which conditions \(disorders\) were diagnosed on or after (?P<day>[\d-]+)\?"), (
+        "What new diagnoses has the patient received since {long}?",
+        "List problems diagnosed from {us} onwards.",
+    )),
+    (re.compile(r"How many (?P<name>.+) results are recorded for the patient\?"), (
+        "How many times has the {name} been measured?",
+        "Number of {name} results in the chart?",
+    )),
+    (re.compile(r"How many encounters did the patient have in (?P<year>\d{4})\?"), (
+        "How many visits were there during {year}?",
+        "Count the patient's encounters for {year}.",
+    )),
+    (re.compile(r"On what date was the patient's most recent encounter\?"), (
+        "When was the patient last seen?",
+        "Date of the latest visit?",
+    )),
+    (re.compile(r"How old was the patient, in whole years, on (?P<day>[\d-]+)\?"), (
+        "What was the patient's age on {long}?",
+        "Age in years as of {us}?",
+    )),
+]  # fmt: skip
+
+
+def _slots(match: re.Match[str]) -> dict[str, str]:
+    slots = {k: v for k, v in match.groupdict().items() if v}
+    if "day" in slots:
+        day = date.fromisoformat(slots["day"])
+        slots["long"] = f"{day:%B} {day.day}, {day.year}"
+        slots["us"] = f"{day:%m/%d/%Y}"
+        slots["dmy"] = f"{day.day} {day:%b} {day.year}"
+    return slots
+
+
+def paraphrase(sample: Sample) -> Sample:
+    """The sample asked in other words (chosen by its id, so reruns agree); same target."""
+    for pattern, rewrites in _REWRITES:
+        match = pattern.fullmatch(sample.input)
+        if match:
+            pick = int(hashlib.sha1(sample.id.encode()).hexdigest(), 16) % len(rewrites)
+            question = rewrites[pick].format(**_slots(match))
+            return sample.model_copy(update={"id": f"{sample.id}-p", "input": question})
+    raise ValueError(f"no paraphrase for {sample.input!r}")
 
 
 # ---------------------------------------------------------------- scoring
@@ -379,10 +455,11 @@ def score_answer(sample: Sample, answer: str) -> Score:
 
 async def score(sample: Sample, trace: Trace) -> Score:
     result = score_answer(sample, trace.answer)
-    evidence = set(sample.target.get("evidence", []))
-    cited = [c for c in trace.citations if c in evidence]
+    evidence = sample.target.get("evidence", [])
+    cited = [c for c in trace.citations if c in set(evidence)]
     result.metadata["citations"] = len(trace.citations)
     result.metadata["cites_evidence"] = bool(cited) if evidence else None
+    result.metadata.update(scorers.retrieval_scores(evidence, trace.retrieved, trace.citations))
     return result
 
 
@@ -396,12 +473,12 @@ def bind(env: EvalEnv, samples: list[Sample]) -> Task:
         result = await answer_question(
             sample.input,
             sample.metadata["patient_id"],
-            settings=env.settings,
             model=env.model,
             fhir=env.fhir,
             **extra,
         )
-        return trace_from(result)
+        facts = {"plan": result.plan, "computed": result.computed, "supported": result.supported}
+        return trace_from(result, artifacts=facts)
 
     return Task(
         name="ehrqa",

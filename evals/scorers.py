@@ -300,3 +300,28 @@ def trend_of(answer: str) -> str | None:
 def score_trend(answer: str, target: str) -> Score:
     got = trend_of(answer)
     return Score.of(got == target, f"got {got}, expected {target}", got=got, expected=target)
+
+
+def _recall_precision(
+    evidence: set[str], found: Sequence[str]
+) -> tuple[float | None, float | None]:
+    got = set(found)
+    recall = len(evidence & got) / len(evidence) if evidence else None
+    precision = len(evidence & got) / len(got) if got and evidence else None
+    return recall, precision
+
+
+def retrieval_scores(
+    evidence: Sequence[str], retrieved: Sequence[str], cited: Sequence[str]
+) -> dict[str, float | None]:
+    """Recall and precision of the records read and of the records cited against the
+    sample's evidence (None where undefined: no evidence, or nothing read/cited)."""
+    wanted = set(evidence)
+    r_recall, r_precision = _recall_precision(wanted, retrieved)
+    c_recall, c_precision = _recall_precision(wanted, cited)
+    return {
+        "retrieval_recall": r_recall,
+        "retrieval_precision": r_precision,
+        "citation_recall": c_recall,
+        "citation_precision": c_precision,
+    }

@@ -33,7 +33,7 @@ from .runner import RunResult, load_records, run_task, stratified
 from .task import EvalEnv, Sample, TaskDef
 
 # Options that change the dataset rather than the solver; they name the samples file.
-DATASET_OPTIONS = frozenset({"patients", "per_category"})
+DATASET_OPTIONS = frozenset({"patients", "per_category", "phrasing"})
 # Options naming other models by role (agentclinic's patient actor and judge).
 ROLE_OPTIONS = {"actor_model": "actor", "judge_model": "judge"}
 _SAFE = re.compile(r"[^A-Za-z0-9_.=+-]+")

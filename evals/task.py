@@ -36,6 +36,8 @@ class Trace(BaseModel):
     latency_s: float = 0.0
     steps: int = 0
     citations: list[str] = Field(default_factory=list)
+    # References of every record the solver read (scored against the sample's evidence).
+    retrieved: list[str] = Field(default_factory=list)
     # Task-specific evidence the scorer reads (e.g. the orders an agent tried to write).
     artifacts: dict[str, Any] = Field(default_factory=dict)
 

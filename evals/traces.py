@@ -87,6 +87,7 @@ def trace_from(result: Any, **extra: Any) -> Trace:
         latency_s=float(getattr(result, "latency_s", 0.0) or 0.0),
         steps=int(getattr(result, "steps", 0) or len(tool_calls_of(messages))),
         citations=list(getattr(result, "citations", []) or []),
+        retrieved=list(getattr(result, "retrieved", []) or []),
         artifacts=artifacts,
         **extra,
     )

@@ -79,6 +79,9 @@ class _LoadedMiniLM:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a loading bar on every `ask` is noise
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(path), local_files_only=True).to(device).eval()
@@ -117,6 +120,9 @@ def _load(path: str, device: str) -> _LoadedMiniLM:
     return _LoadedMiniLM(Path(path), device)
 
 
+LABEL_CACHE = 50_000
+
+
 class TextEmbedder:
     """Unit-norm MiniLM sentence vectors; the model loads lazily, once per process."""
 
@@ -129,6 +135,8 @@ class TextEmbedder:
         self._path = model_path
         self._device = device
         self.batch_size = batch_size
+        # Candidate labels (code displays) recur across questions and patients: embed once.
+        self._labels: dict[str, np.ndarray] = {}
 
     def _model(self) -> _LoadedMiniLM:
         path = self._path or minilm_path()
@@ -148,9 +156,16 @@ class TextEmbedder:
         return self.embed([text])[0]
 
     def similarity(self, query: str, candidates: list[str]) -> np.ndarray:
-        """Cosine similarity of one query to each candidate, in candidate order."""
-        vectors = self.embed([query, *candidates])
-        return vectors[1:] @ vectors[0]
+        """Cosine similarity of one query to each candidate, in candidate order; candidate
+        vectors are cached (up to `LABEL_CACHE` of them)."""
+        if len(self._labels) > LABEL_CACHE:
+            self._labels.clear()
+        new = [c for c in dict.fromkeys(candidates) if c not in self._labels]
+        vectors = self.embed([query, *new])
+        self._labels.update(zip(new, vectors[1:], strict=True))
+        if not candidates:
+            return np.zeros(0, dtype=np.float32)
+        return np.stack([self._labels[c] for c in candidates]) @ vectors[0]
 
 
 @register_embedding_function

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from pydantic import BaseModel
 
-from wardround.tools.fhir.manifest import Manifest
+from wardround.tools.fhir.manifest import CodeSummary, Manifest
 
 # Types a question may ask about as a whole ("active medications", "allergies"); offered even
 # when the chart holds none, so "nothing is recorded" is a retrievable answer.
@@ -27,45 +27,54 @@ LIST_TYPES: dict[str, str] = {
 CODED_TYPES = ("Observation", "Condition", "MedicationRequest", "Procedure", "Immunization")
 
 
+# The option a model picks when the chart holds nothing the question is about.
+NOT_IN_CHART = "none of these: not recorded in this chart"
+
+
 class Option(BaseModel):
     label: str  # what the model sees and picks
     resource_type: str
     code: str | None = None  # FHIR token `system|code`; None means every record of the type
+    component: str | None = None  # read this component's code inside each record
     score: float = 0.0  # cosine similarity to the question
+
+    @property
+    def name(self) -> str:
+        """The label without its `[Type]` suffix."""
+        return self.label.rsplit(" [", 1)[0]
 
 
 Similarity = Callable[[str, Sequence[str]], np.ndarray]
 
 
+def _coded(code: CodeSummary) -> Option:
+    label = f"{code.display} [{code.resource_type}]"
+    if code.component_of:  # searched by the panel's code, read from the component
+        return Option(
+            label=label, resource_type=code.resource_type, code=code.component_of,
+            component=code.code,
+        )  # fmt: skip
+    return Option(label=label, resource_type=code.resource_type, code=code.token)
+
+
+def candidates(manifest: Manifest) -> list[Option]:
+    """Every retrieval the chart allows: whole types, then each code, labels unique."""
+    found: dict[str, Option] = {
+        f"{text} [{rtype}]": Option(label=f"{text} [{rtype}]", resource_type=rtype)
+        for rtype, text in LIST_TYPES.items()
+    }
+    for code in manifest.codes:
+        if code.resource_type in CODED_TYPES and code.token is not None:
+            option = _coded(code)
+            found.setdefault(option.label, option)
+    return list(found.values())
+
+
 def build_options(
     manifest: Manifest, question: str, similarity: Similarity, top_k: int = 8
 ) -> list[Option]:
-    """Candidate retrievals for this question, most similar first, labels unique."""
-    candidates: list[Option] = [
-        Option(label=f"{text} [{rtype}]", resource_type=rtype) for rtype, text in LIST_TYPES.items()
-    ]
-    seen: set[str] = {o.label for o in candidates}
-    for code in manifest.codes:
-        if code.resource_type not in CODED_TYPES or code.token is None:
-            continue
-        label = f"{code.display} [{code.resource_type}]"
-        if label not in seen:
-            seen.add(label)
-            candidates.append(
-                Option(label=label, resource_type=code.resource_type, code=code.token)
-            )
-    scores = similarity(question, [o.label for o in candidates])
+    """Candidate retrievals for this question, most similar first."""
+    options = candidates(manifest)
+    scores = similarity(question, [o.label for o in options])
     order = np.argsort(-scores, kind="stable")
-    return [candidates[i].model_copy(update={"score": float(scores[i])}) for i in order[:top_k]]
-
-
-def clear_winner(options: Sequence[Option], margin: float) -> Option | None:
-    """The top option when it leads the runner-up by at least `margin` cosine similarity.
-
-    Then the ranking has decided and the model is not asked; a negative margin always asks.
-    """
-    if margin < 0 or not options:
-        return None
-    if len(options) == 1 or options[0].score - options[1].score >= margin:
-        return options[0]
-    return None
+    return [options[i].model_copy(update={"score": float(scores[i])}) for i in order[:top_k]]

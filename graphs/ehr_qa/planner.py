@@ -1,163 +1,233 @@
-"""The planner graph: patient -> manifest -> plan -> retrieve -> answer, each step narrowed.
+"""The planner graph: patient -> manifest -> plan -> read -> (computed answer | cite -> answer).
 
-The model makes two decisions, each under a schema built from the chart: which records to
-read (an enum of options ranked by similarity to the question) and the answer (citations
-limited to the references just retrieved). Everything else is code.
+The model makes narrow choices under schemas built from the chart: what kind of question
+this is and which records it is about (enums of the chart's own codes, ranked by similarity
+to the question); for questions no kind fits, which of the retrieved records answer it (an
+enum of their references), then the answer from those records alone, checked for values
+the records do not hold. Code does the rest: date windows, statuses, counts, ages, trends.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, cast
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AnyMessage, HumanMessage
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
+from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field, create_model
 from typing_extensions import TypedDict
 
-from wardround.agents.protocol import ModelOutputError, complete_json, model_dialect
+from wardround.agents.protocol import Dialect, ModelOutputError, complete_json, model_dialect
 from wardround.tools.fhir.client import FhirClient
 from wardround.tools.fhir.errors import FhirNotFound
 from wardround.tools.fhir.manifest import Manifest, build_manifest
 from wardround.tools.fhir.render import render_resource
 
 from . import prompts
-from .citations import check_citations
-from .options import Option, Similarity, build_options, clear_winner
+from .dates import find_window
+from .faithfulness import unsupported
+from .kinds import NEEDS_DAY, Kind, nothing
+from .options import NOT_IN_CHART, Option, Similarity, build_options
+from .reading import compute
 from .retrieve import fetch, ids_of
 
 MAX_RECORDS = 15
 
 
-class PlannerState(TypedDict, total=False):
+@dataclass
+class PlannerContext:
+    """What every node reads at run time: the model, the FHIR server, the ranking."""
+
+    model: BaseChatModel
+    fhir: FhirClient
+    similarity: Similarity
+    dialect: Dialect | None = None  # None: what make_chat_model recorded on the model
+
+    def output_dialect(self) -> Dialect:
+        return self.dialect or model_dialect(self.model)
+
+
+class PlannerInput(TypedDict):
     question: str
     patient_id: str
-    patient: str  # the Patient's compact line
-    manifest: Manifest
-    options: list[Option]
-    choice: Option
-    planned_by: str  # "ranking" (a clear winner) or "model"
-    records: list[str]  # compact lines
-    retrieved: list[str]  # their references
+
+
+class PlannerOutput(TypedDict, total=False):
     answer: str
     citations: list[str]
-    flagged: list[str]
+    flagged: list[str]  # cited references that were not retrieved (dropped)
+    retrieved: list[str]  # references of every record the graph read
+    kind: str
+    about: str  # the option the plan chose
+    computed: bool  # the answer was computed by code from the records
+    unsupported: list[str]  # values in the answer that its citations do not hold
+    steps: int  # model decisions
     messages: Annotated[list[AnyMessage], add_messages]  # the model turns, for the trace
-    steps: int
     error: str | None
 
 
-def _choice_schema(labels: list[str]) -> type[BaseModel]:
-    return create_model("Plan", choice=(Literal[tuple(labels)], ...))  # type: ignore[valid-type]
+class PlannerState(PlannerInput, PlannerOutput, total=False):
+    patient: dict[str, Any]
+    manifest: Manifest
+    options: list[Option]
+    records: list[str]  # compact lines shown to the model (general path)
 
 
-def _answer_schema(refs: list[str]) -> type[BaseModel]:
-    cited = list[Literal[tuple(refs)]]  # type: ignore[valid-type]
-    return create_model(
-        "Answer",
-        answer=(str, Field(min_length=1)),
-        citations=(cited, Field(min_length=1, max_length=5)),
+async def _decide(
+    runtime: Runtime[PlannerContext], system: str, ask: str, schema: type[BaseModel]
+) -> tuple[Any, list[AnyMessage]]:
+    """One constrained decision; returns (validated value, the turns for the trace)."""
+    ctx = runtime.context
+    messages = [SystemMessage(system), HumanMessage(ask)]
+    value, reply = await complete_json(
+        ctx.model, messages, schema.model_json_schema(), schema.model_validate,
+        ctx.output_dialect(),
+    )  # fmt: skip
+    return value, [HumanMessage(ask), reply]
+
+
+def _enum(values: list[str]) -> Any:
+    return Literal[tuple(values)]  # type: ignore[valid-type]
+
+
+async def patient(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:
+    fhir = runtime.context.fhir
+    try:
+        resource = await fhir.read(f"Patient/{state['patient_id']}")
+    except FhirNotFound:
+        return {"error": f"unknown patient {state['patient_id']!r} on {fhir.base_url}"}
+    except ValueError as err:  # a malformed id never reaches the server
+        return {"error": str(err)}
+    return {"patient": resource}
+
+
+async def manifest(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:
+    return {"manifest": await build_manifest(runtime.context.fhir, state["patient_id"])}
+
+
+async def plan(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:
+    options = build_options(state["manifest"], state["question"], runtime.context.similarity)
+    labels = [o.label for o in options] + [NOT_IN_CHART]
+    schema = create_model("Plan", kind=(Kind, ...), about=(_enum(labels), ...))
+    ask = prompts.PLAN.format(
+        options="\n".join(f"- {x}" for x in labels), question=state["question"]
     )
+    try:
+        value, turns = await _decide(runtime, prompts.PLAN_SYSTEM, ask, schema)
+    except ModelOutputError as err:
+        return {"error": str(err), "steps": state.get("steps", 0) + 1}
+    return {
+        "options": options,
+        "kind": Kind(value.kind).value,
+        "about": value.about,
+        "messages": turns,
+        "steps": state.get("steps", 0) + 1,
+    }
 
 
-def build_planner_graph(
-    model: BaseChatModel, fhir: FhirClient, similarity: Similarity, plan_margin: float = 0.08
-) -> Any:
-    """`plan_margin`: when the best option leads by this much similarity, skip the model's
-    choice (small models pick worse than the ranking); a negative value always asks."""
-    dialect = model_dialect(model)
+async def read(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:
+    """Fetch what the plan points at; answer by code when the kind allows it."""
+    kind, window = Kind(state["kind"]), find_window(state["question"])
+    if kind in NEEDS_DAY and window is None:
+        kind = Kind.OTHER
+    option = next((o for o in state["options"] if o.label == state["about"]), None)
+    fhir, pid = runtime.context.fhir, state["patient_id"]
+    done = await compute(kind, option, window, fhir, pid, state["patient"])
+    if done is not None:
+        return {"answer": done.answer, "citations": done.citations, "retrieved": done.read,
+                "computed": True, "unsupported": []}  # fmt: skip
+    if option is None:  # a general question the chart has no records for
+        return {"answer": nothing().answer, "citations": [], "retrieved": [], "computed": True}
+    records = await fetch(fhir, pid, option, MAX_RECORDS)
+    return {
+        "records": [render_resource(r) for r in records],
+        "retrieved": ids_of(records),
+        "kind": Kind.OTHER.value,
+    }
 
-    async def patient(state: PlannerState) -> dict[str, Any]:
+
+def _lines_of(state: PlannerState, refs: list[str]) -> list[str]:
+    wanted = set(refs)
+    return [line for line in state["records"] if line.split(" ", 1)[0] in wanted]
+
+
+async def cite(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:
+    """The model picks which retrieved records answer the question."""
+    refs = state["retrieved"]
+    schema = create_model("Cited", citations=(list[_enum(refs)], Field(min_length=1, max_length=5)))
+    label = state["about"].rsplit(" [", 1)[0]
+    ask = prompts.CITE.format(
+        label=label, records="\n".join(state["records"]), question=state["question"]
+    )
+    try:
+        value, turns = await _decide(runtime, prompts.CITE_SYSTEM, ask, schema)
+    except ModelOutputError as err:
+        return {"error": str(err), "steps": state.get("steps", 0) + 1}
+    cited = list(dict.fromkeys(value.citations))
+    return {"citations": cited, "messages": turns, "steps": state.get("steps", 0) + 1}
+
+
+async def answer(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:
+    """The answer from the cited records alone; values they don't hold are repaired once."""
+    lines = _lines_of(state, state["citations"])
+    schema = create_model("Answer", answer=(str, Field(min_length=1)))
+    ask = prompts.ANSWER.format(
+        patient=render_resource(state["patient"]), records="\n".join(lines),
+        question=state["question"],
+    )  # fmt: skip
+    evidence = [*lines, state["question"]]
+    turns: list[AnyMessage] = []
+    steps = state.get("steps", 0)
+    for attempt in range(2):
         try:
-            resource = await fhir.read(f"Patient/{state['patient_id']}")
-        except FhirNotFound:
-            return {"error": f"unknown patient {state['patient_id']!r} on {fhir.base_url}"}
-        except ValueError as err:  # a malformed id never reaches the server
-            return {"error": str(err)}
-        return {"patient": render_resource(resource)}
-
-    async def manifest(state: PlannerState) -> dict[str, Any]:
-        return {"manifest": await build_manifest(fhir, state["patient_id"])}
-
-    async def plan(state: PlannerState) -> dict[str, Any]:
-        options = build_options(state["manifest"], state["question"], similarity)
-        winner = clear_winner(options, plan_margin)
-        if winner is not None:
-            return {"options": options, "choice": winner, "planned_by": "ranking"}
-        labels = [o.label for o in options]
-        ask = prompts.PLAN.format(
-            question=state["question"], options="\n".join(f"- {x}" for x in labels)
-        )
-        schema = _choice_schema(labels)
-        try:
-            value, reply = await complete_json(
-                model,
-                [HumanMessage(ask)],
-                schema.model_json_schema(),
-                schema.model_validate,
-                dialect,
-            )
+            value, new = await _decide(runtime, prompts.ANSWER_SYSTEM, ask, schema)
         except ModelOutputError as err:
-            return {"error": str(err), "steps": state.get("steps", 0) + 1}
-        chosen = options[labels.index(cast(Any, value).choice)]
-        return {
-            "options": options,
-            "choice": chosen,
-            "planned_by": "model",
-            "messages": [HumanMessage(ask), reply],
-            "steps": state.get("steps", 0) + 1,
-        }
-
-    async def retrieve(state: PlannerState) -> dict[str, Any]:
-        records = await fetch(fhir, state["patient_id"], state["choice"], MAX_RECORDS)
-        return {"records": [render_resource(r) for r in records], "retrieved": ids_of(records)}
-
-    async def answer(state: PlannerState) -> dict[str, Any]:
-        choice = state["choice"]
-        if not state["retrieved"]:
-            what = choice.label.rsplit(" [", 1)[0]
-            return {"answer": f"Nothing is recorded for this patient: no {what}.", "citations": []}
-        ask = prompts.ANSWER.format(
-            patient=state["patient"],
-            label=choice.label,
-            records="\n".join(state["records"]),
-            question=state["question"],
+            return {"error": str(err), "steps": steps + 1, "messages": turns}
+        turns, steps = turns + new, steps + 1
+        missing = unsupported(value.answer, evidence)
+        if not missing or attempt:
+            break
+        reply = cast(AIMessage, new[-1])
+        ask = f"{ask}\n\nYour answer: {reply.content}\n" + prompts.UNSUPPORTED.format(
+            values=", ".join(missing)
         )
-        schema = _answer_schema(state["retrieved"])
-        try:
-            value, reply = await complete_json(
-                model,
-                [HumanMessage(ask)],
-                schema.model_json_schema(),
-                schema.model_validate,
-                dialect,
-            )
-        except ModelOutputError as err:
-            return {"error": str(err), "steps": state.get("steps", 0) + 1}
-        data = cast(Any, value)
-        kept, flagged = check_citations(data.citations, state["retrieved"])
-        return {
-            "answer": data.answer,
-            "citations": kept,
-            "flagged": flagged,
-            "messages": [HumanMessage(ask), reply],
-            "steps": state.get("steps", 0) + 1,
-        }
+    return {"answer": value.answer, "unsupported": missing, "messages": turns, "steps": steps}
 
-    def ok(state: PlannerState) -> str:
-        return END if state.get("error") else "next"
 
-    graph = StateGraph(PlannerState)
-    graph.add_node("patient", patient)
-    graph.add_node("manifest", manifest)
-    graph.add_node("plan", plan)
-    graph.add_node("retrieve", retrieve)
-    graph.add_node("answer", answer)
+def _ok(state: PlannerState) -> str:
+    return END if state.get("error") else "next"
+
+
+def _after_read(state: PlannerState) -> str:
+    return END if state.get("error") or state.get("computed") else "cite"
+
+
+def build_planner_graph() -> Any:
+    graph = StateGraph(
+        PlannerState, context_schema=PlannerContext, input_schema=PlannerInput,
+        output_schema=PlannerOutput,
+    )  # fmt: skip
+    for node in (patient, manifest, plan, read, cite, answer):
+        graph.add_node(node.__name__, node)
     graph.add_edge(START, "patient")
-    graph.add_conditional_edges("patient", ok, {"next": "manifest", END: END})
+    graph.add_conditional_edges("patient", _ok, {"next": "manifest", END: END})
     graph.add_edge("manifest", "plan")
-    graph.add_conditional_edges("plan", ok, {"next": "retrieve", END: END})
-    graph.add_edge("retrieve", "answer")
+    graph.add_conditional_edges("plan", _ok, {"next": "read", END: END})
+    graph.add_conditional_edges("read", _after_read, {"cite": "cite", END: END})
+    graph.add_conditional_edges("cite", _ok, {"next": "answer", END: END})
     graph.add_edge("answer", END)
     return graph.compile(name="ehr_qa_planner")
+
+
+PLANNER = build_planner_graph()
+
+
+async def run_planner(question: str, patient_id: str, context: PlannerContext) -> PlannerOutput:
+    state = await PLANNER.ainvoke({"question": question, "patient_id": patient_id}, context=context)
+    return cast(PlannerOutput, state)
+
+
+__all__ = ["PLANNER", "PlannerContext", "PlannerInput", "PlannerOutput", "run_planner"]

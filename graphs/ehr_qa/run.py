@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
+from functools import cache
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import ToolMessage, messages_from_dict
 from pydantic import BaseModel, Field
 
-from wardround.settings import Settings
 from wardround.tools.evidence import evidence_ids
 from wardround.tools.fhir.client import FhirClient
 
@@ -20,6 +20,7 @@ from .options import Similarity
 GraphName = Literal["planner", "loop"]
 # The default graph: the one that scored better on the EHR QA eval (see README).
 DEFAULT_GRAPH: GraphName = "planner"
+MAX_QUESTION_CHARS = 2000
 
 
 class QAResult(BaseModel):
@@ -30,18 +31,29 @@ class QAResult(BaseModel):
     citations: list[str]
     flagged_citations: list[str] = Field(default_factory=list)
     retrieved: list[str] = Field(default_factory=list)
-    plan: str | None = None  # the planner's choice, and who made it
+    plan: str | None = None  # the planner's kind and records, e.g. "latest: Potassium"
+    computed: bool = False  # the answer was computed by code from the cited records
+    unsupported: list[str] = Field(default_factory=list)  # values not in the citations
     steps: int
     tokens: dict[str, int]
     latency_s: float
     error: str | None = None
     messages: list[dict[str, Any]] = Field(default_factory=list)
 
+    @property
+    def supported(self) -> bool:
+        """Every value the answer writes is in its cited records (computed ones by design)."""
+        return not self.error and not self.unsupported and bool(self.citations or self.computed)
+
     def public(self) -> dict[str, Any]:
         """The `ask --json` object."""
         return {
             "answer": self.answer,
             "citations": self.citations,
+            "supported": self.supported,
+            **({"unsupported": self.unsupported} if self.unsupported else {}),
+            "plan": self.plan,
+            "computed": self.computed,
             "steps": self.steps,
             "tokens": self.tokens,
             "latency_s": round(self.latency_s, 3),
@@ -49,76 +61,98 @@ class QAResult(BaseModel):
         }
 
 
+@cache
 def minilm_similarity() -> Similarity:
+    """One MiniLM per process; label vectors are cached (the same codes recur across charts)."""
     from wardround.tools.text_embeddings import TextEmbedder
 
     return TextEmbedder().similarity
+
+
+def check_question(question: str) -> str:
+    text = question.strip()
+    if not text:
+        raise ValueError("the question is empty: ask something about the patient")
+    if len(text) > MAX_QUESTION_CHARS:
+        raise ValueError(f"the question is {len(text)} characters; at most {MAX_QUESTION_CHARS}")
+    return text
+
+
+async def _planner(
+    question: str, patient_id: str, model: BaseChatModel, fhir: FhirClient, similarity: Similarity
+) -> QAResult:
+    from .planner import PlannerContext, run_planner
+
+    started = time.perf_counter()
+    state = await run_planner(question, patient_id, PlannerContext(model, fhir, similarity))
+    history = state.get("messages", [])
+    kept, flagged = check_citations(state.get("citations", []), state.get("retrieved", []))
+    plan = f"{state['kind']}: {state['about']}" if "kind" in state else None
+    return QAResult(
+        question=question,
+        patient_id=patient_id,
+        graph="planner",
+        answer=state.get("answer", ""),
+        citations=kept,
+        flagged_citations=flagged,
+        retrieved=state.get("retrieved", []),
+        plan=plan,
+        computed=state.get("computed", False),
+        unsupported=state.get("unsupported", []),
+        steps=state.get("steps", 0),
+        tokens=token_usage(history),
+        latency_s=time.perf_counter() - started,
+        error=state.get("error"),
+        messages=trace(history),
+    )
+
+
+async def _loop(
+    question: str, patient_id: str, model: BaseChatModel, fhir: FhirClient, max_steps: int
+) -> QAResult:
+    from .loop import run_loop
+
+    started = time.perf_counter()
+    result, final = await run_loop(
+        question, patient_id, model=model, fhir=fhir, max_steps=max_steps
+    )
+    retrieved = evidence_ids(
+        m for m in messages_from_dict(result.messages) if isinstance(m, ToolMessage)
+    )
+    kept, flagged = check_citations(final.get("citations", []), retrieved)
+    return QAResult(
+        question=question,
+        patient_id=patient_id,
+        graph="loop",
+        answer=result.answer,
+        citations=kept,
+        flagged_citations=flagged,
+        retrieved=retrieved,
+        steps=result.steps,
+        tokens=result.tokens,
+        latency_s=time.perf_counter() - started,
+        error=result.error,
+        messages=result.messages,
+    )
 
 
 async def answer_question(
     question: str,
     patient_id: str,
     *,
-    settings: Settings | None = None,
     model: BaseChatModel,
     fhir: FhirClient,
     graph: GraphName = DEFAULT_GRAPH,
     similarity: Similarity | None = None,
     max_steps: int = 6,
-    plan_margin: float | None = None,
 ) -> QAResult:
-    """Answer a question about one patient; citations are always among the retrieved records."""
-    started = time.perf_counter()
+    """Answer a question about one patient; citations are always among the retrieved records.
+
+    Raises ValueError for an empty or oversized question or an unknown graph.
+    """
+    question = check_question(question)
     if graph == "planner":
-        from .planner import build_planner_graph
-
-        margin = (
-            plan_margin
-            if plan_margin is not None
-            else (settings.planner_margin if settings else 0.08)
-        )
-        app = build_planner_graph(model, fhir, similarity or minilm_similarity(), margin)
-        state = await app.ainvoke({"question": question, "patient_id": patient_id, "steps": 0})
-        history = state.get("messages", [])
-        return QAResult(
-            question=question,
-            patient_id=patient_id,
-            graph=graph,
-            answer=state.get("answer", ""),
-            citations=state.get("citations", []),
-            flagged_citations=state.get("flagged", []),
-            retrieved=state.get("retrieved", []),
-            plan=f"{state['choice'].label} (by {state['planned_by']})"
-            if "choice" in state
-            else None,
-            steps=state.get("steps", 0),
-            tokens=token_usage(history),
-            latency_s=time.perf_counter() - started,
-            error=state.get("error"),
-            messages=trace(history),
-        )
+        return await _planner(question, patient_id, model, fhir, similarity or minilm_similarity())
     if graph == "loop":
-        from .loop import run_loop
-
-        result, final = await run_loop(
-            question, patient_id, model=model, fhir=fhir, max_steps=max_steps
-        )
-        retrieved = evidence_ids(
-            m for m in messages_from_dict(result.messages) if isinstance(m, ToolMessage)
-        )
-        kept, flagged = check_citations(final.get("citations", []), retrieved)
-        return QAResult(
-            question=question,
-            patient_id=patient_id,
-            graph=graph,
-            answer=result.answer,
-            citations=kept,
-            flagged_citations=flagged,
-            retrieved=retrieved,
-            steps=result.steps,
-            tokens=result.tokens,
-            latency_s=time.perf_counter() - started,
-            error=result.error,
-            messages=result.messages,
-        )
+        return await _loop(question, patient_id, model, fhir, max_steps)
     raise ValueError(f"unknown graph {graph!r} (planner or loop)")

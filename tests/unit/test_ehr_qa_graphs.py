@@ -12,7 +12,8 @@ from langchain_core.messages import BaseMessage
 
 from wardround.graphs.ehr_qa import answer_question
 from wardround.graphs.ehr_qa.citations import check_citations
-from wardround.graphs.ehr_qa.options import LIST_TYPES
+from wardround.graphs.ehr_qa.options import NOT_IN_CHART
+from wardround.graphs.ehr_qa.prompts import PLAN_SYSTEM
 from wardround.tests.fakes import ScriptedChatModel
 from wardround.tests.fhir_fixtures import FhirFixture, fhir_fixture  # noqa: F401
 
@@ -35,18 +36,6 @@ def refs_in_prompt(messages: list[BaseMessage]) -> list[str]:
     return REF.findall(str(messages[-1].content))
 
 
-def cite(
-    answer: str, *positions: int, extra: Sequence[str] = ()
-) -> Callable[[list[BaseMessage]], str]:
-    def reply(messages: list[BaseMessage]) -> str:
-        refs = refs_in_prompt(messages)
-        return json.dumps(
-            {"answer": answer, "citations": [refs[i] for i in positions] + list(extra)}
-        )
-
-    return reply
-
-
 def scripted(*replies: dict | str | Callable[[list[BaseMessage]], str]) -> ScriptedChatModel:
     model = ScriptedChatModel(
         replies=[r if isinstance(r, str) or callable(r) else json.dumps(r) for r in replies]
@@ -55,73 +44,140 @@ def scripted(*replies: dict | str | Callable[[list[BaseMessage]], str]) -> Scrip
     return model
 
 
-async def test_planner_reads_latest_hba1c_and_cites_it(fhir: FhirFixture) -> None:
-    pid = fhir.patients["handmade"]
-    model = scripted(cite("6.1 % on 2023-11-12", 0))
+A1C = "Hemoglobin A1c/Hemoglobin.total in Blood [Observation]"
+ALLERGIES = "all allergies and intolerances [AllergyIntolerance]"
+
+
+def plan(kind: str, about: str) -> dict:
+    return {"kind": kind, "about": about}
+
+
+async def ask(fhir: FhirFixture, question: str, *replies: object, label: str = "handmade"):
+    model = scripted(*replies)  # type: ignore[arg-type]
     result = await answer_question(
-        "latest hemoglobin a1c in blood", pid, model=model, fhir=fhir.client,
-        similarity=word_overlap, plan_margin=0.05,
-    )  # fmt: skip
-    assert result.error is None
-    assert result.plan and "(by ranking)" in result.plan and "A1c" in result.plan
-    prompt = str(model.calls[0]["messages"][-1].content)
-    assert prompt.index("6.1 %") < prompt.index("7.4 %"), "newest first"
-    assert len(result.retrieved) == 2 and result.citations == result.retrieved[:1]
-    fmt = model.calls[0]["kwargs"]["response_format"]["schema"]
-    assert fmt["properties"]["citations"]["items"]["enum"] == result.retrieved
-    assert result.steps == 1 and result.tokens == {"prompt": 10, "completion": 5}
-
-
-async def test_citation_of_unretrieved_record_is_repaired(fhir: FhirFixture) -> None:
-    pid = fhir.patients["handmade"]
-    model = scripted(
-        {"answer": "6.1 %", "citations": ["Observation/made-up"]},
-        lambda messages: json.dumps(
-            {"answer": "6.1 %", "citations": refs_in_prompt(messages[:1])[:1]}
-        ),
+        question, fhir.patients[label], model=model, fhir=fhir.client, similarity=word_overlap
     )
-    result = await answer_question(
-        "latest hemoglobin a1c in blood", pid, model=model, fhir=fhir.client,
-        similarity=word_overlap, plan_margin=0.05,
-    )  # fmt: skip
-    assert result.citations == result.retrieved[:1]
-    assert "made-up" in str(model.calls[1]["messages"][-1].content)  # the repair names it
-    assert "made-up" not in json.dumps(result.public())
-    assert len(model.calls) == 2
+    return result, model
 
 
-async def test_model_decides_when_ranking_is_not_clear(fhir: FhirFixture) -> None:
-    pid = fhir.patients["handmade"]
-    label = "all allergies and intolerances [AllergyIntolerance]"
-    model = scripted({"choice": label}, cite("Allergy to peanut", 0))
-    result = await answer_question(
-        "what is she allergic to", pid, model=model, fhir=fhir.client,
-        similarity=word_overlap, plan_margin=-1,
-    )  # fmt: skip
-    assert result.plan == f"{label} (by model)"
-    enum = model.calls[0]["kwargs"]["response_format"]["schema"]["properties"]["choice"]["enum"]
-    assert label in enum and len(enum) <= 8
-    assert result.citations == result.retrieved[:1] and result.steps == 2
-    assert result.citations[0].startswith("AllergyIntolerance/")
+async def test_latest_value_is_computed_from_the_newest_record(fhir: FhirFixture) -> None:
+    result, model = await ask(fhir, "latest hemoglobin a1c in blood", plan("latest", A1C))
+    assert result.error is None and result.computed and result.supported
+    assert result.answer == "6.1 % on 2023-11-12."
+    assert len(result.citations) == 1 and result.citations[0] in result.retrieved
+    assert len(result.retrieved) == 2 and result.steps == 1
+    schema = model.calls[0]["kwargs"]["response_format"]["schema"]
+    assert "latest" in schema["$defs"]["Kind"]["enum"]
+    about = schema["properties"]["about"]["enum"]
+    assert A1C in about and NOT_IN_CHART in about and len(about) <= 9
+    prompt = model.calls[0]["messages"]
+    assert prompt[0].content == PLAN_SYSTEM, "fixed instructions first, for the prompt cache"
 
 
-async def test_nothing_recorded_is_an_answer_without_citations(fhir: FhirFixture) -> None:
-    from wardround.tools.fhir.manifest import build_manifest
-
-    for _label, pid in fhir.patients.items():
-        manifest = await build_manifest(fhir.client, pid)
-        absent = [t for t in LIST_TYPES if t not in manifest.types]
-        if absent:
-            break
-    else:
-        pytest.fail("every fixture chart holds every list type")
-    wanted = f"{LIST_TYPES[absent[0]]} [{absent[0]}]"
-    model = scripted({"choice": wanted})
-    result = await answer_question(
-        "anything?", pid, model=model, fhir=fhir.client, similarity=word_overlap, plan_margin=-1
+async def test_a_component_is_read_inside_its_panel(fhir: FhirFixture) -> None:
+    result, _ = await ask(
+        fhir,
+        "most recent systolic blood pressure",
+        plan("latest", "Systolic blood pressure [Observation]"),
     )
+    assert result.answer == "132 mmHg on 2023-11-12." and result.computed
+    assert result.citations[0].startswith("Observation/")
+
+
+async def test_trend_compares_the_last_two_in_time_order(fhir: FhirFixture) -> None:
+    result, _ = await ask(fhir, "is the hemoglobin a1c in blood going up or down", plan("trend", A1C))
+    assert result.answer == "Decreased: from 7.4 % on 2022-05-01 to 6.1 % on 2023-11-12."
+    assert len(result.citations) == 2
+
+
+async def test_value_on_a_date_written_out(fhir: FhirFixture) -> None:
+    result, _ = await ask(fhir, "What was her hemoglobin A1c in blood on May 1, 2022?", plan("on_date", A1C))
+    assert result.answer == "7.4 % on 2022-05-01."
+    result, _ = await ask(fhir, "hemoglobin A1c in blood on 2022-05-02?", plan("on_date", A1C))
+    assert "No" in result.answer and result.citations == []
+
+
+async def test_count_counts_every_record(fhir: FhirFixture) -> None:
+    result, _ = await ask(fhir, "how many hemoglobin a1c in blood tests has she had", plan("count", A1C))
+    assert result.answer.startswith("2 ") and len(result.citations) == 2
+
+
+async def test_current_medications_leave_out_stopped_ones(fhir: FhirFixture) -> None:
+    meds = "all medications (prescriptions) [MedicationRequest]"
+    result, _ = await ask(fhir, "what is she taking", plan("current", meds))
+    assert "metformin" in result.answer and "Amoxicillin" not in result.answer
+    assert len(result.citations) == 1
+
+
+async def test_conditions_since_a_date_use_the_window(fhir: FhirFixture) -> None:
+    conditions = "all conditions, problems and diagnoses [Condition]"
+    result, _ = await ask(fhir, "diagnoses since 1 Jan 2020?", plan("since", conditions))
+    assert "sinusitis" in result.answer and "Diabetes" not in result.answer
+
+
+async def test_age_on_a_date_is_arithmetic(fhir: FhirFixture) -> None:
+    result, _ = await ask(fhir, "How old was she on 03/01/2020?", plan("age", NOT_IN_CHART))
+    assert result.answer.startswith("60 years old on 2020-03-01")  # born 1960-02-29
+    assert result.citations[0].startswith("Patient/")
+
+
+async def test_last_visit(fhir: FhirFixture) -> None:
+    result, _ = await ask(fhir, "when was she last seen", plan("last_visit", NOT_IN_CHART))
+    assert result.answer.startswith("2023-11-12") and result.citations[0].startswith("Encounter/")
+
+
+async def test_not_in_chart_is_an_answer_without_citations(fhir: FhirFixture) -> None:
+    result, _ = await ask(fhir, "latest troponin", plan("latest", NOT_IN_CHART))
     assert result.error is None
     assert result.answer.startswith("Nothing is recorded") and result.citations == []
+
+
+async def test_general_questions_cite_then_answer(fhir: FhirFixture) -> None:
+    def first_ref(messages: list[BaseMessage]) -> str:
+        return json.dumps({"citations": refs_in_prompt(messages)[:1]})
+
+    result, model = await ask(
+        fhir, "what reaction does she get from peanuts", plan("other", ALLERGIES),
+        first_ref, {"answer": "Hives (Allergy to peanut)"},
+    )  # fmt: skip
+    assert result.error is None and not result.computed and result.supported
+    assert result.citations[0].startswith("AllergyIntolerance/") and result.steps == 3
+    cite_schema = model.calls[1]["kwargs"]["response_format"]["schema"]
+    items = cite_schema["properties"]["citations"]["items"]
+    assert items.get("enum", [items.get("const")]) == result.retrieved
+    answer_prompt = str(model.calls[2]["messages"][-1].content)
+    assert "peanut" in answer_prompt and "Colonoscopy" not in answer_prompt
+
+
+async def test_values_not_in_the_cited_records_are_repaired_then_flagged(fhir: FhirFixture) -> None:
+    def cite_all(messages: list[BaseMessage]) -> str:
+        return json.dumps({"citations": refs_in_prompt(messages)[:1]})
+
+    fixed, model = await ask(
+        fhir, "tell me about the hemoglobin a1c in blood", plan("other", A1C), cite_all,
+        {"answer": "7.9 % on 2023-11-12"}, {"answer": "6.1 % on 2023-11-12"},
+    )  # fmt: skip
+    assert fixed.answer == "6.1 % on 2023-11-12" and fixed.supported
+    assert "7.9" in str(model.calls[3]["messages"][-1].content)
+    flagged, _ = await ask(
+        fhir, "tell me about the hemoglobin a1c in blood", plan("other", A1C), cite_all,
+        {"answer": "7.9 %"}, {"answer": "still 7.9 %"},
+    )  # fmt: skip
+    assert flagged.unsupported == ["7.9"] and not flagged.supported
+    assert flagged.public()["supported"] is False
+
+
+async def test_a_date_kind_without_a_date_goes_to_the_general_path(fhir: FhirFixture) -> None:
+    result, _ = await ask(
+        fhir, "hemoglobin a1c in blood on the day of her check up", plan("on_date", A1C),
+        lambda m: json.dumps({"citations": refs_in_prompt(m)[:1]}), {"answer": "6.1 %"},
+    )  # fmt: skip
+    assert not result.computed and result.answer == "6.1 %" and result.steps == 3
+
+
+async def test_empty_question_is_refused(fhir: FhirFixture) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        await ask(fhir, "   ")
 
 
 async def test_unknown_patient_is_a_clear_error(fhir: FhirFixture) -> None:
@@ -140,7 +196,7 @@ async def test_garbage_model_output_ends_with_an_error_not_an_exception(fhir: Fh
     model = scripted("the answer is probably fine", "still not json")
     result = await answer_question(
         "latest hemoglobin a1c in blood", pid, model=model, fhir=fhir.client,
-        similarity=word_overlap, plan_margin=0.05,
+        similarity=word_overlap,
     )  # fmt: skip
     assert result.error and "not a valid JSON object" in result.error
     assert result.answer == "" and result.citations == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from wardround.evals import ehrqa
@@ -72,6 +74,28 @@ async def test_dataset_covers_categories_and_is_reproducible(eval_fhir: EvalFhir
     categories = {s.category for s in first}
     assert categories == set(ehrqa.CATEGORIES)
     assert all(s.metadata["patient_id"] in eval_fhir.ids.values() for s in first)
+
+
+async def test_paraphrases_keep_targets_and_change_wording(eval_fhir: EvalFhir):
+    env = EvalEnv(settings=Settings(), fhir=eval_fhir.client)
+    plain = await ehrqa.dataset(env)
+    env.options["phrasing"] = "paraphrase"
+    reworded = await ehrqa.dataset(env)
+    assert len(plain) == len(reworded)
+    for before, after in zip(plain, reworded, strict=True):
+        assert after.target == before.target and after.category == before.category
+        assert after.input != before.input and after.id == before.id + "-p"
+    dated = [s for s in reworded if s.category == "value_on_date"]
+    assert dated and not any(re.search(r"\d{4}-\d{2}-\d{2}", s.input) for s in dated)
+
+
+async def test_retrieval_is_scored_apart_from_the_answer():
+    from wardround.evals.scorers import retrieval_scores
+
+    got = retrieval_scores(["A/1", "A/2"], ["A/1", "B/9", "B/8", "B/7"], ["A/1"])
+    assert got == {"retrieval_recall": 0.5, "retrieval_precision": 0.25,
+                   "citation_recall": 0.5, "citation_precision": 1.0}  # fmt: skip
+    assert retrieval_scores([], ["A/1"], [])["retrieval_recall"] is None
 
 
 async def test_selection_quota_and_redistribution():

@@ -55,6 +55,9 @@ class CodeSummary(BaseModel):
     count: int
     first: str | None = None
     last: str | None = None
+    # For a component's code (systolic pressure inside a blood pressure panel): the token of
+    # the record's own code, which is what a search can find.
+    component_of: str | None = None
 
     @property
     def token(self) -> str | None:
@@ -116,6 +119,8 @@ class Manifest(BaseModel):
                 )
             entry.count += 1
             entry.first, entry.last = _widen(entry.first, entry.last, date)
+            if rtype == "Observation":
+                _add_components(codes, resource, entry.token, date)
         ordered = sorted(codes.values(), key=lambda c: (c.resource_type, -c.count, c.display))
         return cls(patient_id=patient_id, types=dict(sorted(types.items())), codes=ordered)
 
@@ -139,6 +144,7 @@ class Manifest(BaseModel):
                 continue
             lines.append(f"{rtype} x{summary.count}{_span(summary.first, summary.last)}")
             codes = self.codes_for(rtype)
+            codes = [c for c in codes if c.component_of is None]  # searches can't find these
             shown = codes if max_codes_per_type is None else codes[:max_codes_per_type]
             for c in shown:
                 label = f"{SYSTEM_NAMES.get(c.system or '', c.system or '')} {c.code}".strip()
@@ -149,6 +155,30 @@ class Manifest(BaseModel):
             if hidden:
                 lines.append(f"  ... {hidden} more code{'s' if hidden > 1 else ''}")
         return "\n".join(lines)
+
+
+def _add_components(
+    codes: dict[tuple[str, str | None, str | None, str], CodeSummary],
+    resource: dict[str, Any],
+    parent: str | None,
+    date: str | None,
+) -> None:
+    """Count each component's code (numeric ones) under the record's own code."""
+    for comp in resource.get("component") or []:
+        found = _first_coding(comp.get("code")) if isinstance(comp, dict) else None
+        if found is None or not found[1] or parent is None or "valueQuantity" not in comp:
+            continue
+        system, code, display = found
+        key = ("Observation", system, code, f"in {parent}")
+        entry = codes.setdefault(
+            key,
+            CodeSummary(
+                resource_type="Observation", system=system, code=code, display=display,
+                count=0, component_of=parent,
+            ),
+        )  # fmt: skip
+        entry.count += 1
+        entry.first, entry.last = _widen(entry.first, entry.last, date)
 
 
 def _first_coding(concept: dict[str, Any] | None) -> tuple[str | None, str | None, str] | None:

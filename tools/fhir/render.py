@@ -16,7 +16,7 @@ from typing import Any
 
 from .fields import concept_text, primary_concept, reference_of, resource_date
 
-__all__ = ["DEFAULT_NOTE_CHARS", "render_resource", "render_resources"]
+__all__ = ["DEFAULT_NOTE_CHARS", "quantity_text", "render_resource", "render_resources"]
 
 DEFAULT_NOTE_CHARS = 200
 
@@ -56,7 +56,7 @@ def _num(value: Any) -> str:
     return str(value)
 
 
-def _quantity(quantity: dict[str, Any] | None) -> str:
+def quantity_text(quantity: dict[str, Any] | None) -> str:
     if not isinstance(quantity, dict) or quantity.get("value") is None:
         return ""
     unit = quantity.get("unit") or quantity.get("code") or ""
@@ -77,7 +77,7 @@ def _code(concept: dict[str, Any] | None) -> str | None:
 def _value(holder: dict[str, Any]) -> str:
     """The `value[x]` of an Observation or component, as text."""
     if "valueQuantity" in holder:
-        return _quantity(holder["valueQuantity"])
+        return quantity_text(holder["valueQuantity"])
     if "valueCodeableConcept" in holder:
         return concept_text(holder["valueCodeableConcept"]) or ""
     if "valueString" in holder:
@@ -87,10 +87,10 @@ def _value(holder: dict[str, Any]) -> str:
     if "valueInteger" in holder:
         return _num(holder["valueInteger"])
     if "valueRange" in holder:
-        low, high = (_quantity(holder["valueRange"].get(k)) for k in ("low", "high"))
+        low, high = (quantity_text(holder["valueRange"].get(k)) for k in ("low", "high"))
         return f"{low}-{high}".strip("-")
     if "valueRatio" in holder:
-        num, den = (_quantity(holder["valueRatio"].get(k)) for k in ("numerator", "denominator"))
+        num, den = (quantity_text(holder["valueRatio"].get(k)) for k in ("numerator", "denominator"))
         return f"{num}/{den}"
     for key in ("valueDateTime", "valueTime"):
         if key in holder:
@@ -199,7 +199,7 @@ def _dosage(dosages: list[dict[str, Any]] | None) -> str:
     for dose_rate in dosage.get("doseAndRate") or []:
         dose = dose_rate.get("doseQuantity")
         if dose:
-            parts.append(_quantity(dose))
+            parts.append(quantity_text(dose))
             break
     route = concept_text(dosage.get("route"))
     if route:
