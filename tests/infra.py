@@ -1,0 +1,279 @@
+"""Real infrastructure for the team-deployment tests: a private Postgres cluster, SEKMET on a
+loopback port with small charts, API processes (one or several uvicorn workers), and a
+server-sent-event client that records which worker answered.
+
+Everything here is started by the test and stopped by pid at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from wardround.procs import free_port
+
+WORKER_HEADER = "X-Wardround-Worker"
+ORDER_TEXT = "Please order an HbA1c."
+
+
+# ------------------------------------------------------------------ Postgres
+
+
+def postgres_bin() -> Path | None:
+    """The folder of Debian's PostgreSQL binaries (not on PATH there), or None."""
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return candidate
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    # The server refuses to run as root; Debian's package creates the `postgres` user.
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+@dataclass
+class PostgresCluster:
+    folder: Path
+    port: int
+    bin: Path
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://wr@/wardround?host={self.folder}&port={self.port}"
+
+    def pid(self) -> int | None:
+        pidfile = self.folder / "data" / "postmaster.pid"
+        return int(pidfile.read_text().split()[0]) if pidfile.exists() else None
+
+    def sql(self, statement: str) -> str:
+        psql = [str(self.bin / "psql"), "-h", str(self.folder), "-p", str(self.port)]
+        argv = [*psql, "-U", "wr", "-d", "wardround", "-tAc", statement]
+        return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _run(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip()[-500:]
+        raise RuntimeError(f"{' '.join(argv)} failed: {detail}")
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """initdb + pg_ctl start on a free port, socket and data in a fresh folder under the
+    system temp dir (one the `postgres` user can reach); stopped and removed at the end."""
+    bindir = postgres_bin()
+    if bindir is None:
+        raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+    folder = Path(tempfile.mkdtemp(prefix="wardround-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    cluster = PostgresCluster(folder, free_port(), bindir)
+    data = folder / "data"
+    try:
+        _run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "wr", "--auth=trust"]))
+        options = f"-p {cluster.port} -k {folder} -c listen_addresses='' -c fsync=off"
+        log = str(folder / "log")
+        pg_ctl = [str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", log]
+        _run(_as_postgres([*pg_ctl, "-w", "start"]))
+        createdb = [str(bindir / "createdb"), "-h", str(folder), "-p", str(cluster.port)]
+        _run([*createdb, "-U", "wr", "wardround"])
+        yield cluster
+    finally:
+        pid = cluster.pid()
+        if pid is not None:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)  # "fast" shutdown of this postmaster only
+            deadline = time.monotonic() + 20
+            while cluster.pid() is not None and time.monotonic() < deadline:
+                time.sleep(0.1)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ API processes
+
+
+def worker_app() -> Any:
+    """The API for `uvicorn --factory`: settings from the environment, the scripted model
+    of the load bench (its replies follow from the conversation, so any worker can take any
+    request), and a header naming the worker process that answered."""
+    from wardround.bench.api_load import BenchModel
+    from wardround.server.app import create_app
+    from wardround.settings import Settings
+
+    app = create_app(Settings(), model=BenchModel(), extra_tools=[])
+
+    @app.middleware("http")
+    async def name_worker(request: Any, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers[WORKER_HEADER] = str(os.getpid())
+        return response
+
+    return app
+
+
+@dataclass
+class ApiProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_api(home: Path, env: dict[str, str], *, workers: int = 1) -> ApiProcess:
+    """`uvicorn --factory wardround.tests.infra:worker_app` on a free port; waits for health."""
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "--factory", "wardround.tests.infra:worker_app"]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    argv += ["--log-level", "warning"]
+    log = home / f"api-{port}.log"
+    full_env = {**os.environ, "WARDROUND_HOME": str(home), **env}
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, env=full_env, cwd=home, stdout=out, stderr=out)
+    api = ApiProcess(process, f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + 90
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the API exited: {log.read_text()[-2000:]}")
+        with suppress(httpx.HTTPError):
+            # A fresh connection each time, so each worker gets asked eventually.
+            response = httpx.get(f"{api.url}/api/health", timeout=2)
+            if response.json().get("status") == "ok":
+                seen.add(response.headers.get(WORKER_HEADER, ""))
+                if len(seen) >= workers or time.monotonic() > deadline - 60:
+                    return api
+        time.sleep(0.1)
+    api.stop()
+    raise RuntimeError(f"the API did not come up: {log.read_text()[-2000:]}")
+
+
+@contextmanager
+def running_api(home: Path, env: dict[str, str], *, workers: int = 1) -> Iterator[ApiProcess]:
+    api = start_api(home, env, workers=workers)
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+# ------------------------------------------------------------------ clients
+
+
+@dataclass
+class Reply:
+    status: int
+    worker: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+    body: Any = None
+
+    def kinds(self) -> list[str]:
+        return [e["event"] for e in self.events]
+
+    def first(self, kind: str) -> dict[str, Any]:
+        return next(e["data"] for e in self.events if e["event"] == kind)
+
+
+@asynccontextmanager
+async def fresh_connections(url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that opens a new TCP connection per request, as requests through a load
+    balancer would arrive: each may be accepted by any worker."""
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        yield client
+
+
+async def call(client: httpx.AsyncClient, path: str, body: dict[str, Any] | None = None) -> Reply:
+    """POST (with a body) or GET; SSE bodies are parsed into events."""
+    from wardround.tests.copilot_fakes import parse_sse
+
+    if body is None:
+        response = await client.get(path)
+    else:
+        response = await client.post(path, json=body)
+    reply = Reply(response.status_code, response.headers.get(WORKER_HEADER, ""))
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        reply.events = parse_sse(response.text)
+    else:
+        with suppress(json.JSONDecodeError):
+            reply.body = response.json()
+    return reply
+
+
+async def wait_until(check: Any, timeout: float = 20.0) -> Any:
+    """Poll an async `check()` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.1)
+
+
+# ------------------------------------------------------------------ FHIR
+
+
+@dataclass
+class LoopbackFhir:
+    url: str  # the FHIR base URL, http://127.0.0.1:PORT/fhir
+    patients: list[str]
+
+    async def orders(self, patient_id: str) -> list[dict[str, Any]]:
+        """ServiceRequests the copilot wrote for a patient (read back from the server)."""
+        from wardround.graphs.copilot.orders import ORDER_SYSTEM
+        from wardround.tools.fhir.client import FhirClient
+
+        client = FhirClient(self.url)
+        try:
+            found = await client.search("ServiceRequest", [("patient", patient_id)], limit=100)
+        finally:
+            await client.aclose()
+        return [
+            r
+            for r in found
+            if any(i.get("system") == ORDER_SYSTEM for i in r.get("identifier") or [])
+        ]
+
+
+@asynccontextmanager
+async def sekmet_on_loopback(folder: Path) -> AsyncIterator[LoopbackFhir]:
+    """SEKMET with the carebundle charts, served on a free loopback port in this process."""
+    from wardround.tests.fhir_fixtures import (
+        LoopbackServer,
+        asgi_client,
+        carebundle_charts,
+        load_chart,
+        sekmet_app,
+    )
+
+    port = free_port()
+    app = sekmet_app(folder, base_url=f"http://127.0.0.1:{port}/fhir")
+    client = asgi_client(app)
+    ids = [await load_chart(client, chart) for chart in carebundle_charts().values()]
+    await client.aclose()
+    with LoopbackServer(app, port=port) as server:
+        yield LoopbackFhir(f"{server.url}/fhir", ids)
