@@ -5,7 +5,9 @@
   (seeded, so a report is reproducible);
 - an exact McNemar test: under "no difference", the discordant pairs split 50/50, so the
   p-value is a two-sided binomial test on them;
-- relative improvement (acc_B - acc_A) / acc_A.
+- relative improvement (acc_B - acc_A) / acc_A;
+- power: the smallest difference the exact McNemar test would detect at 80% power, given
+  the number of pairs and the observed discordance (see `min_detectable_difference`).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
-from scipy.stats import binomtest, norm
+from scipy.stats import binom, binomtest, norm
 
 LEVEL = 0.95
 
@@ -126,3 +129,87 @@ def paired_by_category(
         groups[category][0].append(x)
         groups[category][1].append(y)
     return {c: paired(xs, ys, seed=seed, n_boot=n_boot) for c, (xs, ys) in groups.items()}
+
+
+# ---------------------------------------------------------------- power
+
+POWER = 0.8
+ALPHA = 0.05
+
+
+@lru_cache(maxsize=4096)
+def _mcnemar_rejects(d: int, alpha: float) -> int:
+    """The largest k with the exact two-sided test on (k, d - k) discordant pairs rejecting
+    (p < alpha); -1 when no split of d pairs can reject. Symmetric: k <= c or k >= d - c."""
+    if d == 0:
+        return -1
+    ks = np.arange(d // 2 + 1)
+    p = np.minimum(1.0, 2 * binom.cdf(ks, d, 0.5))
+    hits = ks[p < alpha]
+    return int(hits[-1]) if len(hits) else -1
+
+
+def mcnemar_power(n: int, discordance: float, diff: float, alpha: float = ALPHA) -> float:
+    """Power of the exact McNemar test (two-sided, level `alpha`) on `n` pairs when a pair is
+    discordant with probability `discordance` and B - A accuracy is `diff`.
+
+    Exact and unconditional: the number of discordant pairs D ~ Binomial(n, discordance);
+    given D, the pairs only B got right ~ Binomial(D, (1 + diff / discordance) / 2); the
+    test rejects on the same rule as `mcnemar_exact`. Power sums P(D = d) * P(reject | d).
+    """
+    psi, delta = discordance, abs(diff)
+    if n <= 0 or psi <= 0:
+        return 0.0
+    if delta > psi + 1e-12:
+        raise ValueError("|diff| cannot exceed the discordance")
+    pi = min(1.0, (1 + delta / psi) / 2)
+    ds = np.arange(1, n + 1)
+    cs = np.array([_mcnemar_rejects(int(d), alpha) for d in ds])
+    ok = cs >= 0
+    ds, cs = ds[ok], cs[ok]
+    reject = binom.cdf(cs, ds, pi) + binom.sf(ds - cs - 1, ds, pi)
+    return float(np.sum(binom.pmf(ds, n, psi) * reject))
+
+
+def mcnemar_power_normal(n: float, discordance: float, diff: float, alpha: float = ALPHA) -> float:
+    """Normal approximation to the same power (Connor 1987):
+    z_beta = (|diff| sqrt(n) - z_{alpha/2} sqrt(psi)) / sqrt(psi - diff^2)."""
+    psi, delta = discordance, abs(diff)
+    if n <= 0 or psi <= 0 or delta <= 0:
+        return 0.0
+    z_a = float(norm.ppf(1 - alpha / 2))
+    spread = max(psi - delta * delta, 1e-12)
+    return float(norm.cdf((delta * np.sqrt(n) - z_a * np.sqrt(psi)) / np.sqrt(spread)))
+
+
+def min_detectable_difference(
+    n: int,
+    discordance: float,
+    *,
+    power: float = POWER,
+    alpha: float = ALPHA,
+    method: str = "exact",
+) -> float | None:
+    """The smallest |B - A| the paired test detects with `power` on `n` pairs.
+
+    The discordance (share of pairs where exactly one model is right) is held at the observed
+    value, but never below the difference itself (a difference of delta needs at least delta
+    of the pairs discordant), so with no observed discordance the figure is the optimistic
+    case where every discordant pair favours one model. `method` is "exact" (`mcnemar_power`)
+    or "normal" (`mcnemar_power_normal`). Found by bisection, to 1e-4; None when even a
+    difference of 100% would be detected with less than `power` (n too small).
+    """
+    fn = mcnemar_power if method == "exact" else mcnemar_power_normal
+    if method not in ("exact", "normal"):
+        raise ValueError(f"unknown method {method!r}")
+
+    def power_at(delta: float) -> float:
+        return fn(n, max(discordance, delta), delta, alpha)
+
+    if n <= 0 or power_at(1.0) < power:
+        return None
+    lo, hi = 0.0, 1.0
+    while hi - lo > 1e-4:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if power_at(mid) >= power else (mid, hi)
+    return hi

@@ -67,3 +67,37 @@ def test_per_category_groups_in_first_seen_order():
     groups = stats.paired_by_category(rows, n_boot=200)
     assert list(groups) == ["x", "y"]
     assert groups["y"].b.k == 2 and groups["y"].a.k == 0 and groups["x"].n == 2
+
+
+def test_power_with_every_discordant_pair_one_way_is_computed_by_hand():
+    # n = 6 with no observed discordance: a difference delta needs delta of the pairs
+    # discordant, all for B. Only 6 of 6 discordant rejects (p = 2/64; 5 of 5 gives 2/32),
+    # so power = delta^6, and 80% power needs delta = 0.8 ** (1/6) = 0.96349.
+    assert stats.mcnemar_power(6, 0.5, 0.5) == pytest.approx(0.5**6)
+    mdd = stats.min_detectable_difference(6, 0.0)
+    assert mdd == pytest.approx(0.8 ** (1 / 6), abs=2e-4)
+    assert stats.min_detectable_difference(5, 0.0) is None  # 5 pairs can never reject
+
+
+def test_power_normal_approximation_matches_the_textbook_formula():
+    # Connor (1987): n = (z_.975 sqrt(psi) + z_.8 sqrt(psi - d^2))^2 / d^2; psi = 0.3,
+    # d = 0.1: (1.95996 * 0.547723 + 0.841621 * 0.538516)^2 / 0.01 = 233.09 pairs.
+    n = (1.959964 * math.sqrt(0.3) + 0.841621 * math.sqrt(0.29)) ** 2 / 0.01
+    assert n == pytest.approx(233.09, abs=0.01)
+    assert stats.mcnemar_power_normal(n, 0.3, 0.1) == pytest.approx(0.8, abs=1e-4)
+    assert stats.min_detectable_difference(234, 0.3, method="normal") == pytest.approx(
+        0.1, abs=5e-4
+    )
+
+
+def test_exact_power_is_close_to_normal_for_many_pairs_and_grows_with_n():
+    exact = stats.min_detectable_difference(234, 0.3)
+    assert exact == pytest.approx(0.1, abs=0.01)
+    assert (
+        stats.min_detectable_difference(100, 0.3)
+        > exact
+        > stats.min_detectable_difference(500, 0.3)
+    )
+    assert stats.mcnemar_power(100, 0.3, 0.0) < 0.05  # at no difference: at most alpha
+    with pytest.raises(ValueError):
+        stats.mcnemar_power(10, 0.1, 0.2)
