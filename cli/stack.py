@@ -19,7 +19,10 @@ from wardround.stack.patients import PatientLoadError
 
 from .common import clean_errors, console, load_settings
 
-app = typer.Typer(help="The local stack: FHIR server with synthetic patients, embedded model.")
+app = typer.Typer(
+    help="The local stack: FHIR server with synthetic patients, guideline and image indexes, "
+    "embedded model."
+)
 
 
 class _Bars(local.Progress):
@@ -41,8 +44,12 @@ def up(
         42, "--seed", "-s", help="PySynthea seed (bundles are cached per seed)"
     ),
     model: str | None = typer.Option(None, help="embedded model preset to serve"),
+    indexes: bool = typer.Option(
+        True, help="index the starter guidelines and built-in images (once; reused after)"
+    ),
 ) -> None:
-    """Start the FHIR server, seed patients, start the embedded model server (reuses what runs)."""
+    """Start the FHIR server, seed patients, index guidelines and images, start the embedded
+    model server (reuses what runs and what is indexed)."""
     settings = load_settings(model=model)
     started = time.monotonic()
     columns = (
@@ -55,12 +62,22 @@ def up(
         clean_errors(ServiceError, PatientLoadError, httpx.HTTPError, RuntimeError, ValueError),
         Progress(*columns, console=console, transient=True) as progress,
     ):
-        status, ids = local.up(settings, patients, seed, model=model, progress=_Bars(progress))
+        status, ids = local.up(
+            settings, patients, seed, model=model, progress=_Bars(progress), indexes=indexes
+        )
     console.print(
         f"[green]up[/] in {time.monotonic() - started:.1f} s  FHIR {status.fhir.base_url} "
         f"({status.fhir.patients} patients)  model {status.model.name} {status.model.base_url or ''}"
     )
     console.print(f"seeded patients: {' '.join(ids)}", highlight=False)
+    if status.indexes:
+        found = status.indexes
+        console.print(
+            f"indexes: {found['guideline_passages']} guideline passages, {found['images']} "
+            f"images ({found['linked_images']} linked to a seeded patient's imaging study) "
+            f"in {settings.chroma_dir}",
+            highlight=False,
+        )
 
 
 @app.command()

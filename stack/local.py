@@ -1,4 +1,5 @@
-"""`stack up / status / down`: the FHIR server, its patients and the embedded model, together."""
+"""`stack up / status / down`: the FHIR server, its patients, the guideline and image indexes
+and the embedded model, together."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from wardround.agents.presets import get_preset
 from wardround.procs import running, stop_service
 from wardround.settings import Settings
 
+from . import indexes as search_indexes
 from . import patients
 from .fhir_server import SERVICE as FHIR_SERVICE
 from .fhir_server import analyze, db_path, ensure_fhir_server
@@ -34,6 +36,7 @@ class ModelStatus(BaseModel):
 class StackStatus(BaseModel):
     fhir: FhirStatus
     model: ModelStatus
+    indexes: dict[str, int] | None = None  # what `up` indexed or found (guidelines, images)
 
 
 def count_patients(base_url: str) -> int | None:
@@ -78,8 +81,13 @@ def up(
     *,
     model: str | None = None,
     progress: Progress | None = None,
+    indexes: bool = True,
 ) -> tuple[StackStatus, list[str]]:
-    """Start (or reuse) everything; returns the status and the seeded patients' ids."""
+    """Start (or reuse) everything; returns the status and the seeded patients' ids.
+
+    With `indexes`, the starter guideline corpus and the built-in images are indexed (once;
+    reused after), so the copilot has guideline lookup and image search out of the box.
+    """
     progress = progress or Progress()
     progress.step("FHIR server")
     fhir = ensure_fhir_server(settings)
@@ -90,11 +98,15 @@ def up(
     if set(ledger) != set(ledger_before):
         progress.step("ANALYZE")
         analyze(db_path(settings))
+    ids = [ledger[b.name] for b in bundles]
+    counts = None
+    if indexes:
+        counts = search_indexes.ensure_indexes(settings, fhir.base_url, ids, progress.step)
     preset = get_preset(model or settings.model)
     if preset.backend == "embedded":
         progress.step(f"model server ({preset.name})")
         ensure_server(preset, settings)
-    return status(settings), [ledger[b.name] for b in bundles]
+    return status(settings).model_copy(update={"indexes": counts}), ids
 
 
 def down(settings: Settings) -> dict[str, bool]:
