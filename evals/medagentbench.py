@@ -39,8 +39,9 @@ from typing import Any
 
 from .chart import Chart, age_on, fetch_chart, full_name, list_patient_ids, mrn_of
 from .data import load_json
-from .mab_grading import NOT_FOUND, SBAR, magnesium_dose, potassium_dose, score
-from .task import EvalEnv, Sample, Task, TaskDef, Trace
+from .mab_grading import NOT_FOUND, SBAR, grade, magnesium_dose, potassium_dose
+from .scorers import retrieval_scores
+from .task import EvalEnv, Sample, Score, Task, TaskDef, Trace
 from .traces import trace_from
 
 SEED = 23
@@ -377,6 +378,47 @@ async def dataset(env: EvalEnv) -> list[Sample]:
     return build_samples(charts, templates(env), per_category)
 
 
+# ---------------------------------------------------------------- retrieval
+
+
+def evidence_of(sample: Sample) -> list[str]:
+    """The records a correct solution must read: the results behind the reference value, or
+    the patient's own record for the lookup and age tasks (none for pure writes)."""
+    target = sample.target
+    if target.get("evidence"):
+        return list(target["evidence"])
+    looked_up = sample.category == "task2" or target.get("outcome") == "found"
+    return [f"Patient/{target['patient_id']}"] if looked_up else []
+
+
+def retrieved_refs(messages: list[dict[str, Any]]) -> list[str]:
+    """References the read tools returned (their artifacts), in order, once each. Reads both
+    stored message shapes: LangChain's {"type", "data"} and ours {"role", ...}."""
+    seen: dict[str, None] = {}
+    for message in messages:
+        data = message.get("data", message)
+        if message.get("type", message.get("role")) != "tool":
+            continue
+        if str(data.get("name", "")).startswith("post_"):
+            continue  # a write's artifact is what it created, not what it read
+        artifact = data.get("artifact")
+        for ref in artifact if isinstance(artifact, list) else []:
+            if isinstance(ref, str):
+                seen.setdefault(ref, None)
+    return list(seen)
+
+
+async def score(sample: Sample, trace: Trace) -> Score:
+    """The category's grader, plus retrieval scored apart from the verdict. Answers are
+    FINISH([...]) lists that cite nothing, so citation scores stay undefined."""
+    result = grade(sample, trace)
+    read = trace.retrieved or retrieved_refs(trace.messages)  # older traces lack `retrieved`
+    scores = retrieval_scores(evidence_of(sample), read, [])
+    scores["citation_recall"] = scores["citation_precision"] = None
+    result.metadata.update(scores)
+    return result
+
+
 # ---------------------------------------------------------------- solver
 
 
@@ -395,7 +437,9 @@ def bind(env: EvalEnv, samples: list[Sample]) -> Task:
         tools = make_mab_tools(env.fhir, orders, as_of=now, descriptions=descriptions)
         prompt = PROMPT.format(context=sample.metadata["context"], instruction=sample.input)
         result = await run_tool_loop(prompt, tools, model=env.model, max_steps=max_steps)
-        return trace_from(result, artifacts={"posts": orders.as_artifact()})
+        trace = trace_from(result, artifacts={"posts": orders.as_artifact()})
+        trace.retrieved = retrieved_refs(trace.messages)
+        return trace
 
     return Task(
         name="medagentbench",

@@ -372,3 +372,57 @@ async def test_profile_schemas_make_grammars_llama_cpp_can_parse():
     assert "get_lab_observations" in grammar
     assert not re.search(r"\\[sdwSDW]", grammar)
     assert "additional-kv" not in grammar
+
+
+async def test_get_patients_finds_a_full_name_in_either_order(eval_fhir: EvalFhir):
+    # A FHIR `name` search matches one part of a name; "Ann Tester" as one value finds no one.
+    assert not await eval_fhir.client.search("Patient", {"name": "Ann Tester"})
+    tools = {t.name: t for t in make_mab_tools(eval_fhir.client, OrderLog())}
+    want = [f"Patient/{eval_fhir.ids['ann']}"]
+    for name in ("Ann Tester", "Tester Ann", "Tester, Ann", "ann tester"):
+        found = await call(tools["get_patients"], name=name, birthdate="1970-01-02")
+        assert found.artifact == want, name
+        assert f"MRN {ANN_MRN}" in found.content
+    # the birth date still counts: a wrong one finds nobody, however the name is split
+    wrong_day = await call(tools["get_patients"], name="Ann Tester", birthdate="1970-01-03")
+    assert wrong_day.artifact == [] and "No Patient records found" in wrong_day.content
+    assert (await call(tools["get_patients"], name="Tester")).artifact == want
+    assert (await call(tools["get_patients"], name="Ann Sample")).artifact == []
+
+
+async def test_medagentbench_records_retrieval_apart_from_the_verdict(eval_fhir: EvalFhir):
+    env = env_for(eval_fhir.client)
+    samples = await mab.dataset(env)
+    lab = next(
+        s
+        for s in samples
+        if s.category == "task4"
+        and s.target["patient_id"] == eval_fhir.ids["ann"]
+        and s.target["evidence"]
+    )
+    replies = [
+        json.dumps({"action": "get_patients", "args": {"identifier": ANN_MRN}}),
+        json.dumps(
+            {"action": "get_lab_observations", "args": {"patient": ANN_MRN, "code": "19123-9"}}
+        ),
+        json.dumps({"action": "final_answer", "answer": "FINISH([99])"}),  # a misread value
+    ]
+    env.model = ScriptedChatModel(replies=replies)
+    task = mab.bind(env, [lab])
+    trace = await task.solver(lab)
+    assert lab.target["evidence"][0] in trace.retrieved
+    assert f"Patient/{eval_fhir.ids['ann']}" in trace.retrieved
+    verdict = await task.scorer(lab, trace)
+    assert not verdict.correct  # wrong answer, right records: a reading failure
+    assert verdict.metadata["retrieval_recall"] == 1.0
+    assert 0 < verdict.metadata["retrieval_precision"] < 1.0
+    assert verdict.metadata["citation_recall"] is None
+    # an older trace without `retrieved` is scored from its tool messages
+    again = await task.scorer(lab, trace.model_copy(update={"retrieved": []}))
+    assert again.metadata["retrieval_recall"] == 1.0
+    # the age task's evidence is the patient's own record; nothing read, recall 0
+    age = next(s for s in samples if s.category == "task2")
+    assert mab.evidence_of(age) == [f"Patient/{age.target['patient_id']}"]
+    blank = await task.scorer(age, Trace(answer="FINISH([1])"))
+    assert blank.metadata["retrieval_recall"] == 0.0
+    assert blank.metadata["retrieval_precision"] is None

@@ -247,6 +247,27 @@ def original_descriptions(funcs: Sequence[dict[str, Any]]) -> dict[str, str]:
     return {name: str(f.get("description", "")) for name, f in zip(TOOL_NAMES, funcs, strict=True)}
 
 
+def patient_queries(fields: dict[str, Any]) -> list[list[tuple[str, str]]]:
+    """Patient searches to try in turn; the first that finds anyone wins.
+
+    FHIR's `name` matches each part of a name on its own, so a full name ("Verna
+    Satterfield") as one `name` value finds nobody. A clinician's full name is reasonable
+    phrasing, so after the search as asked come: given=first word & family=last word, the
+    reverse ("Satterfield, Verna"), and every word as its own `name` (all must match).
+    The other criteria (birth date, identifier...) are kept in every search.
+    """
+    rest = [(k, escape_value(str(v))) for k, v in fields.items() if k != "name"]
+    name = str(fields.get("name") or "")
+    words = name.replace(",", " ").split()
+    queries = [[("name", escape_value(name)), *rest] if name else rest]
+    if len(words) > 1:
+        first, last = escape_value(words[0]), escape_value(words[-1])
+        queries.append([("given", first), ("family", last), *rest])
+        queries.append([("given", last), ("family", first), *rest])
+        queries.append([*(("name", escape_value(w)) for w in words), *rest])
+    return queries
+
+
 def _line(resource: dict[str, Any]) -> str:
     """The compact line, with the full date-time (time windows need it), not just the day."""
     line = render_resource(resource)
@@ -335,8 +356,11 @@ def make_mab_tools(
         fields = a.model_dump(exclude_none=True)
         if not fields:
             raise ValueError("give at least one search parameter")
-        params = [(k, escape_value(str(v))) for k, v in fields.items()]
-        return await listing("Patient", params)
+        for params in patient_queries(fields):
+            text, refs = await listing("Patient", params)
+            if refs:
+                break
+        return text, refs
 
     async def post(body: BaseModel) -> tuple[str, list[str]]:
         payload = body.model_dump(exclude_none=True, mode="json")

@@ -473,9 +473,10 @@ def make_fhir_tools(client: FhirClient, *, patient_id: str | None = None) -> lis
         )
 
     async def find_patient(args: FindPatientArgs) -> tuple[str, list[str]]:
-        params: list[tuple[str, str]] = [
-            ("name", escape_value(word)) for word in (args.name or "").split()
-        ]
+        # Each word is its own `name` (FHIR matches one name part per value), so a full name
+        # finds the patient in either order; "Family, Given" loses its comma first.
+        words = (args.name or "").replace(",", " ").split()
+        params: list[tuple[str, str]] = [("name", escape_value(word)) for word in words]
         if args.birth_date:
             params.append(("birthdate", args.birth_date.isoformat()))
         if args.identifier:
