@@ -277,3 +277,22 @@ async def sekmet_on_loopback(folder: Path) -> AsyncIterator[LoopbackFhir]:
     await client.aclose()
     with LoopbackServer(app, port=port) as server:
         yield LoopbackFhir(f"{server.url}/fhir", ids)
+
+
+# ------------------------------------------------------------------ model server
+
+
+def scripted_reply(messages: list[dict[str, Any]]) -> str:
+    """Replies of an OpenAI-compatible stand-in (tests/openai_sim.py) that follow from the
+    conversation: the EHR QA planner's plan (the patient's age, which code computes),
+    and the copilot's turns as the load bench's model makes them."""
+    from langchain_core.messages import HumanMessage
+
+    from wardround.bench.api_load import BenchModel
+    from wardround.tests.openai_sim import _text
+
+    last = _text(messages[-1].get("content")) if messages else ""
+    if last.startswith("Options:"):
+        options = [line[2:] for line in last.splitlines() if line.startswith("- ")]
+        return json.dumps({"kind": "age", "about": options[0]})
+    return BenchModel()._reply([HumanMessage(last)])

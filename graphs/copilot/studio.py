@@ -6,35 +6,47 @@ from `Settings()` (the WARDROUND_* environment). Start a copilot thread with the
 `{"patient_id": "<id>", "messages": [{"role": "user", "content": "..."}]}`; an order
 waits as an interrupt, resumed with `Command(resume={"action": "approve"})` (or edit/reject).
 
+The factories are coroutines that build in a worker thread: building reads settings and
+index folders and may start the embedded model server (a subprocess and HTTP polling), and
+the server's event loop must never wait on that.
+
 This file is loaded by path, so it imports only absolute names.
 """
 
 from __future__ import annotations
 
-from functools import cache
+import asyncio
+import threading
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
+from typing_extensions import TypedDict
 
-from wardround.graphs.copilot.audit import AuditLog
-from wardround.graphs.copilot.extras import optional_tools
-from wardround.graphs.copilot.graph import copilot_graph, history_budget
-from wardround.graphs.copilot.toolset import CopilotTools
 from wardround.settings import Settings
 
-
-@cache
-def _parts() -> tuple[Settings, Any, CopilotTools]:
-    from wardround.agents.models import make_chat_model
-    from wardround.tools.fhir.client import FhirClient
-
-    settings = Settings()
-    tools = CopilotTools(FhirClient.from_settings(settings), optional_tools(settings))
-    return settings, make_chat_model(settings), tools
+_LOCK = threading.Lock()
+_BUILT: dict[str, Any] = {}
 
 
-def make_copilot(config: RunnableConfig | None = None) -> Any:
-    """The copilot: one patient's chart, orders through approval."""
+def _parts() -> tuple[Settings, Any, Any]:
+    """Settings, chat model and copilot tools, built once per process (in a worker thread)."""
+    with _LOCK:
+        if "parts" not in _BUILT:
+            from wardround.agents.models import make_chat_model
+            from wardround.graphs.copilot.extras import optional_tools
+            from wardround.graphs.copilot.toolset import CopilotTools
+            from wardround.tools.fhir.client import FhirClient
+
+            settings = Settings()
+            tools = CopilotTools(FhirClient.from_settings(settings), optional_tools(settings))
+            _BUILT["parts"] = (settings, make_chat_model(settings), tools)
+        return _BUILT["parts"]
+
+
+def _build_copilot() -> Any:
+    from wardround.graphs.copilot.audit import AuditLog
+    from wardround.graphs.copilot.graph import copilot_graph, history_budget
+
     settings, model, tools = _parts()
     return copilot_graph(
         model,
@@ -44,10 +56,63 @@ def make_copilot(config: RunnableConfig | None = None) -> Any:
     )
 
 
-def make_ehr_qa(config: RunnableConfig | None = None) -> Any:
-    """The EHR question-answering planner: input {"question", "patient_id", "steps": 0}."""
-    from wardround.graphs.ehr_qa.planner import build_planner_graph
+class QuestionInput(TypedDict):
+    question: str
+    patient_id: str
+
+
+class QuestionOutput(TypedDict, total=False):
+    answer: str
+    citations: list[str]
+    flagged: list[str]
+    retrieved: list[str]
+    error: str | None
+
+
+def _planner_runner(model: Any, fhir: Any, similarity: Any) -> Any:
+    """`run(question, patient_id) -> output dict`: the one place that calls the planner."""
+    from wardround.graphs.ehr_qa.planner import PlannerContext, run_planner
+
+    context = PlannerContext(model=model, fhir=fhir, similarity=similarity)
+    return lambda question, patient_id: run_planner(question, patient_id, context)
+
+
+def _build_ehr_qa() -> Any:
+    from langgraph.graph import END, START, StateGraph
+
     from wardround.graphs.ehr_qa.run import minilm_similarity
 
     _, model, tools = _parts()
-    return build_planner_graph(model, tools.fhir, minilm_similarity())
+    similarity = minilm_similarity()
+    similarity("warm up", ["MiniLM loads here, not on the server's event loop"])
+    run = _planner_runner(model, tools.fhir, similarity)
+
+    async def planner(state: QuestionInput) -> dict[str, Any]:
+        out = dict(await run(state["question"], state["patient_id"]))
+        return {k: out.get(k) for k in QuestionOutput.__annotations__ if k in out}
+
+    graph = StateGraph(QuestionOutput, input_schema=QuestionInput, output_schema=QuestionOutput)
+    graph.add_node("planner", planner)
+    graph.add_edge(START, "planner")
+    graph.add_edge("planner", END)
+    return graph.compile(name="ehr_qa")
+
+
+def _once(name: str, build: Any) -> Any:
+    with _LOCK:
+        built = _BUILT.get(name)
+    if built is None:
+        built = build()
+        with _LOCK:
+            built = _BUILT.setdefault(name, built)
+    return built
+
+
+async def make_copilot(config: RunnableConfig | None = None) -> Any:
+    """The copilot: one patient's chart, orders through approval."""
+    return await asyncio.to_thread(_once, "copilot", _build_copilot)
+
+
+async def make_ehr_qa(config: RunnableConfig | None = None) -> Any:
+    """The EHR question-answering planner: input {"question", "patient_id"}."""
+    return await asyncio.to_thread(_once, "ehr_qa", _build_ehr_qa)

@@ -398,10 +398,10 @@ async def test_langgraph_json_graphs_load_by_path(
         assert module_spec and module_spec.loader
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
-        graph = getattr(module, factory)({"configurable": {}})
+        graph = await getattr(module, factory)({"configurable": {}})
         assert graph.checkpointer is None, "the LangGraph server brings its own"
         nodes = set(graph.get_graph().nodes)
         if name == "copilot":
             assert {"agent", "review", "act", "finish"} <= nodes
         else:
-            assert len(nodes) > 3
+            assert "planner" in nodes
