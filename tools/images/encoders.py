@@ -5,16 +5,21 @@ space, so a text query is embedded with its text tower and compared with image v
 The embedded default has no text tower: it serves image-to-image search, and text queries go
 through the text of each image's metadata and report (see `index.py`).
 
-Encoders take 8-bit RGB arrays, batch, run on the GPU when there is one, and return unit
-vectors. `load_encoder` caches one instance per (name, model, device) in the process.
+Encoders take 8-bit RGB arrays, batch, run on the configured device (`WARDROUND_DEVICE`,
+default auto: the GPU when there is one) and return unit vectors. While the model embeds one
+batch, a worker thread prepares the next (decoding, resizing and normalising images is about
+as slow as the model on a CPU, and idles a GPU when done in turn). `load_encoder` caches one
+instance per (name, model, device, batch size) in the process.
 `ImageEncoderEmbeddingFunction` is the registered Chroma embedding function of an image
 collection, so a reopened collection knows which encoder produced it.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,7 +28,18 @@ import numpy as np
 from chromadb.api.types import Embeddable, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import register_embedding_function
 
-from wardround.tools.text_embeddings import default_device, query_threads
+from wardround.devices import (
+    DeviceUnavailable,
+    host_ram_warning,
+    move_if_needed,
+    placement_kwargs,
+    preferred_dtype,
+    resolve_device,
+)
+from wardround.tools.text_embeddings import query_threads
+
+log = logging.getLogger(__name__)
+DEFAULT_BATCH_SIZE = 16
 
 DEFAULT_ENCODER = "efficientnet-lite0"
 MEDSIGLIP = "medsiglip"
@@ -59,6 +75,36 @@ def _normalize(vectors: Any) -> np.ndarray:
     return torch.nn.functional.normalize(vectors.float(), dim=-1).cpu().numpy()
 
 
+def _device(requested: str | None) -> str:
+    try:
+        return resolve_device(requested)
+    except DeviceUnavailable as exc:
+        raise EncoderUnavailable(str(exc)) from None
+
+
+def pipelined(
+    items: Sequence[Any],
+    batch_size: int,
+    prepare: Callable[[Sequence[Any]], Any],
+    prefetch: bool = True,
+) -> Iterator[tuple[int, Any]]:
+    """(start, prepare(batch)) for each batch; the next batch is prepared while the caller
+    runs the model on this one (PIL and numpy release the GIL while they work)."""
+    starts = range(0, len(items), batch_size)
+    if not prefetch or len(starts) < 2:
+        for start in starts:
+            yield start, prepare(items[start : start + batch_size])
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder-prep") as pool:
+        pending = pool.submit(prepare, items[0:batch_size])
+        for start in starts:
+            ready = pending.result()
+            following = start + batch_size
+            if following < len(items):
+                pending = pool.submit(prepare, items[following : following + batch_size])
+            yield start, ready
+
+
 def _as_rgb_images(images: Sequence[np.ndarray]) -> list[Any]:
     from PIL import Image
 
@@ -81,12 +127,16 @@ class EfficientNetEncoder:
     model = None
     supports_text = False
 
-    def __init__(self, device: str | None = None, batch_size: int = 32) -> None:
+    def __init__(
+        self, device: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE, prefetch: bool = True
+    ) -> None:
         from wardround.tools.images import efficientnet
 
         self.dim = efficientnet.EMBEDDING_DIM
-        self.device = device or default_device()
+        self.device = _device(device)
+        self.dtype = "float32"  # 18 MB of weights: half precision would save nothing
         self.batch_size = batch_size
+        self.prefetch = prefetch
         self._size = efficientnet.INPUT_SIZE
         import torch
 
@@ -112,10 +162,11 @@ class EfficientNetEncoder:
         import torch
 
         out = np.zeros((len(images), self.dim), dtype=np.float32)
+        batches = pipelined(images, self.batch_size, self.preprocess, self.prefetch)
         with query_threads(len(images)):
-            for start in range(0, len(images), self.batch_size):
-                batch = torch.from_numpy(self.preprocess(images[start : start + self.batch_size]))
-                batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+            for start, pixels in batches:
+                batch = torch.from_numpy(pixels).to(self.device)
+                batch = batch.contiguous(memory_format=torch.channels_last)
                 with torch.inference_mode():
                     features = self._net.features(batch)
                 out[start : start + len(batch)] = _normalize(features)
@@ -137,28 +188,34 @@ class SiglipEncoder:
         self,
         model: str = MEDSIGLIP_MODEL,
         device: str | None = None,
-        batch_size: int = 16,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         allow_download: bool = False,
+        prefetch: bool = True,
     ) -> None:
-        import torch
         from transformers import AutoProcessor, SiglipModel
 
         self.model = str(model)
         self.name = encoder_slug(self.model)
-        self.device = device or default_device()
+        self.device = _device(device)
         self.batch_size = batch_size
-        dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+        self.prefetch = prefetch
+        self._dtype = preferred_dtype(self.device)
+        self.dtype = str(self._dtype).removeprefix("torch.")
+        if warning := host_ram_warning(self.device):
+            log.warning(warning)
         try:
-            self._model = SiglipModel.from_pretrained(
-                self.model, local_files_only=not allow_download, dtype=dtype
+            loaded = SiglipModel.from_pretrained(
+                self.model,
+                local_files_only=not allow_download,
+                dtype=self._dtype,
+                **placement_kwargs(self.device),
             )
             self.processor = AutoProcessor.from_pretrained(
                 self.model, local_files_only=not allow_download
             )
         except (OSError, ValueError) as exc:
             raise EncoderUnavailable(siglip_help(self.model, exc)) from exc
-        self._model = self._model.to(self.device).eval()
-        self._dtype = dtype
+        self._model = move_if_needed(loaded, self.device).eval()
         config = self._model.config
         self.dim = int(
             getattr(config.vision_config, "projection_size", None)
@@ -174,13 +231,13 @@ class SiglipEncoder:
         import torch
 
         out = np.zeros((len(images), self.dim), dtype=np.float32)
+        batches = pipelined(images, self.batch_size, self.preprocess, self.prefetch)
         with query_threads(len(images)):
-            for start in range(0, len(images), self.batch_size):
-                chunk = images[start : start + self.batch_size]
-                pixels = self.preprocess(chunk).to(self.device, self._dtype)
+            for start, cpu_pixels in batches:
+                pixels = cpu_pixels.to(self.device, self._dtype)
                 with torch.inference_mode():
                     features = _pooled(self._model.get_image_features(pixel_values=pixels))
-                out[start : start + len(chunk)] = _normalize(features)
+                out[start : start + len(pixels)] = _normalize(features)
         return out
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -237,13 +294,20 @@ def resolve_encoder_name(name: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def _cached(kind: str, model: str | None, device: str, allow_download: bool) -> ImageEncoder:
+def _cached(
+    kind: str, model: str | None, device: str, allow_download: bool, batch_size: int
+) -> ImageEncoder:
     if kind == DEFAULT_ENCODER:
         try:
-            return EfficientNetEncoder(device=device)
+            return EfficientNetEncoder(device=device, batch_size=batch_size)
         except RuntimeError as exc:
             raise EncoderUnavailable(str(exc)) from exc
-    return SiglipEncoder(model or MEDSIGLIP_MODEL, device=device, allow_download=allow_download)
+    return SiglipEncoder(
+        model or MEDSIGLIP_MODEL,
+        device=device,
+        batch_size=batch_size,
+        allow_download=allow_download,
+    )
 
 
 def load_encoder(
@@ -251,15 +315,24 @@ def load_encoder(
     model: str | None = None,
     device: str | None = None,
     allow_download: bool = False,
+    batch_size: int | None = None,
 ) -> ImageEncoder:
     """The encoder called `name` ("efficientnet-lite0" or "medsiglip"), loaded once per process.
 
     `model` picks the SigLIP checkpoint (hub id or local directory; default MedSigLIP-448).
-    Downloads from the hub happen only with `allow_download=True`.
+    Downloads from the hub happen only with `allow_download=True`. `device` and `batch_size`
+    default to the `device` and `encoder_batch_size` settings: a Chroma collection reopening
+    its embedding function has no Settings object to pass, and must still honour them.
     """
     kind = resolve_encoder_name(name)
+    if device is None or batch_size is None:
+        from wardround.settings import Settings
+
+        configured = Settings()
+        device = device or configured.device
+        batch_size = batch_size or configured.encoder_batch_size
     return _cached(
-        kind, model if kind == MEDSIGLIP else None, device or default_device(), allow_download
+        kind, model if kind == MEDSIGLIP else None, _device(device), allow_download, batch_size
     )
 
 
