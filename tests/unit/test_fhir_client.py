@@ -291,10 +291,10 @@ async def test_backoff_grows_exponentially_with_jitter(sleeps: list[float]) -> N
         assert 0.05 * 2**attempt <= delay <= 0.1 * 2**attempt
 
 
-async def test_retry_after_is_honoured_up_to_the_ceiling(sleeps: list[float]) -> None:
+async def test_retry_after_is_honoured_beyond_the_backoff_ceiling(sleeps: list[float]) -> None:
     transport, _ = scripted(429, 429, 200, retry_after="3")
     await mock_client(transport, max_backoff_s=2.0).read("Patient/p1")
-    assert sleeps == [2.0, 2.0]
+    assert sleeps == [3.0, 3.0]  # retrying sooner than asked would only be refused again
 
 
 async def test_rate_limit_that_never_clears_is_an_error(sleeps: list[float]) -> None:

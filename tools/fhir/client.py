@@ -17,6 +17,8 @@ import logging
 import random
 import re
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
@@ -51,7 +53,7 @@ PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*([:.][A-Za-z_][A-Za-z0-9_\-]*)
 
 JSON_TYPES = "application/fhir+json"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-UNAVAILABLE_STATUS = frozenset({502, 503, 504})
+UNAVAILABLE_STATUS = frozenset({429, 502, 503, 504})
 # Statuses meaning "this server does not offer $everything" rather than "no such patient".
 UNSUPPORTED_STATUS = frozenset({400, 404, 405, 422, 501})
 
@@ -157,8 +159,9 @@ class FhirClient:
         max_pages: default cap on pages followed by `search`/`everything`.
         retries: extra attempts on 429/5xx/connection errors (POST only retries when the
             request cannot have been processed: connect errors, 429, 503).
-        backoff_s, max_backoff_s: exponential backoff base and ceiling (jittered);
-            a `Retry-After` in seconds is honoured up to the ceiling.
+        backoff_s, max_backoff_s: exponential backoff base and ceiling (jittered).
+        max_retry_after_s: a `Retry-After` (seconds or an HTTP date) is waited out in full
+            up to this; a server asking for longer gets a clear error at once instead.
         transport: an httpx transport (tests pass `httpx.ASGITransport` or `MockTransport`).
     """
 
@@ -172,6 +175,7 @@ class FhirClient:
         retries: int = 3,
         backoff_s: float = 0.5,
         max_backoff_s: float = 8.0,
+        max_retry_after_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ):
         parts = urlsplit(base_url)
@@ -182,6 +186,7 @@ class FhirClient:
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.max_retry_after_s = max_retry_after_s
         self._auth = auth
         self._http = httpx.AsyncClient(
             auth=auth,
@@ -454,36 +459,58 @@ class FhirClient:
                 continue
             status = response.status_code
             retryable = status in RETRY_STATUS and (idempotent or status in (429, 503))
-            if retryable and attempt < self.retries:
+            wait = retry_after_s(response.headers.get("retry-after"))
+            if retryable and attempt < self.retries and (wait or 0) <= self.max_retry_after_s:
                 await response.aclose()
-                await self._pause(attempt, response.headers.get("retry-after"))
+                await self._pause(attempt, wait)
                 attempt += 1
                 continue
             if status >= 400:
-                raise self._error(method, url, response)
+                raise self._error(method, url, response, wait)
             return response
 
-    def _error(self, method: str, url: str, response: httpx.Response) -> FhirError:
+    def _error(
+        self, method: str, url: str, response: httpx.Response, wait: float | None = None
+    ) -> FhirError:
         status = response.status_code
         where = url.removeprefix(self.base_url).lstrip("/") or "[base]"
         detail = _diagnostics(response)
+        if wait is not None and status in RETRY_STATUS:
+            detail = f"{detail}; it asks to retry after {wait:.0f} s".lstrip("; ")
         message = f"FHIR {method} {where} failed: HTTP {status}" + (f": {detail}" if detail else "")
         if status in (404, 410):
             return FhirNotFound(message, status=status, url=url)
         if status in (401, 403):
             return FhirAuthError(message, status=status, url=url)
         if status in UNAVAILABLE_STATUS:
+            what = "is rate limiting us" if status == 429 else "is unavailable"
             return FhirUnavailable(
-                f"FHIR server at {self.base_url} is unavailable: HTTP {status}"
+                f"FHIR server at {self.base_url} {what}: HTTP {status}"
                 + (f": {detail}" if detail else ""),
                 status=status,
                 url=url,
             )
         return FhirError(message, status=status, url=url)
 
-    async def _pause(self, attempt: int, retry_after: str | None) -> None:
+    async def _pause(self, attempt: int, retry_after: float | None) -> None:
         delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
-        if retry_after and retry_after.strip().isdigit():
-            delay = min(self.max_backoff_s, float(retry_after))
+        if retry_after is not None:  # the server said when; sooner would be refused again
+            delay = retry_after
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
