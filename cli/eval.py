@@ -184,3 +184,69 @@ def compare(
     )
     for name, path in paths.items():
         console.print(f"{name:8} {path}", highlight=False)
+
+
+ToOpt = typer.Option(..., "--to", help="the result folder, e.g. docs/results/<name>")
+FromOpt = typer.Option(
+    None, "--from", help="runs folder to copy from (default: $WARDROUND_HOME/runs)"
+)
+NotesOpt = typer.Option(
+    None, "--notes", help="a Markdown file (commands, wall times) to copy and show"
+)
+
+
+@app.command()
+def publish(
+    to: Path = ToOpt,
+    a: str | None = typer.Option(None, "--a", help="model preset A (the base line)"),
+    b: str | None = typer.Option(None, "--b", help="model preset B (compared against A)"),
+    tasks: str | None = typer.Option(
+        None,
+        "--tasks",
+        help="comma-separated task specs, a task and its run options joined by '+', "
+        "e.g. ehrqa,ehrqa+graph=loop,medagentbench,agentclinic,images",
+    ),
+    source: Path | None = FromOpt,
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="only rebuild the report from the files already in the folder"
+    ),
+    notes: Path | None = NotesOpt,
+    title: str | None = typer.Option(None, "--title", help="the report's title"),
+) -> None:
+    """Copy both models' per-sample results for every task into one folder and write one
+    report (report.md with PNG plots, report.html, summary.json) from those files alone."""
+    from wardround.evals import publish as pub
+    from wardround.evals import suite
+
+    with clean_errors(*_errors()):
+        earlier = pub.saved(to) if (to / pub.RECORD).exists() else {}
+        a = a or earlier.get("model_a")
+        b = b or earlier.get("model_b")
+        specs_text = tasks or ",".join(earlier.get("task_specs", []))
+        if not (a and b and specs_text):
+            fail("give --a, --b and --tasks (or --rebuild a folder published before)")
+        if a == b:
+            fail("--a and --b must be different presets")
+        specs = pub.parse_specs(specs_text)
+        root = None if rebuild else suite.runs_root(load_settings(), source)
+        summary, paths = pub.publish(
+            to,
+            a=a,
+            b=b,
+            specs=specs,
+            source=root,
+            notes=notes,
+            title=title or earlier.get("title"),
+        )
+    for t in summary["tasks"]:
+        o = t["overall"]
+        mdd = o["power"]["min_detectable"]
+        console.print(
+            f"[bold]{t['label']}[/] n={o['n']}: {o['a']['accuracy']:.1%} vs "
+            f"{o['b']['accuracy']:.1%}, difference {100 * o['diff']:+.1f} pp, McNemar "
+            f"p={o['mcnemar']['p_value']:.3g}, detectable "
+            f"{'-' if mdd is None else f'{100 * mdd:.1f} pp'}",
+            highlight=False,
+        )
+    for name, path in paths.items():
+        console.print(f"{name:8} {path}", highlight=False)
