@@ -32,6 +32,12 @@ EXAMPLE_FOR_PROCEDURE = {"399208008": ("chest-xray-pa", ("51185008", "Thoracic s
 STAMP = "stack-indexes.json"
 
 
+def _location(settings: Settings) -> Path | str:
+    """Where the copilot reads its indexes: a Chroma server URL when one is set, else the
+    local index directory."""
+    return getattr(settings, "chroma_url", None) or settings.chroma_dir
+
+
 def _stamp_path(settings: Settings) -> Path:
     return settings.chroma_dir / STAMP
 
@@ -63,8 +69,9 @@ def ensure_guidelines(settings: Settings) -> tuple[int, bool]:
     from wardround.tools.guidelines.ingest import corpus_dir, discover
 
     files = discover([corpus_dir()])
-    digest = _digest([(f.name, hashlib.sha256(f.read_bytes()).hexdigest()) for f in files])
-    index = GuidelineIndex(settings.chroma_dir)
+    content = [(f.name, hashlib.sha256(f.read_bytes()).hexdigest()) for f in files]
+    digest = _digest([str(_location(settings)), content])
+    index = GuidelineIndex(_location(settings))  # type: ignore[arg-type]
     if _read_stamp(settings).get("guidelines") == digest and index.count() > 0:
         return index.count(), False
     index_files(index, files)
@@ -198,7 +205,7 @@ def _image_count(settings: Settings) -> int:
 
     try:
         return int(
-            open_chroma(settings.chroma_dir)
+            open_chroma(_location(settings))  # type: ignore[arg-type]
             .get_collection(COLLECTION_PREFIX + DEFAULT_ENCODER)
             .count()
         )
@@ -213,15 +220,15 @@ def ensure_images(settings: Settings, links: dict[str, dict[str, str]]) -> tuple
     from wardround.tools.images.search import open_image_index
 
     found = builtin_images()
-    digest = _digest([[image.key for image, _ in found], links])
+    digest = _digest([str(_location(settings)), [image.key for image, _ in found], links])
     if _read_stamp(settings).get("images") == digest and _image_count(settings) > 0:
         return _image_count(settings), False
-    index = open_image_index(settings.chroma_dir)
+    index = open_image_index(_location(settings))  # type: ignore[arg-type]
     if index.count():  # links changed (other patients): re-add the images they concern
         stale = [content_id(path) for image, path in found if image.key in _linked_keys()]
         index.vectors().delete(ids=stale)
         index.texts().delete(ids=stale)
-        index = open_image_index(settings.chroma_dir)
+        index = open_image_index(_location(settings))  # type: ignore[arg-type]
     metadata = {path: builtin_metadata(image) for image, path in found}
     ingest(index, [path for _, path in found], metadata=metadata, imaging_studies=links)
     _write_stamp(settings, "images", digest)
@@ -260,7 +267,7 @@ def ensure_indexes(
         images, _ = ensure_images(settings, links)
     except _failures() as exc:
         raise IndexBuildError(
-            f"building {what} in {settings.chroma_dir} failed: {exc} "
+            f"building {what} in {_location(settings)} failed: {exc} "
             "(`wardround stack up --no-indexes` starts the stack without it)"
         ) from exc
     return {"guideline_passages": passages, "images": images, "linked_images": len(links)}

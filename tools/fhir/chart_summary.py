@@ -219,16 +219,18 @@ def _number(holder: dict[str, Any]) -> tuple[float, str] | None:
     return float(q["value"]), str(q.get("unit") or q.get("code") or "")
 
 
+# v3 ObservationInterpretation codes as a flag; "" = the lab calls it normal.
 _INTERPRETATION_FLAGS = {"H": "H", "HH": "H", "HU": "H", ">": "H", "L": "L", "LL": "L",
-                         "LU": "L", "<": "L", "A": "A", "AA": "A"}  # fmt: skip
+                         "LU": "L", "<": "L", "A": "A", "AA": "A", "POS": "A", "DET": "A",
+                         "N": "", "NEG": "", "ND": ""}  # fmt: skip
 
 
 def _interpretation(holder: dict[str, Any]) -> str | None:
-    """The record's own judgement: a flag, "" for normal (N and the like), None if absent."""
+    """The record's own judgement: a flag, "" for normal, None if absent or not a level."""
     for concept in holder.get("interpretation") or []:
         _, code = _coding(concept)
-        if code:
-            return _INTERPRETATION_FLAGS.get(str(code).upper(), "")
+        if code and str(code).upper() in _INTERPRETATION_FLAGS:
+            return _INTERPRETATION_FLAGS[str(code).upper()]
     return None
 
 
@@ -296,7 +298,7 @@ def _combined_flag(flags: Iterable[str | None]) -> str | None:
     return "H" if "H" in got else "L" if "L" in got else "A" if got else None
 
 
-def observation_item(resource: dict[str, Any], label: str | None = None) -> ChartItem:
+def observation_item(resource: dict[str, Any]) -> ChartItem:
     """One result: its value text, date and flag (a panel is flagged if any component is)."""
     code = _loinc(resource.get("code"))
     spec = COMMON_LABS.get(code or "") or VITALS.get(code or "")
@@ -312,7 +314,7 @@ def observation_item(resource: dict[str, Any], label: str | None = None) -> Char
     return ChartItem(
         ref=reference_of(resource),
         line=render_resource(resource),
-        label=label or (spec.label if spec else None) or concept_text(resource.get("code")) or "?",
+        label=(spec.label if spec else None) or concept_text(resource.get("code")) or "?",
         value=value,
         date=resource_date(resource),
         status=resource.get("status"),
