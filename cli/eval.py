@@ -176,10 +176,12 @@ def compare(
         )
     o = summary["overall"]
     p = o["mcnemar"]["p_value"]
+    mdd = o["power"]["min_detectable"]
     console.print(
         f"[bold]{task}[/] n={o['n']}: {summary['model_a']} {o['a']['accuracy']:.1%} vs "
         f"{summary['model_b']} {o['b']['accuracy']:.1%}; difference {100 * o['diff']:+.1f} pp "
-        f"[{100 * o['diff_ci95'][0]:+.1f}, {100 * o['diff_ci95'][1]:+.1f}], McNemar p={p:.3g}",
+        f"[{100 * o['diff_ci95'][0]:+.1f}, {100 * o['diff_ci95'][1]:+.1f}], McNemar p={p:.3g}; "
+        f"detectable at 80% power: {'n too small' if mdd is None else f'{100 * mdd:.1f} pp'}",
         highlight=False,
     )
     for name, path in paths.items():
