@@ -104,6 +104,11 @@ def quantity_obs(code: str, value: float, unit: str, **extra: Any) -> dict[str, 
             quantity_obs("2823-3", 5.3, "mmol/L", interpretation=[{"coding": [{"code": "N"}]}]),
             (None, None),
         ),
+        # "W" (worse) is not a level: the range decides.
+        (
+            quantity_obs("2823-3", 5.9, "mmol/L", interpretation=[{"coding": [{"code": "W"}]}]),
+            ("H", "typical"),
+        ),
         (quantity_obs("99999-9", 4.0, "mg"), (None, None)),
     ],
 )
