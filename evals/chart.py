@@ -112,6 +112,17 @@ class Chart:
                 rows.append((at, q[0], q[1], obs))
         return sorted(rows, key=lambda row: (row[0], row[3].get("id", "")))
 
+    def codes_named(self, name: str) -> set[str]:
+        """Observation codes whose display is exactly `name` (case aside)."""
+        if not hasattr(self, "_named"):
+            named: dict[str, set[str]] = {}
+            for obs in self.of("Observation"):
+                for coding in (obs.get("code") or {}).get("coding") or []:
+                    if coding.get("display") and coding.get("code"):
+                        named.setdefault(coding["display"].lower(), set()).add(coding["code"])
+            self._named = named
+        return self._named.get(name.lower(), set())
+
     def last_data_time(self) -> datetime | None:
         times = [t for rtype in CHART_TYPES for r in self.of(rtype) if (t := when(r)) is not None]
         return max(times) if times else None

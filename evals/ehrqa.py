@@ -80,6 +80,14 @@ RESULTS: dict[str, str] = {
 _MAX_SET = 6  # longer lists make a question about recall, not about records
 
 
+def _results(chart: Chart) -> Iterator[tuple[str, str]]:
+    """(code, name) of the results to ask about, leaving out a name the chart also gives to
+    another code (a "Platelet Count" LOINC beside 777-3): such a question has two answers."""
+    for code, name in RESULTS.items():
+        if not chart.codes_named(name) - {code}:
+            yield code, name
+
+
 def _sample(chart: Chart, category: str, question: str, target: dict[str, Any]) -> Sample:
     digest = hashlib.sha1(f"{chart.id}|{question}".encode()).hexdigest()[:12]
     return Sample(
@@ -99,7 +107,7 @@ def _numeric(value: float, evidence: list[str], unit: str = "", exact: bool = Fa
 
 
 def latest_value(chart: Chart, rng: random.Random) -> Iterator[Sample]:
-    for code, name in RESULTS.items():
+    for code, name in _results(chart):
         rows = chart.observations(code)
         if len(rows) > 1 and rows[-1][0] == rows[-2][0] and rows[-1][1] != rows[-2][1]:
             continue  # two different results at the same instant: "most recent" is ambiguous
@@ -110,7 +118,7 @@ def latest_value(chart: Chart, rng: random.Random) -> Iterator[Sample]:
 
 
 def value_on_date(chart: Chart, rng: random.Random) -> Iterator[Sample]:
-    for code, name in RESULTS.items():
+    for code, name in _results(chart):
         by_day: dict[date, list] = defaultdict(list)
         for row in chart.observations(code):
             by_day[row[0].date()].append(row)
@@ -123,7 +131,7 @@ def value_on_date(chart: Chart, rng: random.Random) -> Iterator[Sample]:
 
 
 def trend(chart: Chart, rng: random.Random) -> Iterator[Sample]:
-    for code, name in RESULTS.items():
+    for code, name in _results(chart):
         rows = chart.observations(code)
         if len(rows) < 2 or rows[-1][0] == rows[-2][0]:
             continue
@@ -214,7 +222,7 @@ def conditions_since(chart: Chart, rng: random.Random) -> Iterator[Sample]:
 
 
 def count(chart: Chart, rng: random.Random) -> Iterator[Sample]:
-    for code, name in RESULTS.items():
+    for code, name in _results(chart):
         rows = chart.observations(code)
         if 2 <= len(rows) <= 40:
             q = f"How many {name} results are recorded for the patient?"
@@ -260,7 +268,7 @@ def age(chart: Chart, rng: random.Random) -> Iterator[Sample]:
 
 def nothing_recorded(chart: Chart, rng: random.Random) -> Iterator[Sample]:
     none_of = {"kind": "nothing", "evidence": []}
-    missing = [(c, n) for c, n in RESULTS.items() if not chart.observations(c)]
+    missing = [(c, n) for c, n in _results(chart) if not chart.observations(c)]
     for code, name in rng.sample(missing, min(3, len(missing))):
         q = f"What is the patient's most recent {name} result?"
         yield _sample(chart, "nothing_recorded", q, dict(none_of, code=code))

@@ -18,12 +18,13 @@ from wardround.tools.fhir.render import quantity_text
 
 
 class Kind(StrEnum):
-    LATEST = "latest"
-    ON_DATE = "on_date"
+    # Names in plain words: a small model maps a question to the name that reads like it.
+    LATEST = "latest_value"
+    ON_DATE = "value_on_date"
     TREND = "trend"
-    COUNT = "count"
-    CURRENT = "current"
-    SINCE = "since"
+    COUNT = "how_many"
+    CURRENT = "list_current"
+    SINCE = "list_since_date"
     AGE = "age"
     LAST_VISIT = "last_visit"
     OTHER = "other"
@@ -31,8 +32,8 @@ class Kind(StrEnum):
 
 # What the model reads when it chooses a kind (prompts.PLAN_SYSTEM lists them in this order).
 KIND_HELP: dict[Kind, str] = {
-    Kind.LATEST: "the most recent value of one test or measurement",
-    Kind.ON_DATE: "the value of one test or measurement on a given date",
+    Kind.LATEST: "the most recent value of one test or measurement (no date named)",
+    Kind.ON_DATE: "the value of one test or measurement on a date the question names",
     Kind.TREND: "whether a result went up or down between its last two measurements",
     Kind.COUNT: "how many records of something there are (optionally in a year)",
     Kind.CURRENT: "which items are current or active now (medications, allergies, problems)",

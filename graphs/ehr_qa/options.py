@@ -73,8 +73,11 @@ def candidates(manifest: Manifest) -> list[Option]:
 def build_options(
     manifest: Manifest, question: str, similarity: Similarity, top_k: int = 8
 ) -> list[Option]:
-    """Candidate retrievals for this question, most similar first."""
+    """The whole-type options, always and in a fixed order (a list question must never lose
+    them to a similar-sounding code, and a fixed prefix is reused by the prompt cache), then
+    the `top_k` codes most similar to the question."""
     options = candidates(manifest)
-    scores = similarity(question, [o.label for o in options])
-    order = np.argsort(-scores, kind="stable")
-    return [options[i].model_copy(update={"score": float(scores[i])}) for i in order[:top_k]]
+    fixed, coded = options[: len(LIST_TYPES)], options[len(LIST_TYPES) :]
+    scores = similarity(question, [o.label for o in coded])
+    order = np.argsort(-scores, kind="stable")[:top_k]
+    return fixed + [coded[i].model_copy(update={"score": float(scores[i])}) for i in order]

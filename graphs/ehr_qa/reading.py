@@ -79,9 +79,9 @@ def _listed(
         year = window.start.year if window and window.year else None
         return kinds.count(in_year(records, year) if year else records, what, year)
     if kind is Kind.CURRENT:
-        none = f"None: no current records are recorded for this patient ({what})."
+        none = "None: no current records of this kind are recorded for this patient."
         return kinds.item_list(current_items(records), none)
     assert window is not None  # SINCE without a day was routed to the general path
     since = window.day.isoformat()
-    none = f"None: nothing is recorded on or after {since} ({what})."
+    none = f"None: nothing of this kind is recorded on or after {since}."
     return kinds.item_list(items_since(records, window.day), none)

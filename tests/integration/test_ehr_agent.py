@@ -38,6 +38,19 @@ def ask_cli(
     )
 
 
+def latest_systolic(stack: LiveStack, patient_id: str) -> tuple[str, str]:
+    """(value, day) of the newest systolic pressure, read straight from the server."""
+    bundle = httpx.get(
+        f"{stack.fhir_url}/Observation",
+        params={"patient": patient_id, "code": "85354-9", "_sort": "-date", "_count": 1},
+        timeout=30,
+    ).json()
+    panel = bundle["entry"][0]["resource"]
+    systolic = next(c for c in panel["component"] if c["code"]["coding"][0]["code"] == "8480-6")
+    value = systolic["valueQuantity"]["value"]
+    return f"{value:g}", panel["effectiveDateTime"][:10]
+
+
 @pytest.mark.parametrize("graph", ["planner", "loop"])
 async def test_answers_cite_records_that_resolve_on_the_server(
     stack: LiveStack, graph: str
@@ -47,14 +60,15 @@ async def test_answers_cite_records_that_resolve_on_the_server(
         result = await answer_question(
             "What was the patient's most recent systolic blood pressure?",
             stack.patient_ids[0],
-            settings=stack.settings,
             model=model,
             fhir=fhir,
             graph=graph,  # type: ignore[arg-type]
         )
     if graph == "planner":
         assert result.error is None, result.error
-        assert result.citations, "the planner's answer schema requires a citation"
+        value, day = latest_systolic(stack, stack.patient_ids[0])
+        assert value in result.answer and day in result.answer, (result.answer, value, day)
+        assert result.computed and result.supported and len(result.citations) == 1
     assert set(result.citations) <= set(result.retrieved)
     for ref in result.citations:
         record = httpx.get(f"{stack.fhir_url}/{ref}", timeout=10)
@@ -63,20 +77,41 @@ async def test_answers_cite_records_that_resolve_on_the_server(
     assert result.tokens["prompt"] > 0 and result.latency_s > 0
 
 
-def test_ask_json_output(stack: LiveStack) -> None:
-    done = ask_cli(
-        stack,
-        "What is the patient's latest body weight?",
-        "--patient",
-        stack.patient_ids[1],
-        "--json",
-    )
+def test_ask_json_output_says_how_the_answer_was_checked(stack: LiveStack) -> None:
+    done = ask_cli(stack, "How much did she weigh at the last visit?", "--patient",
+                   stack.patient_ids[1], "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert set(out) >= {"answer", "citations", "steps", "tokens", "latency_s"}
-    assert out["answer"] and out["citations"]
-    assert all(ref.startswith("Observation/") for ref in out["citations"])
+    assert set(out) >= {"answer", "citations", "supported", "plan", "steps", "tokens"}
+    assert out["answer"] and out["citations"] and out["supported"] is True
+    assert "Body Weight" in out["plan"], out["plan"]
+    weight = httpx.get(f"{stack.fhir_url}/{out['citations'][0]}", timeout=10).json()
+    assert f"{weight['valueQuantity']['value']:g}" in out["answer"]
     assert set(out["tokens"]) == {"prompt", "completion"}
+
+
+def test_base_url_at_a_llamacpp_server_detects_its_dialect(stack: LiveStack) -> None:
+    """OpenAI's json_schema request shape makes llama.cpp answer HTTP 500; the client
+    switches to llama.cpp's shape instead of printing a traceback."""
+    url = stack.status.model.base_url
+    done = ask_cli(stack, "When was the patient last seen?", "--patient", stack.patient_ids[0],
+                   "--base-url", url, "--model-name", "whatever", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["citations"][0].startswith("Encounter/")
+
+
+def test_model_server_down_is_a_one_line_error(stack: LiveStack) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    done = ask_cli(stack, "Latest weight?", "--patient", stack.patient_ids[0],
+                   "--base-url", dead, "--model-name", "m")  # fmt: skip
+    assert done.returncode != 0
+    assert dead in done.stderr and "not reachable" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 3
+
+
+def test_empty_question_is_refused(stack: LiveStack) -> None:
+    done = ask_cli(stack, "  ", "--patient", stack.patient_ids[0])
+    assert done.returncode != 0 and "empty" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_unknown_patient_is_a_one_line_error(stack: LiveStack) -> None:

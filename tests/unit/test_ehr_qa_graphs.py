@@ -61,15 +61,15 @@ async def ask(fhir: FhirFixture, question: str, *replies: object, label: str = "
 
 
 async def test_latest_value_is_computed_from_the_newest_record(fhir: FhirFixture) -> None:
-    result, model = await ask(fhir, "latest hemoglobin a1c in blood", plan("latest", A1C))
+    result, model = await ask(fhir, "latest hemoglobin a1c in blood", plan("latest_value", A1C))
     assert result.error is None and result.computed and result.supported
     assert result.answer == "6.1 % on 2023-11-12."
     assert len(result.citations) == 1 and result.citations[0] in result.retrieved
     assert len(result.retrieved) == 2 and result.steps == 1
     schema = model.calls[0]["kwargs"]["response_format"]["schema"]
-    assert "latest" in schema["$defs"]["Kind"]["enum"]
+    assert "latest_value" in schema["$defs"]["Kind"]["enum"]
     about = schema["properties"]["about"]["enum"]
-    assert A1C in about and NOT_IN_CHART in about and len(about) <= 9
+    assert A1C in about and NOT_IN_CHART in about and len(about) <= 16
     prompt = model.calls[0]["messages"]
     assert prompt[0].content == PLAN_SYSTEM, "fixed instructions first, for the prompt cache"
 
@@ -78,40 +78,48 @@ async def test_a_component_is_read_inside_its_panel(fhir: FhirFixture) -> None:
     result, _ = await ask(
         fhir,
         "most recent systolic blood pressure",
-        plan("latest", "Systolic blood pressure [Observation]"),
+        plan("latest_value", "Systolic blood pressure [Observation]"),
     )
     assert result.answer == "132 mmHg on 2023-11-12." and result.computed
     assert result.citations[0].startswith("Observation/")
 
 
 async def test_trend_compares_the_last_two_in_time_order(fhir: FhirFixture) -> None:
-    result, _ = await ask(fhir, "is the hemoglobin a1c in blood going up or down", plan("trend", A1C))
+    result, _ = await ask(
+        fhir, "is the hemoglobin a1c in blood going up or down", plan("trend", A1C)
+    )
     assert result.answer == "Decreased: from 7.4 % on 2022-05-01 to 6.1 % on 2023-11-12."
     assert len(result.citations) == 2
 
 
 async def test_value_on_a_date_written_out(fhir: FhirFixture) -> None:
-    result, _ = await ask(fhir, "What was her hemoglobin A1c in blood on May 1, 2022?", plan("on_date", A1C))
+    result, _ = await ask(
+        fhir, "What was her hemoglobin A1c in blood on May 1, 2022?", plan("value_on_date", A1C)
+    )
     assert result.answer == "7.4 % on 2022-05-01."
-    result, _ = await ask(fhir, "hemoglobin A1c in blood on 2022-05-02?", plan("on_date", A1C))
+    result, _ = await ask(
+        fhir, "hemoglobin A1c in blood on 2022-05-02?", plan("value_on_date", A1C)
+    )
     assert "No" in result.answer and result.citations == []
 
 
 async def test_count_counts_every_record(fhir: FhirFixture) -> None:
-    result, _ = await ask(fhir, "how many hemoglobin a1c in blood tests has she had", plan("count", A1C))
+    result, _ = await ask(
+        fhir, "how many hemoglobin a1c in blood tests has she had", plan("how_many", A1C)
+    )
     assert result.answer.startswith("2 ") and len(result.citations) == 2
 
 
 async def test_current_medications_leave_out_stopped_ones(fhir: FhirFixture) -> None:
     meds = "all medications (prescriptions) [MedicationRequest]"
-    result, _ = await ask(fhir, "what is she taking", plan("current", meds))
+    result, _ = await ask(fhir, "what is she taking", plan("list_current", meds))
     assert "metformin" in result.answer and "Amoxicillin" not in result.answer
     assert len(result.citations) == 1
 
 
 async def test_conditions_since_a_date_use_the_window(fhir: FhirFixture) -> None:
     conditions = "all conditions, problems and diagnoses [Condition]"
-    result, _ = await ask(fhir, "diagnoses since 1 Jan 2020?", plan("since", conditions))
+    result, _ = await ask(fhir, "diagnoses since 1 Jan 2020?", plan("list_since_date", conditions))
     assert "sinusitis" in result.answer and "Diabetes" not in result.answer
 
 
@@ -127,7 +135,7 @@ async def test_last_visit(fhir: FhirFixture) -> None:
 
 
 async def test_not_in_chart_is_an_answer_without_citations(fhir: FhirFixture) -> None:
-    result, _ = await ask(fhir, "latest troponin", plan("latest", NOT_IN_CHART))
+    result, _ = await ask(fhir, "latest troponin", plan("latest_value", NOT_IN_CHART))
     assert result.error is None
     assert result.answer.startswith("Nothing is recorded") and result.citations == []
 
@@ -169,7 +177,7 @@ async def test_values_not_in_the_cited_records_are_repaired_then_flagged(fhir: F
 
 async def test_a_date_kind_without_a_date_goes_to_the_general_path(fhir: FhirFixture) -> None:
     result, _ = await ask(
-        fhir, "hemoglobin a1c in blood on the day of her check up", plan("on_date", A1C),
+        fhir, "hemoglobin a1c in blood on the day of her check up", plan("value_on_date", A1C),
         lambda m: json.dumps({"citations": refs_in_prompt(m)[:1]}), {"answer": "6.1 %"},
     )  # fmt: skip
     assert not result.computed and result.answer == "6.1 %" and result.steps == 3
