@@ -122,6 +122,7 @@ def task_summary(spec: TaskSpec, a: str, b: str, runs: Path, shown_runs: Path) -
     )
     summary.pop("created_at", None)  # a rebuild from the same files gives the same summary
     ids = [row["id"] for row in summary["samples"]]
+    summary["finished"] = {"a": len(records_a), "b": len(records_b)}
     summary["label"] = spec.label
     summary["options"] = dict(spec.options)
     summary["command"] = command(spec, a, b, shown_runs, ids, samples)

@@ -276,6 +276,16 @@ def _category_detail_rows(summary: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _finished(summary: dict[str, Any]) -> str:
+    done = summary.get("finished")
+    if not done or done["a"] == done["b"] == summary["overall"]["n"]:
+        return ""
+    return (
+        f" (the ones both runs finished: {summary['model_a']} finished {done['a']}, "
+        f"{summary['model_b']} {done['b']})"
+    )
+
+
 def task_markdown(
     summary: dict[str, Any], images: dict[str, str] | None = None, level: int = 1
 ) -> str:
@@ -286,7 +296,8 @@ def task_markdown(
     lines = [
         f"{h} {label}: {summary['model_b']} vs {summary['model_a']}",
         "",
-        f"Paired comparison on the same {n} samples. Scoring: {summary['scoring'] or '-'}.",
+        f"Paired comparison on the same {n} samples{_finished(summary)}. "
+        f"Scoring: {summary['scoring'] or '-'}.",
         "A sample that failed to run counts as wrong. Retrieval and citation scores are means "
         "over the samples with evidence records (R = recall, P = precision).",
         "",
@@ -373,7 +384,7 @@ def _overview_rows(pub: dict[str, Any]) -> list[str]:
             f"{_pct(o['b']['accuracy'])} {_ci(o['b']['ci95'])} | {_pp(o['diff'])} "
             f"{_ci(o['diff_ci95'], _pp)} | {_p(o['mcnemar']['p_value'])} | "
             f"{_size(o['power']['min_detectable'])} | {_pct(recall[0])} / {_pct(recall[1])} | "
-            f"{wall[0]:.0f} / {wall[1]:.0f} min |"
+            f"{wall[0]:.1f} / {wall[1]:.1f} min |"
         )
     return rows
 
@@ -404,7 +415,8 @@ def publication_markdown(pub: dict[str, Any], images: dict[str, str]) -> str:
         f"# {pub['title']}",
         "",
         f"{pub['model_b']} (B) against {pub['model_a']} (A) on {len(pub['tasks'])} task "
-        "runs, each on the same samples for both models. Every number below is rebuilt from "
+        f"run{'s' if len(pub['tasks']) != 1 else ''}, each on the same samples for both "
+        "models. Every number below is rebuilt from "
         "the per-sample results files in `runs/` by the commands at the end.",
         "",
         *_overview_rows(pub),

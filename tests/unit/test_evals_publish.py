@@ -89,6 +89,7 @@ def test_publish_copies_the_runs_and_rebuilds_from_the_folder_alone(runs: Path, 
         "| MedGemma technical report, EHRQA | MedGemma 1.5 4B | 89.6 |",
         "## ehrqa+graph=loop: big-2+graph=loop vs small-1+graph=loop", "Wall time: ehrqa 1.5B 25 min.",
         "reading failures", "detectable (80% power)", "![overview](overview.png)",
+        "small-1+graph=loop finished 12, big-2+graph=loop 10",
     ):  # fmt: skip
         assert needed in md, needed
     for png in ("overview", "retrieval", "ehrqa-difference", "medagentbench-categories"):
