@@ -70,8 +70,13 @@ def _vision_config(image_size: int = TINY_IMAGE_SIZE) -> dict[str, int]:
     }
 
 
-def make_tiny_siglip(directory: Path, seed: int = 0) -> Path:
-    """Write a SigLIP checkpoint shaped like MedSigLIP but 32-d to `directory`; return it."""
+def make_tiny_siglip(
+    directory: Path, seed: int = 0, image_size: int = TINY_IMAGE_SIZE, patch_size: int = 8
+) -> Path:
+    """Write a SigLIP checkpoint shaped like MedSigLIP but 32-d to `directory`; return it.
+
+    `image_size=448, patch_size=32` preprocesses exactly as much as MedSigLIP-448 does.
+    """
     import torch
     from transformers import SiglipConfig, SiglipModel, SiglipProcessor
 
@@ -92,7 +97,7 @@ def make_tiny_siglip(directory: Path, seed: int = 0) -> Path:
             "bos_token_id": 1,
             "eos_token_id": 2,
         },
-        vision_config=_vision_config(),
+        vision_config={**_vision_config(image_size), "patch_size": patch_size},
     )
     SiglipModel(config).eval().save_pretrained(directory)
     tokenizer = _word_tokenizer(
@@ -101,7 +106,7 @@ def make_tiny_siglip(directory: Path, seed: int = 0) -> Path:
     )  # fmt: skip
     image_processor = _image_processor(
         "Siglip",
-        size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
+        size={"height": image_size, "width": image_size},
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )

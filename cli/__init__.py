@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import api, ask, eval, guidelines, images, serve, stack
+from . import api, ask, doctor, eval, guidelines, images, serve, stack
 
 app = typer.Typer(
     name="wardround",
@@ -19,6 +19,7 @@ app.add_typer(images.app, name="images")
 app.add_typer(guidelines.app, name="guidelines")
 app.add_typer(eval.app, name="eval")
 app.command("ask")(ask.ask)
+app.command("doctor")(doctor.doctor)
 
 
 def main() -> None:

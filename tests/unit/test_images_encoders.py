@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from wardround.tests.tiny_siglip import (
     TINY_DIM,
@@ -19,6 +21,7 @@ from wardround.tools.images.encoders import (
     SiglipEncoder,
     encoder_slug,
     load_encoder,
+    pipelined,
 )
 
 
@@ -121,3 +124,57 @@ def test_chroma_embedding_function_round_trips_its_config(tiny_siglip: SiglipEnc
     text_vectors = rebuilt(["chest x-ray"])
     assert len(image_vectors) == 2 and len(image_vectors[0]) == TINY_DIM
     assert len(text_vectors[0]) == TINY_DIM
+
+
+def test_next_batch_is_preprocessed_while_the_model_runs() -> None:
+    second_batch_ready = threading.Event()
+    prepared_in: list[str] = []
+
+    def prepare(batch: list[int]) -> list[int]:
+        prepared_in.append(threading.current_thread().name)
+        if batch[0] == 2:
+            second_batch_ready.set()
+        return [x * 10 for x in batch]
+
+    seen = []
+    for start, batch in pipelined(list(range(5)), 2, prepare):
+        if start == 0:  # the "model" is busy with batch one until batch two is ready
+            assert second_batch_ready.wait(5), "batch two waited for batch one's model run"
+        seen.append((start, batch))
+    assert seen == [(0, [0, 10]), (2, [20, 30]), (4, [40])]
+    assert all(name.startswith("encoder-prep") for name in prepared_in)
+    serial = list(pipelined(list(range(5)), 2, prepare, prefetch=False))
+    assert serial == seen
+
+
+def test_prefetch_changes_no_vector(tiny_siglip: SiglipEncoder) -> None:
+    images = _images(8)
+    tiny_siglip.prefetch = False
+    serial = tiny_siglip.embed_images(images)
+    tiny_siglip.prefetch = True
+    assert np.array_equal(tiny_siglip.embed_images(images), serial)
+
+
+def test_device_and_batch_size_come_from_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(make_tiny_siglip(tmp_path / "siglip"))
+    monkeypatch.setenv("WARDROUND_ENCODER_BATCH_SIZE", "5")
+    monkeypatch.setenv("WARDROUND_DEVICE", "cpu")
+    encoder = load_encoder("medsiglip", path)
+    assert (encoder.batch_size, encoder.device, encoder.dtype) == (5, "cpu", "float32")
+    assert load_encoder("medsiglip", path, batch_size=2).batch_size == 2
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("WARDROUND_DEVICE", "cuda:3")
+        with pytest.raises(EncoderUnavailable, match="torch sees 0 CUDA device"):
+            load_encoder("medsiglip", path)
+        with pytest.raises(EncoderUnavailable, match="unknown device 'tpu'"):
+            SiglipEncoder(path, device="tpu")
+
+
+def test_efficientnet_batches_by_the_setting() -> None:
+    encoder = load_encoder("efficientnet-lite0", device="cpu", batch_size=2)
+    vectors = encoder.embed_images(_images(5))  # batches of 2, 2, 1
+    assert encoder.batch_size == 2 and vectors.shape == (5, 1280)
+    one = encoder.embed_images(_images(5)[4:])
+    np.testing.assert_allclose(vectors[4:], one, atol=1e-5)

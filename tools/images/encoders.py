@@ -63,6 +63,14 @@ class ImageEncoder(Protocol):
     model: str | None  # model id or path for kinds that take one
     dim: int
     supports_text: bool
+    device: str
+    dtype: str  # e.g. "bfloat16"
+    batch_size: int
+    prefetch: bool  # preprocess the next batch while the model embeds this one
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> Any: ...
+
+    def embed_pixels(self, pixels: Any) -> np.ndarray: ...
 
     def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
 
@@ -158,19 +166,17 @@ class EfficientNetEncoder:
             batch[i] = ((array - self._mean) / self._std).transpose(2, 0, 1)
         return batch
 
-    def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Unit vectors of one preprocessed batch."""
         import torch
 
-        out = np.zeros((len(images), self.dim), dtype=np.float32)
-        batches = pipelined(images, self.batch_size, self.preprocess, self.prefetch)
-        with query_threads(len(images)):
-            for start, pixels in batches:
-                batch = torch.from_numpy(pixels).to(self.device)
-                batch = batch.contiguous(memory_format=torch.channels_last)
-                with torch.inference_mode():
-                    features = self._net.features(batch)
-                out[start : start + len(batch)] = _normalize(features)
-        return out
+        batch = torch.from_numpy(pixels).to(self.device)
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return _normalize(self._net.features(batch))
+
+    def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return _embed_all(self, images)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         raise EncoderUnavailable(
@@ -227,18 +233,18 @@ class SiglipEncoder:
         """Pixel values exactly as the checkpoint's image processor prepares them."""
         return self.processor(images=_as_rgb_images(images), return_tensors="pt")["pixel_values"]
 
-    def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
+    def embed_pixels(self, pixels: Any) -> np.ndarray:
+        """Unit vectors of one preprocessed batch."""
         import torch
 
-        out = np.zeros((len(images), self.dim), dtype=np.float32)
-        batches = pipelined(images, self.batch_size, self.preprocess, self.prefetch)
-        with query_threads(len(images)):
-            for start, cpu_pixels in batches:
-                pixels = cpu_pixels.to(self.device, self._dtype)
-                with torch.inference_mode():
-                    features = _pooled(self._model.get_image_features(pixel_values=pixels))
-                out[start : start + len(pixels)] = _normalize(features)
-        return out
+        with torch.inference_mode():
+            features = self._model.get_image_features(
+                pixel_values=pixels.to(self.device, self._dtype)
+            )
+            return _normalize(_pooled(features))
+
+    def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return _embed_all(self, images)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch
@@ -260,6 +266,16 @@ class SiglipEncoder:
                     features = _pooled(self._model.get_text_features(input_ids=input_ids))
                 out[start : start + len(chunk)] = _normalize(features)
         return out
+
+
+def _embed_all(encoder: Any, images: Sequence[np.ndarray]) -> np.ndarray:
+    """Batches of `encoder.batch_size`, the next one preprocessed while this one embeds."""
+    out = np.zeros((len(images), encoder.dim), dtype=np.float32)
+    batches = pipelined(images, encoder.batch_size, encoder.preprocess, encoder.prefetch)
+    with query_threads(len(images)):
+        for start, pixels in batches:
+            out[start : start + len(pixels)] = encoder.embed_pixels(pixels)
+    return out
 
 
 def _pooled(output: Any) -> Any:
