@@ -95,6 +95,7 @@ def test_publish_copies_the_runs_and_rebuilds_from_the_folder_alone(runs: Path, 
     for png in ("overview", "retrieval", "ehrqa-difference", "medagentbench-categories"):
         assert (dest / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads(paths["summary"].read_text()) == json.loads(json.dumps(summary))
+    assert paths["html"].read_text().count("data:image/png;base64,") == 2 + 2 * 3
 
     # The runs root goes away; the folder alone rebuilds the same summary and report.
     shutil.rmtree(runs)
