@@ -7,7 +7,7 @@
 const $ = (id) => document.getElementById(id);
 const state = {
   thread: null, patient: null, chart: null, bubble: null, busy: false,
-  stoppable: false, cards: {}, trendCode: null,
+  stoppable: false, cards: {}, trendCode: null, plotted: null, afterRun: [],
 };
 
 function el(tag, attrs = {}, text = null) {
@@ -363,6 +363,7 @@ async function stream(path, body, stoppable) {
     add("error", err.message);
   } finally {
     setBusy(false);
+    for (const job of state.afterRun.splice(0)) job();
   }
 }
 
@@ -481,9 +482,11 @@ function showApproval(p) {
   if (p.error) card.append(el("p", { class: "problem" }, p.error));
   $("log").appendChild(card);
   card.scrollIntoView({ block: "end" });
-  getJson(threadPath("/approvals/" + encodeURIComponent(p.call_id) + "/resource"))
+  // The order is pending once the run has stopped at it: ask after the stream ends.
+  const load = () => getJson(threadPath("/approvals/" + encodeURIComponent(p.call_id) + "/resource"))
     .then((resource) => { preview.textContent = JSON.stringify(resource, null, 2); })
     .catch((err) => { preview.textContent = "could not build it: " + err.message; });
+  if (state.busy) state.afterRun.push(load); else load();
 
   const decide = async (decision) => {
     card.classList.add("decided");
