@@ -95,7 +95,8 @@ def environment() -> str:
             major, minor = torch.cuda.get_device_capability(i)
             parts.append(f"cuda:{i} {name} (sm_{major}{minor})")
     else:
-        parts.append(f"no CUDA device (torch built for CUDA {torch.version.cuda or 'none'})")
+        build = f"torch built for CUDA {torch.version.cuda}" if torch.version.cuda else "CPU build"
+        parts.append(f"no CUDA device ({build})")
     return ", ".join(parts)
 
 
@@ -194,11 +195,15 @@ def gemma3_checks(report: Report, workdir: Path, device: str) -> None:
 
     path = str(make_tiny_gemma3(workdir / "tiny-gemma3"))
     loaded: dict[str, Any] = {}
-    how = "device_map" if accelerate_available() else "host RAM, then .to() (no accelerate)"
+    how = (
+        "weights read straight onto it"
+        if device == "cpu" or accelerate_available()
+        else "host RAM first (pip install accelerate to load straight onto the GPU)"
+    )
 
     def load() -> str:
         loaded["chat"] = TransformersChatModel.load(path, max_new_tokens=4, device=device)
-        return f"tiny Gemma3ForConditionalGeneration {_placement(loaded['chat']._model)}, via {how}"
+        return f"tiny Gemma3ForConditionalGeneration {_placement(loaded['chat']._model)}; {how}"
 
     if not _attempt(report, "gemma3 load", load):
         return
