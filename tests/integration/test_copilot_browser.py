@@ -90,6 +90,21 @@ def fhir_get(stack: LiveStack, path: str, **params: Any) -> dict[str, Any]:
     return response.json()
 
 
+def artifacts_dir() -> Path:
+    folder = Path(os.environ.get("WARDROUND_ARTIFACTS", "/tmp/wardround-artifacts"))
+    folder = folder / "copilot-browser"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def screenshot(page: Any, name: str) -> Path:
+    path = artifacts_dir() / f"{name}.png"
+    page.screenshot(path=str(path))
+    REVIEW_COPY.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, REVIEW_COPY / path.name)
+    return path
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
@@ -100,96 +115,6 @@ def browser() -> Iterator[Any]:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
-
-
-def test_chat_cite_and_approve_an_order_in_the_browser(
-    stack: LiveStack, browser: Any, tmp_path: Path
-) -> None:
-    settings: Settings = stack.settings.model_copy(update={"home": tmp_path})
-    patient_id = stack.patient_ids[0]
-    page = browser.new_page()
-    page.set_default_timeout(30_000)
-
-    # 1. The real embedded model, one step: whatever it does streams to the page.
-    real = create_app(settings, model=make_chat_model(stack.settings), max_steps=1)
-    with serve(real) as url:
-        page.goto(url)
-        page.locator(f"#patient-select option[value='{patient_id}']").wait_for(state="attached")
-        page.select_option("#patient-select", patient_id)
-        page.click("#start")
-        page.wait_for_function("location.hash.startsWith('#thread=')")
-        thread_id = page.evaluate("location.hash").split("=", 1)[1]
-        page.fill("#message", "What is the patient's most recent blood pressure?")
-        page.keyboard.press("Enter")
-        page.wait_for_selector("#send:disabled")
-        page.wait_for_selector("#send:enabled", timeout=REAL_MODEL_TIMEOUT_MS)
-        shown = page.locator("#log .msg.tool, #log .msg.assistant, #log .msg.error")
-        texts = [t for t in shown.all_inner_texts() if t.strip()]
-        print("real model turn:", texts)  # what the embedded model did, for the test log
-        assert (
-            any(t.startswith("→ ") or t.startswith("←") for t in texts)
-            or page.locator("#log .msg.assistant").count()
-        ), texts
-
-    # 2. The same thread on a second server with a scripted model.
-    observations = fhir_get(stack, "Observation", patient=patient_id, _sort="-date", _count=1)[
-        "entry"
-    ]
-    newest = f"Observation/{observations[0]['resource']['id']}"
-    scripted = ScriptedChatModel(
-        replies=[
-            call("search_records", resource_type="Observation", limit=1),
-            final("The newest observation is on the record shown.", [newest]),
-            call("create_service_request", **HBA1C_ORDER),
-            final("Ordered an HbA1c."),
-        ]
-    )
-    second = create_app(settings, model=scripted, max_steps=4)
-    with serve(second) as url:
-        page.goto(f"{url}/#thread={thread_id}")
-        page.locator("#log .msg.user").first.wait_for()
-        assert "blood pressure" in page.locator("#log .msg.user").first.inner_text()
-
-        page.fill("#message", "What is the newest observation?")
-        page.keyboard.press("Enter")
-        citation = page.locator("#log .citation", has_text=newest)
-        citation.wait_for()
-        assert "newest observation" in page.locator("#log .msg.assistant").last.inner_text()
-        citation.click()
-        page.locator("#record-panel").wait_for(state="visible")
-        assert page.inner_text("#record-ref") == newest
-        assert observations[0]["resource"]["id"] in page.inner_text("#record-json")
-
-        page.fill("#message", "Order an HbA1c.")
-        page.keyboard.press("Enter")
-        card = page.locator(".approval-card").last
-        card.wait_for()
-        assert "Hemoglobin A1c" in card.inner_text()
-        # The card shows the resource the approval writes, with the order's identifier.
-        preview = card.locator("pre.order-resource", has_text='"resourceType": "ServiceRequest"')
-        preview.wait_for()
-        assert ORDER_SYSTEM in preview.inner_text()
-        before = len(
-            fhir_get(stack, "ServiceRequest", patient=patient_id, _count=100).get("entry", [])
-        )
-        card.locator("button.approve").click()
-        page.locator("#log .msg.assistant", has_text="Ordered an HbA1c.").wait_for()
-        written = card.locator("a.written-ref").inner_text()
-
-    code = f"{HBA1C_ORDER['system']}|{HBA1C_ORDER['code']}"
-    orders = fhir_get(stack, "ServiceRequest", patient=patient_id, code=code, _count=100)
-    ours = [
-        e["resource"]
-        for e in orders.get("entry", [])
-        if any(i.get("system") == ORDER_SYSTEM for i in e["resource"].get("identifier", []))
-    ]
-    assert len(ours) == 1, "the approved order is on the FHIR server, once"
-    assert ours[0]["subject"]["reference"] == f"Patient/{patient_id}"
-    assert written == f"ServiceRequest/{ours[0]['id']}", "the card links the written record"
-    after = fhir_get(stack, "ServiceRequest", patient=patient_id, _summary="count")["total"]
-    assert after == before + 1
-    audit = (tmp_path / "audit.jsonl").read_text()
-    assert "create_service_request" in audit and patient_id in audit
 
 
 class SlowScriptedModel(ScriptedChatModel):
@@ -205,21 +130,6 @@ class SlowScriptedModel(ScriptedChatModel):
         self.replies.pop(0)  # used up, even though it is stopped before it is shown
         await asyncio.sleep(delay)
         raise AssertionError("this reply should have been stopped")
-
-
-def artifacts_dir() -> Path:
-    folder = Path(os.environ.get("WARDROUND_ARTIFACTS", "/tmp/wardround-artifacts"))
-    folder = folder / "copilot-browser"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def screenshot(page: Any, name: str) -> Path:
-    path = artifacts_dir() / f"{name}.png"
-    page.screenshot(path=str(path))
-    REVIEW_COPY.mkdir(parents=True, exist_ok=True)
-    shutil.copy(path, REVIEW_COPY / path.name)
-    return path
 
 
 def newest_blood_pressure(stack: LiveStack, patient_id: str) -> tuple[dict[str, Any], int]:
@@ -328,3 +238,96 @@ def test_chart_trend_citation_and_stop_in_the_browser(
     print("screenshots in", artifacts_dir(), [p.name for p in shots])
     outside = [u for u in requests if not u.startswith(url)]
     assert not outside, f"the page reached beyond our API: {outside}"
+
+
+def test_chat_cite_and_approve_an_order_in_the_browser(
+    stack: LiveStack, browser: Any, tmp_path: Path
+) -> None:
+    settings: Settings = stack.settings.model_copy(update={"home": tmp_path})
+    patient_id = stack.patient_ids[0]
+    page = browser.new_page()
+    page.set_default_timeout(30_000)
+
+    # 1. The real embedded model, one step: whatever it does streams to the page.
+    real = create_app(settings, model=make_chat_model(stack.settings), max_steps=1)
+    with serve(real) as url:
+        page.goto(url)
+        page.locator(f"#patient-select option[value='{patient_id}']").wait_for(state="attached")
+        page.select_option("#patient-select", patient_id)
+        page.click("#start")
+        page.wait_for_function("location.hash.startsWith('#thread=')")
+        thread_id = page.evaluate("location.hash").split("=", 1)[1]
+        page.fill("#message", "What is the patient's most recent blood pressure?")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#send:disabled")
+        page.wait_for_selector("#send:enabled", timeout=REAL_MODEL_TIMEOUT_MS)
+        shown = page.locator("#log .msg.tool, #log .msg.assistant, #log .msg.error")
+        texts = [t for t in shown.all_inner_texts() if t.strip()]
+        print("real model turn:", texts)  # what the embedded model did, for the test log
+        assert (
+            any(t.startswith("→ ") or t.startswith("←") for t in texts)
+            or page.locator("#log .msg.assistant").count()
+        ), texts
+
+    # 2. The same thread on a second server with a scripted model.
+    observations = fhir_get(stack, "Observation", patient=patient_id, _sort="-date", _count=1)[
+        "entry"
+    ]
+    newest = f"Observation/{observations[0]['resource']['id']}"
+    scripted = ScriptedChatModel(
+        replies=[
+            call("search_records", resource_type="Observation", limit=1),
+            final("The newest observation is on the record shown.", [newest]),
+            call("create_service_request", **HBA1C_ORDER),
+            final("Ordered an HbA1c."),
+        ]
+    )
+    second = create_app(settings, model=scripted, max_steps=4)
+    with serve(second) as url:
+        page.goto(f"{url}/#thread={thread_id}")
+        page.locator("#log .msg.user").first.wait_for()
+        assert "blood pressure" in page.locator("#log .msg.user").first.inner_text()
+
+        page.fill("#message", "What is the newest observation?")
+        page.keyboard.press("Enter")
+        citation = page.locator("#log .citation", has_text=newest)
+        citation.wait_for()
+        assert "newest observation" in page.locator("#log .msg.assistant").last.inner_text()
+        citation.click()
+        page.locator("#record-panel").wait_for(state="visible")
+        assert page.inner_text("#record-ref") == newest
+        assert observations[0]["resource"]["id"] in page.inner_text("#record-json")
+
+        page.fill("#message", "Order an HbA1c.")
+        page.keyboard.press("Enter")
+        card = page.locator(".approval-card").last
+        card.wait_for()
+        assert "Hemoglobin A1c" in card.inner_text()
+        # The card shows the resource the approval writes, with the order's identifier.
+        preview = card.locator("pre.order-resource", has_text='"resourceType": "ServiceRequest"')
+        preview.wait_for()
+        assert ORDER_SYSTEM in preview.inner_text()
+        before = len(
+            fhir_get(stack, "ServiceRequest", patient=patient_id, _count=100).get("entry", [])
+        )
+        card.locator("button.approve").click()
+        page.locator("#log .msg.assistant", has_text="Ordered an HbA1c.").wait_for()
+        written = card.locator("a.written-ref").inner_text()
+        page.set_viewport_size(WIDE)
+        card.scroll_into_view_if_needed()
+        screenshot(page, "wide-order-written")
+
+    code = f"{HBA1C_ORDER['system']}|{HBA1C_ORDER['code']}"
+    orders = fhir_get(stack, "ServiceRequest", patient=patient_id, code=code, _count=100)
+    ours = [
+        e["resource"]
+        for e in orders.get("entry", [])
+        if any(i.get("system") == ORDER_SYSTEM for i in e["resource"].get("identifier", []))
+    ]
+    assert len(ours) == 1, "the approved order is on the FHIR server, once"
+    assert ours[0]["subject"]["reference"] == f"Patient/{patient_id}"
+    assert written == f"ServiceRequest/{ours[0]['id']}", "the card links the written record"
+    after = fhir_get(stack, "ServiceRequest", patient=patient_id, _summary="count")["total"]
+    assert after == before + 1
+    audit = (tmp_path / "audit.jsonl").read_text()
+    assert "create_service_request" in audit and patient_id in audit
