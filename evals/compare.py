@@ -172,9 +172,22 @@ def _of_category(
     return {k: [r for r in v if r.category == category] for k, v in sides.items()}
 
 
+def outcomes(records: Sequence[SampleRecord]) -> dict[str, int]:
+    """How many samples expect each outcome (e.g. "order" vs "normal" for an order task),
+    so a category whose samples all expect the same outcome is visible in the report."""
+    counts: dict[str, int] = {}
+    for r in records:
+        if isinstance(r.target, dict) and r.target.get("outcome") is not None:
+            key = str(r.target["outcome"])
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def _side_stats(sides: Mapping[str, Sequence[SampleRecord]]) -> dict[str, Any]:
-    """Usage, retrieval and failure kinds of each side (keys "a" and "b")."""
+    """Usage, retrieval and failure kinds of each side (keys "a" and "b"), and the
+    reference outcomes (the same samples on both sides)."""
     return {
+        "outcomes": outcomes(sides["a"]),
         "usage": {k: _usage(v) for k, v in sides.items()},
         "retrieval": {k: retrieval(v) for k, v in sides.items()},
         "failures": {k: failures(v) for k, v in sides.items()},

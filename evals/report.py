@@ -257,16 +257,20 @@ def _category_rows(summary: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _outcome_text(counts: dict[str, int] | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted((counts or {}).items())) or "-"
+
+
 def _category_detail_rows(summary: dict[str, Any]) -> list[str]:
     a, b = summary["model_a"], summary["model_b"]
     rows = [
-        f"| category | {a} retrieval R / P | {b} retrieval R / P | {a} reading / retrieval "
-        f"failures | {b} reading / retrieval failures | {a} tokens in / out, latency | "
-        f"{b} tokens in / out, latency |",
-        "|---|---|---|---|---|---|---|",
+        f"| category | expected outcomes | {a} retrieval R / P | {b} retrieval R / P | {a} "
+        f"reading / retrieval failures | {b} reading / retrieval failures | {a} tokens in / "
+        f"out, latency | {b} tokens in / out, latency |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for c in summary["categories"]:
-        cells = [c["category"]]
+        cells = [c["category"], _outcome_text(c.get("outcomes"))]
         cells += [_rp(c["retrieval"][s], "retrieval") for s in "ab"]
         cells += [f"{c['failures'][s]['reading']} / {c['failures'][s]['retrieval']}" for s in "ab"]
         cells += [

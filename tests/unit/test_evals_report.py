@@ -123,3 +123,19 @@ def test_power_is_in_the_summary_and_says_what_could_be_missed(tmp_path):
     assert summary["overall"]["mcnemar"]["p_value"] > 0.05
     md = write_compare_report(summary, tmp_path)["markdown"].read_text()
     assert f"smaller than about {100 * power['min_detectable']:.0f} pp could have been missed" in md
+
+
+def test_expected_outcomes_show_a_category_that_never_asks_for_an_order(tmp_path):
+    outcomes = ["order", "normal", "normal", "none"]
+    recs = {
+        f"s{i}": SampleRecord(
+            id=f"s{i}", task="t", model="a", category="task5" if i else "task9", input="",
+            target={"outcome": o}, correct=bool(i % 2),
+        )
+        for i, o in enumerate(outcomes)
+    }  # fmt: skip
+    summary = compare_records("t", "a", "b", recs, recs, n_boot=100)
+    by_cat = {c["category"]: c["outcomes"] for c in summary["categories"]}
+    assert by_cat == {"task9": {"order": 1}, "task5": {"normal": 2, "none": 1}}
+    md = write_compare_report(summary, tmp_path)["markdown"].read_text()
+    assert "| task5 | none 1, normal 2 |" in md
