@@ -443,6 +443,19 @@ def publication_markdown(pub: dict[str, Any], images: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _run_retrieval(summary: dict[str, Any]) -> list[str]:
+    ret, f = summary.get("retrieval"), summary.get("failures")
+    if not ret or not f:
+        return []  # summaries written before retrieval was scored
+    return [
+        "",
+        f"Retrieval recall / precision {_rp(ret, 'retrieval')}, citation recall / precision "
+        f"{_rp(ret, 'citation')}. Wrong answers: {f['reading']} reading failures (all "
+        f"evidence read), {f['retrieval']} retrieval failures, {f['no_evidence']} without "
+        f"evidence, {f['failed_to_run']} failed to run.",
+    ]
+
+
 def run_markdown(summary: dict[str, Any]) -> str:
     lines = [
         f"# {summary['task']}: {summary['model']}",
@@ -450,6 +463,7 @@ def run_markdown(summary: dict[str, Any]) -> str:
         f"Accuracy {_pct(summary['accuracy'])} ({summary['correct']}/{summary['n']}), "
         f"95% CI {_ci(summary['ci95'])}; {summary['errors']} failed samples. "
         f"Scoring: {summary['scoring'] or '-'}.",
+        *_run_retrieval(summary),
         "",
         "| category | n | accuracy | 95% CI |",
         "|---|---|---|---|",

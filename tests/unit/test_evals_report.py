@@ -73,7 +73,8 @@ def test_run_report(tmp_path):
     assert summary["accuracy"] == pytest.approx(0.45) and summary["errors"] == 1
     assert [c["category"] for c in summary["categories"]] == ["labs", "meds"]
     paths = write_run_report(summary, tmp_path)
-    assert "| labs | 10 | 40.0% |" in paths["markdown"].read_text()
+    md = paths["markdown"].read_text()
+    assert "| labs | 10 | 40.0% |" in md and "11 without evidence" in md
     assert paths["html"].exists()
 
 
