@@ -21,7 +21,8 @@ DirArg = typer.Argument(None, help="folder or file to index (default: the bundle
 def _index(collection: str):
     from wardround.tools.guidelines.index import GuidelineIndex
 
-    return GuidelineIndex(load_settings().chroma_dir, collection=collection)
+    settings = load_settings()
+    return GuidelineIndex(settings.chroma_url or settings.chroma_dir, collection=collection)
 
 
 def _errors() -> tuple[type[BaseException], ...]:

@@ -59,7 +59,7 @@ def _open_index(encoder: str, model: str | None, collection: str | None, allow_d
     settings = load_settings()
     with clean_errors(*_errors()), console.status(f"loading the {encoder} encoder"):
         return open_image_index(
-            settings.chroma_dir,
+            settings.chroma_url or settings.chroma_dir,
             encoder,
             model=model,
             collection=collection,

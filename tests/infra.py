@@ -296,3 +296,38 @@ def scripted_reply(messages: list[dict[str, Any]]) -> str:
         options = [line[2:] for line in last.splitlines() if line.startswith("- ")]
         return json.dumps({"kind": "age", "about": options[0]})
     return BenchModel()._reply([HumanMessage(last)])
+
+
+# ------------------------------------------------------------------ Chroma
+
+
+@contextmanager
+def chroma_server(folder: Path) -> Iterator[str]:
+    """`chroma run` (the binary in the chromadb package) on a free port; yields its URL."""
+    chroma = Path(sys.executable).parent / "chroma"
+    port = free_port()
+    argv = [str(chroma), "run", "--path", str(folder / "data"), "--host", "127.0.0.1"]
+    log = folder / "chroma.log"
+    folder.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        process = subprocess.Popen([*argv, "--port", str(port)], stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"chroma run exited: {log.read_text()[-2000:]}")
+            with suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/api/v2/heartbeat", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("chroma run did not answer in 60 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

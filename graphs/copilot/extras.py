@@ -21,7 +21,7 @@ def guideline_tools(settings: Settings) -> list[BaseTool]:
         from wardround.tools.guidelines.index import GuidelineIndex
         from wardround.tools.guidelines.tools import make_guideline_tools
 
-        index = GuidelineIndex(settings.chroma_dir)
+        index = GuidelineIndex(settings.chroma_url or settings.chroma_dir)
         if index.count() == 0:
             log.info(
                 "guideline index in %s is empty: lookup_guideline left out", settings.chroma_dir
@@ -34,14 +34,14 @@ def guideline_tools(settings: Settings) -> list[BaseTool]:
 
 
 def image_tools(settings: Settings) -> list[BaseTool]:
-    if not settings.chroma_dir.exists():
+    if not settings.chroma_url and not settings.chroma_dir.exists():
         log.info("no index directory %s: search_images left out", settings.chroma_dir)
         return []
     try:
         from wardround.tools.images.search import open_image_index
         from wardround.tools.images.tools import make_image_tools
 
-        index = open_image_index(settings.chroma_dir)
+        index = open_image_index(settings.chroma_url or settings.chroma_dir)
         if index.count() == 0:
             log.info("image index in %s is empty: search_images left out", settings.chroma_dir)
             return []

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -192,17 +193,22 @@ def _index_text(text: str, meta: dict[str, Any]) -> str:
     return f"{meta.get('title', '')}. {meta.get('section', '')}. {text}"
 
 
+def _is_url(location: Path | str) -> bool:
+    return isinstance(location, str) and location.startswith(("http://", "https://"))
+
+
 class GuidelineIndex:
     """Guideline chunks in one Chroma collection, searched densely and lexically."""
 
     def __init__(
         self,
-        chroma_dir: Path,
+        chroma_dir: Path | str,
         *,
         collection: str = DEFAULT_COLLECTION,
         embedder: TextEmbedder | None = None,
     ) -> None:
-        self.chroma_dir = Path(chroma_dir).expanduser()
+        # A directory, or the URL of a Chroma server (`chroma run`).
+        self.chroma_dir = chroma_dir if _is_url(chroma_dir) else Path(chroma_dir).expanduser()
         self.name = collection
         self.embedder = embedder or TextEmbedder()
         self._client: Any = None
@@ -217,16 +223,28 @@ class GuidelineIndex:
             import chromadb
             from chromadb.config import Settings as ChromaSettings
 
-            self.chroma_dir.mkdir(parents=True, exist_ok=True)
-            self._client = chromadb.PersistentClient(
-                path=str(self.chroma_dir), settings=ChromaSettings(anonymized_telemetry=False)
-            )
+            settings = ChromaSettings(anonymized_telemetry=False)
+            if isinstance(self.chroma_dir, str):
+                url = urlsplit(self.chroma_dir)
+                ssl = url.scheme == "https"
+                self._client = chromadb.HttpClient(
+                    host=url.hostname or "localhost",
+                    port=url.port or (443 if ssl else 8000),
+                    ssl=ssl,
+                    settings=settings,
+                )
+            else:
+                self.chroma_dir.mkdir(parents=True, exist_ok=True)
+                self._client = chromadb.PersistentClient(
+                    path=str(self.chroma_dir), settings=settings
+                )
         return self._client
 
     def _exists(self) -> bool:
         if self._collection is not None:
             return True
-        if self._client is None and not self.chroma_dir.exists():
+        local = isinstance(self.chroma_dir, Path)
+        if self._client is None and local and not self.chroma_dir.exists():
             return False  # a read must not leave an empty Chroma directory behind
         return self.name in {c.name for c in self.client.list_collections()}
 

@@ -86,7 +86,7 @@ def make_guideline_tools(index: GuidelineIndex) -> list[BaseTool]:
 
 def guideline_tools_from_settings(settings: Settings) -> list[BaseTool]:
     """The guideline tools over the index in `settings.chroma_dir`."""
-    return make_guideline_tools(GuidelineIndex(settings.chroma_dir))
+    return make_guideline_tools(GuidelineIndex(settings.chroma_url or settings.chroma_dir))
 
 
 def _validation_text(exc: Exception) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -60,16 +61,31 @@ class ImageHit:
         return f"image:{self.id}"
 
 
-def open_chroma(chroma_dir: Path) -> Any:
-    """A persistent Chroma client at `chroma_dir` (created), with telemetry off."""
+def is_chroma_url(location: Path | str) -> bool:
+    return isinstance(location, str) and location.startswith(("http://", "https://"))
+
+
+def open_chroma(chroma_dir: Path | str) -> Any:
+    """A Chroma client, telemetry off: an HTTP client for a server URL (`chroma run`), else
+    a persistent client at the directory (created)."""
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
+    settings = ChromaSettings(anonymized_telemetry=False)
+    if is_chroma_url(chroma_dir):
+        url = urlsplit(str(chroma_dir))
+        ssl = url.scheme == "https"
+        port = url.port or (443 if ssl else 8000)
+        host = url.hostname or "localhost"
+        return chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=settings)
     chroma_dir = Path(chroma_dir).expanduser()
     chroma_dir.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(
-        path=str(chroma_dir), settings=ChromaSettings(anonymized_telemetry=False)
-    )
+    return chromadb.PersistentClient(path=str(chroma_dir), settings=settings)
+
+
+def _local_and_missing(location: Path | str) -> bool:
+    """A local index directory that does not exist (reads must not create one)."""
+    return not is_chroma_url(location) and not Path(location).exists()
 
 
 def collection_name(encoder: ImageEncoder) -> str:
@@ -134,13 +150,14 @@ class ImageIndex:
 
     def __init__(
         self,
-        chroma_dir: Path,
+        chroma_dir: Path | str,
         encoder: ImageEncoder,
         *,
         collection: str | None = None,
         text_embedder: TextEmbedder | None = None,
     ) -> None:
-        self.chroma_dir = Path(chroma_dir).expanduser()
+        # A directory, or the URL of a Chroma server.
+        self.chroma_dir = chroma_dir if is_chroma_url(chroma_dir) else Path(chroma_dir).expanduser()
         self.encoder = encoder
         self.name = collection or collection_name(encoder)
         self.text_embedder = text_embedder or TextEmbedder()
@@ -162,7 +179,7 @@ class ImageIndex:
         opened = {self.name: self._vectors, self.name + TEXT_SUFFIX: self._texts}
         if opened.get(name) is not None:
             return True
-        if self._client is None and not self.chroma_dir.exists():
+        if self._client is None and _local_and_missing(self.chroma_dir):
             return False  # a read must not leave an empty Chroma directory behind
         return name in {c.name for c in self.client.list_collections()}
 
@@ -240,7 +257,7 @@ class ImageIndex:
             f"no image index {self.name!r} in {self.chroma_dir}; index images first with "
             "`wardround images index DIR` (or `--builtin` for the bundled examples)"
         )
-        if self.chroma_dir.exists():
+        if not _local_and_missing(self.chroma_dir):
             others = [
                 f"{c.name} (--encoder {(c.metadata or {}).get('encoder_kind', '?')})"
                 for c in self.client.list_collections()

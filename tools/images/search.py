@@ -13,14 +13,15 @@ from wardround.tools.images.index import ImageHit, ImageIndex, ImageIndexError, 
 
 
 def open_image_index(
-    chroma_dir: Path,
+    chroma_dir: Path | str,
     encoder: str = DEFAULT_ENCODER,
     *,
     model: str | None = None,
     collection: str | None = None,
     allow_download: bool = False,
 ) -> ImageIndex:
-    """The index of `encoder` ("efficientnet-lite0" or "medsiglip") under `chroma_dir`."""
+    """The index of `encoder` ("efficientnet-lite0" or "medsiglip") under `chroma_dir` (a
+    directory, or a Chroma server's URL)."""
     return ImageIndex(
         chroma_dir,
         load_encoder(encoder, model, allow_download=allow_download),

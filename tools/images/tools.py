@@ -106,7 +106,8 @@ def image_tools_from_settings(
     settings: Settings, encoder: str = DEFAULT_ENCODER, model: str | None = None
 ) -> list[BaseTool]:
     """The image tools over the `encoder` index in `settings.chroma_dir`."""
-    return make_image_tools(open_image_index(settings.chroma_dir, encoder, model=model))
+    where = settings.chroma_url or settings.chroma_dir
+    return make_image_tools(open_image_index(where, encoder, model=model))
 
 
 def _validation_text(exc: Exception) -> str:
