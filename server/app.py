@@ -100,6 +100,28 @@ def install_error_handlers(app: FastAPI) -> None:
         return _detail(500, "internal error; the server log has the details")
 
 
+# What every error answer looks like (see install_error_handlers), for the OpenAPI schema.
+ERROR_BODY = {
+    "title": "Error",
+    "type": "object",
+    "properties": {"detail": {"type": "string", "title": "Detail"}},
+    "required": ["detail"],
+}
+
+
+def describe_errors(app: FastAPI) -> None:
+    """Make the schema say what a 422 really holds: FastAPI documents its default list of
+    validation errors, but our handler answers `{"detail": "<message>"}` like every error."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()  # cached by FastAPI on the app, so this edit is made once
+        schema.get("components", {}).get("schemas", {})["HTTPValidationError"] = ERROR_BODY
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(
     settings: Settings,
     *,
@@ -158,6 +180,7 @@ def create_app(
     )
     app.state.api_token = api_token(settings)
     install_error_handlers(app)
+    describe_errors(app)
     app.include_router(router)
 
     @app.get("/api/health", summary="Liveness (no auth)", tags=["meta"])

@@ -71,6 +71,15 @@ class EventList(BaseModel):
     events: list[dict[str, Any]]
 
 
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "description": "token, tool_call, ..., done"},
+        "data": {"type": "string", "description": "A JSON object, as text"},
+    },
+    "required": ["data"],
+}
+
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": (
@@ -79,7 +88,8 @@ SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
             "listing the same events."
         ),
         "content": {
-            "text/event-stream": {"schema": {"type": "string"}},
+            # One server-sent event (OpenAPI 3.2 reads this per event, as `itemSchema`).
+            "text/event-stream": {"schema": SSE_EVENT, "itemSchema": SSE_EVENT},
             "application/json": {"schema": EventList.model_json_schema()},
         },
     }
