@@ -13,6 +13,7 @@ with and without filters), retrieval sanity (a transformed copy finds its origin
 build time, resident memory, disk size. The goal is a p50 under 20 ms for top-10 over 10,000.
 
     .venv/bin/python bench/retrieval.py [--images 10000] [--chunks 10000] [--encode 1000]
+        [--chroma embedded|server|both]     # both: the same bench on `chroma run` as well
 
 Prints a table and writes bench/out/retrieval.json.
 """
@@ -26,8 +27,9 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +131,12 @@ def noisy(vectors: np.ndarray, rng: np.random.Generator, scale: float) -> np.nda
 # --- images ------------------------------------------------------------------------------
 
 
-def bench_images(root: Path, total: int, encode: int, repeat: int, seed: int) -> dict[str, Any]:
+def bench_images(
+    root: Path, total: int, encode: int, repeat: int, seed: int, store: Store
+) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     encoder = load_encoder("efficientnet-lite0")
-    index = ImageIndex(root / "chroma", encoder)
+    index = ImageIndex(store.location, encoder)
     index.text_embedder.embed(["warm up"])
     bases = []
     for image, path in builtin_images():
@@ -246,7 +250,7 @@ def bench_images(root: Path, total: int, encode: int, repeat: int, seed: int) ->
             k: {"p50": pct(v, 50), "p95": pct(v, 95), "n": len(v)} for k, v in results.items()
         },
         "same_source_in_top10": hits_at_10 / trials,
-        "disk_mb": dir_mb(root / "chroma"),
+        "disk_mb": dir_mb(store.disk),
     }
 
 
@@ -273,9 +277,11 @@ def variant_chunk(chunk: Chunk, n: int, rng: np.random.Generator) -> Chunk:
     )
 
 
-def bench_guidelines(root: Path, total: int, embed: int, repeat: int, seed: int) -> dict[str, Any]:
+def bench_guidelines(
+    root: Path, total: int, embed: int, repeat: int, seed: int, store: Store
+) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
-    index = GuidelineIndex(root / "chroma")
+    index = GuidelineIndex(store.location)
     base = [c for path in discover([corpus_dir()]) for c in load_chunks(path)]
     index.embedder.embed(["warm up"])
 
@@ -351,8 +357,42 @@ def bench_guidelines(root: Path, total: int, embed: int, repeat: int, seed: int)
             k: {"p50": pct(v, 50), "p95": pct(v, 95), "n": len(v)} for k, v in results.items()
         },
         "sanity_queries_right_source_top5": f"{correct}/3",
-        "disk_mb": dir_mb(root / "chroma"),
+        "disk_mb": dir_mb(store.disk),
     }
+
+
+@dataclass
+class Store:
+    """Where a bench index lives: a directory, or a Chroma server's URL and its data folder."""
+
+    location: Path | str
+    disk: Path
+
+
+@contextmanager
+def open_store(kind: str, folder: Path) -> Iterator[Store]:
+    if kind == "embedded":
+        yield Store(folder / "chroma", folder / "chroma")
+        return
+    from wardround.tests.infra import chroma_server
+
+    with chroma_server(folder / "server") as url:  # `chroma run` on a free port
+        yield Store(url, folder / "server" / "data")
+
+
+def run_store(kind: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    console.print(f"[bold]{kind} Chroma, images[/]: {args.images} vectors ({args.encode} encoded)")
+    with open_store(kind, root / kind / "images") as store:
+        out["images"] = bench_images(
+            root / kind / "images", args.images, args.encode, args.repeat, args.seed, store
+        )
+    console.print(f"[bold]{kind} Chroma, guidelines[/]: {args.chunks} ({args.embed} embedded)")
+    with open_store(kind, root / kind / "guidelines") as store:
+        out["guidelines"] = bench_guidelines(
+            root / kind / "guidelines", args.chunks, args.embed, args.repeat, args.seed, store
+        )
+    return out
 
 
 def main() -> None:
@@ -365,6 +405,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, default=None, help="keep the indexes here")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for bulk work")
+    parser.add_argument(
+        "--chroma",
+        choices=["embedded", "server", "both"],
+        default="embedded",
+        help="the embedded store, a Chroma server (`chroma run`, started here), or both",
+    )
     args = parser.parse_args()
     import torch
 
@@ -378,13 +424,9 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     load_before = load_average()
+    kinds = ["embedded", "server"] if args.chroma == "both" else [args.chroma]
     try:
-        console.print(f"[bold]images[/]: {args.images} vectors ({args.encode} encoded)")
-        images = bench_images(root / "images", args.images, args.encode, args.repeat, args.seed)
-        console.print(f"[bold]guidelines[/]: {args.chunks} chunks ({args.embed} embedded)")
-        guidelines = bench_guidelines(
-            root / "guidelines", args.chunks, args.embed, args.repeat, args.seed
-        )
+        stores = {kind: run_store(kind, root, args) for kind in kinds}
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -395,50 +437,54 @@ def main() -> None:
         "load_average_before_after": [load_before, load_average()],
         "runtime_s": time.perf_counter() - started,
         "memory_mb": rss_mb(),
-        "images": images,
-        "guidelines": guidelines,
+        **stores[kinds[0]],  # "images" and "guidelines" of the first store, as before
+        "stores": stores,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(report, indent=1))
+    print_report(report)
+    console.print(f"wrote {OUT}")
 
-    table = Table(title="top-10 query latency (ms)")
-    for column in ("query", "p50", "p95", "n"):
-        table.add_column(column, justify="left" if column == "query" else "right")
-    for section in (images, guidelines):
-        for name, row in section["latency_ms"].items():
-            table.add_row(name, f"{row['p50']:.1f}", f"{row['p95']:.1f}", str(row["n"]))
+
+def print_report(report: dict[str, Any]) -> None:
+    stores: dict[str, Any] = report["stores"]
+    table = Table(title="top-10 query latency (ms): p50 / p95")
+    table.add_column("query")
+    for kind in stores:
+        table.add_column(kind, justify="right")
+    first = next(iter(stores.values()))
+    for section in ("images", "guidelines"):
+        for name in first[section]["latency_ms"]:
+            cells = [stores[k][section]["latency_ms"][name] for k in stores]
+            table.add_row(name, *(f"{c['p50']:.1f} / {c['p95']:.1f}" for c in cells))
     console.print(table)
     summary = Table(title="ingest, size, memory")
     summary.add_column("measure")
-    summary.add_column("value", justify="right")
-    summary.add_row("image vectors", str(images["count"]))
+    for kind in stores:
+        summary.add_column(kind, justify="right")
+    rows = [
+        ("image vectors", "images", "count", "{}"),
+        ("image ingest, real pipeline (images/s)", "images", "ingest_images_per_s", "{:.1f}"),
+        ("image bulk add (vectors/s)", "images", "bulk_add_vectors_per_s", "{:.0f}"),
+        ("image index on disk (MB)", "images", "disk_mb", "{:.1f}"),
+        ("same source in top 10 (transformed copy)", "images", "same_source_in_top10", "{:.2f}"),
+        ("guideline chunks", "guidelines", "count", "{}"),
+        ("guideline embed + add (chunks/s)", "guidelines", "embed_and_add_chunks_per_s", "{:.1f}"),
+        ("guideline bulk add (chunks/s)", "guidelines", "bulk_add_chunks_per_s", "{:.0f}"),
+        ("BM25 build over all chunks (s)", "guidelines", "bm25_build_s", "{:.2f}"),
+        ("guideline index on disk (MB)", "guidelines", "disk_mb", "{:.1f}"),
+    ]
+    for label, section, key, fmt in rows:
+        values = [stores[k][section][key] for k in stores]
+        summary.add_row(label, *("-" if v is None else fmt.format(v) for v in values))
+    memory = report["memory_mb"]
     summary.add_row(
-        "image ingest, real pipeline (images/s)", f"{images['ingest_images_per_s']:.1f}"
+        "resident memory now / peak (MB)", f"{memory['VmRSS']:.0f} / {memory['VmHWM']:.0f}"
     )
-    if images["bulk_add_vectors_per_s"]:
-        summary.add_row("image bulk add (vectors/s)", f"{images['bulk_add_vectors_per_s']:.0f}")
-    summary.add_row("image index on disk (MB)", f"{images['disk_mb']:.1f}")
-    summary.add_row(
-        "same source in top 10 (transformed copy)", f"{images['same_source_in_top10']:.2f}"
-    )
-    summary.add_row("guideline chunks", str(guidelines["count"]))
-    summary.add_row(
-        "guideline embed + add (chunks/s)", f"{guidelines['embed_and_add_chunks_per_s']:.1f}"
-    )
-    if guidelines["bulk_add_chunks_per_s"]:
-        summary.add_row(
-            "guideline bulk add (chunks/s)", f"{guidelines['bulk_add_chunks_per_s']:.0f}"
-        )
-    summary.add_row("BM25 build over all chunks (s)", f"{guidelines['bm25_build_s']:.2f}")
-    summary.add_row("guideline index on disk (MB)", f"{guidelines['disk_mb']:.1f}")
-    summary.add_row(
-        "resident memory now / peak (MB)",
-        f"{report['memory_mb']['VmRSS']:.0f} / {report['memory_mb']['VmHWM']:.0f}",
-    )
-    summary.add_row("load average before / after", f"{load_before} / {load_average()}")
+    before, after = report["load_average_before_after"]
+    summary.add_row("load average before / after", f"{before} / {after}")
     summary.add_row("bench runtime (s)", f"{report['runtime_s']:.0f}")
     console.print(summary)
-    console.print(f"wrote {OUT}")
 
 
 if __name__ == "__main__":
