@@ -314,6 +314,8 @@ def test_chat_cite_and_approve_an_order_in_the_browser(
         page.locator("#log .msg.assistant", has_text="Ordered an HbA1c.").wait_for()
         written = card.locator("a.written-ref").inner_text()
         page.set_viewport_size(WIDE)
+        page.keyboard.press("Escape")  # closes the record opened from the citation
+        page.locator("#record-panel").wait_for(state="hidden")
         card.scroll_into_view_if_needed()
         screenshot(page, "wide-order-written")
 
