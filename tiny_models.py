@@ -41,7 +41,7 @@ GEMMA3_TEMPLATE = (
 )
 
 
-def _image_processor(family: str, **kwargs: Any) -> Any:
+def image_processor(family: str, **kwargs: Any) -> Any:
     """The PIL-backed image processor (no torchvision needed), under either release's name."""
     import transformers
 
@@ -104,13 +104,13 @@ def make_tiny_siglip(
         vocab, ["<pad>", "</s>"], pad_token="<pad>", eos_token="</s>",
         model_max_length=TINY_TEXT_TOKENS,
     )  # fmt: skip
-    image_processor = _image_processor(
+    images = image_processor(
         "Siglip",
         size={"height": image_size, "width": image_size},
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )
-    SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
+    SiglipProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(directory)
     return directory
 
 
@@ -155,14 +155,14 @@ def make_tiny_gemma3(directory: Path, seed: int = 0) -> Path:
             "image_token": "<image_soft_token>",
         },
     )
-    image_processor = _image_processor(
+    images = image_processor(
         "Gemma3",
         size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )
     Gemma3Processor(
-        image_processor=image_processor,
+        image_processor=images,
         tokenizer=tokenizer,
         chat_template=GEMMA3_TEMPLATE,
         image_seq_length=TINY_IMAGE_TOKENS,

@@ -19,7 +19,7 @@ def doctor(
     throughput: bool = typer.Option(
         False, "--throughput", help="also time preprocessing against embedding for the encoders"
     ),
-    images: int = typer.Option(64, "--images", min=1, help="images per --throughput run"),
+    images: int = typer.Option(32, "--images", min=1, help="images per --throughput run"),
 ) -> None:
     """Check the in-process MedGemma and MedSigLIP paths with tiny random models of their classes.
 
@@ -42,7 +42,8 @@ def doctor(
     if throughput:
         with clean_errors(RuntimeError, OSError), console.status("timing the image encoders"):
             rows = encoder_throughput(settings.device, settings.encoder_batch_size, images)
-        console.print(f"\nencoder throughput, {images} images of 512x512:", highlight=False)
+        title = f"\nencoder throughput, {images} images of 512x512, best of 3 (seconds):"
+        console.print(title, highlight=False)
         for line in [THROUGHPUT_HEADER, *(row.line() for row in rows)]:
             console.print(line, highlight=False, soft_wrap=True)
 
