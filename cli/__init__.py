@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from . import api, ask, doctor, eval, guidelines, images, serve, stack
+from .common import err_console
 
 app = typer.Typer(
     name="wardround",
@@ -23,4 +26,16 @@ app.command("doctor")(doctor.doctor)
 
 
 def main() -> None:
+    # Bytes that are not UTF-8 reach Python as lone surrogates, which fail deep inside
+    # tokenizers and HTTP clients; refuse them here, once, for every command.
+    for position, arg in enumerate(sys.argv[1:], start=1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "surrogateescape")[:60]
+            err_console.print(
+                f"[bold red]error:[/] argument {position} is not UTF-8 text: {shown!r}",
+                highlight=False,
+            )
+            raise SystemExit(2) from None
     app()

@@ -26,9 +26,11 @@ def _index(collection: str):
 
 
 def _errors() -> tuple[type[BaseException], ...]:
+    from chromadb.errors import ChromaError  # e.g. an index folder that is not a Chroma store
+
     from wardround.tools.guidelines.index import GuidelineIndexError
 
-    return (GuidelineIndexError, OSError)
+    return (GuidelineIndexError, ChromaError, OSError)
 
 
 @app.command("index")

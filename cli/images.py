@@ -43,11 +43,13 @@ OutArg = typer.Argument(..., help="folder for the query images and manifest.json
 
 
 def _errors() -> tuple[type[BaseException], ...]:
+    from chromadb.errors import ChromaError  # e.g. an index folder that is not a Chroma store
+
     from wardround.tools.images.dicom import ImageLoadError
     from wardround.tools.images.encoders import EncoderUnavailable
     from wardround.tools.images.index import ImageIndexError
 
-    return (ImageIndexError, ImageLoadError, EncoderUnavailable, OSError)
+    return (ImageIndexError, ImageLoadError, EncoderUnavailable, ChromaError, OSError)
 
 
 def _open_index(encoder: str, model: str | None, collection: str | None, allow_download: bool):
