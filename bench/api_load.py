@@ -8,6 +8,7 @@ time to the first event and to `done`), throughput, and the server process's mem
 
     python bench/api_load.py run                      # 50 conversations
     python bench/api_load.py run --conversations 100 --json
+    python bench/api_load.py soak --conversations 50 --minutes 10   # memory over time
 """
 
 from __future__ import annotations
@@ -142,18 +143,25 @@ def _rss_kb(pid: int) -> int:
 class MemoryWatch:
     """Samples a process's resident memory in a thread; keeps the peak."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, every_s: float = 10.0) -> None:
         self.pid = pid
         self.peak = 0
+        self.every_s = every_s
+        self.series: list[tuple[float, int]] = []  # (seconds since start, RSS kB)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        started = last = time.monotonic()
         while not self._stop.is_set():
             try:
-                self.peak = max(self.peak, _rss_kb(self.pid))
+                rss = _rss_kb(self.pid)
             except OSError:
                 return
+            self.peak = max(self.peak, rss)
+            if not self.series or time.monotonic() - last >= self.every_s:
+                last = time.monotonic()
+                self.series.append((round(last - started, 1), rss))
             time.sleep(0.1)
 
     def __enter__(self) -> MemoryWatch:
@@ -279,6 +287,61 @@ async def _ready(url: str, process: subprocess.Popen[bytes], ready: Path) -> lis
                     pass
             await asyncio.sleep(0.2)
     raise RuntimeError("the API did not come up in 120 s")
+
+
+async def _soak(
+    url: str, patients: list[str], n: int, seconds: float
+) -> tuple[list[dict[str, Any]], float]:
+    """N workers, each running conversations back to back until the time is up."""
+    limits = httpx.Limits(max_connections=n * 2, max_keepalive_connections=n * 2)
+    deadline = time.monotonic() + seconds
+
+    async def worker(client: httpx.AsyncClient, i: int) -> list[dict[str, Any]]:
+        done: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            done += await conversation(client, patients[(i + len(done)) % len(patients)])
+        return done
+
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        started = time.perf_counter()
+        batches = await asyncio.gather(*(worker(client, i) for i in range(n)))
+        return [r for batch in batches for r in batch], time.perf_counter() - started
+
+
+@app.command()
+def soak(
+    conversations: Annotated[int, typer.Option(min=1, help="concurrent conversations")] = 50,
+    minutes: Annotated[float, typer.Option(min=0.1, help="how long")] = 10.0,
+) -> None:
+    """Keep N conversations going for M minutes; print one JSON object (latency, errors,
+    the server's RSS at start, peak and end, and a sample every 10 s)."""
+    from wardround.procs import free_port
+
+    home = Path(tempfile.mkdtemp(prefix="wardround-api-soak-"))
+    ready, port = home / "ready.json", free_port()
+    argv = [sys.executable, __file__, "serve", str(port), str(home), str(ready)]
+    env = {**os.environ, "WARDROUND_HOME": str(home)}
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        patients = asyncio.run(_ready(url, process, ready))
+        start = _rss_kb(process.pid)
+        with MemoryWatch(process.pid) as memory:
+            results, wall = asyncio.run(_soak(url, patients, conversations, minutes * 60))
+        end = _rss_kb(process.pid)
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    report = {
+        "conversations": conversations,
+        "minutes": minutes,
+        **summarize(results, wall),
+        "rss_mb": {"start": round(start / 1024, 1), "peak": round(memory.peak / 1024, 1),
+                   "end": round(end / 1024, 1)},
+        "rss_series_mb": [(t, round(kb / 1024, 1)) for t, kb in memory.series],
+        "server_tracebacks": stderr.decode(errors="replace").count("Traceback"),
+    }  # fmt: skip
+    print(json.dumps(report))
 
 
 @app.command()
