@@ -7,7 +7,7 @@
 const $ = (id) => document.getElementById(id);
 const state = {
   thread: null, patient: null, chart: null, bubble: null, busy: false,
-  stoppable: false, cards: {}, trendCode: null, plotted: null, afterRun: [],
+  stoppable: false, cards: {}, trendCode: null, plotted: null, afterRun: [], stopping: null,
 };
 
 function el(tag, attrs = {}, text = null) {
@@ -362,6 +362,10 @@ async function stream(path, body, stoppable) {
   } catch (err) {
     add("error", err.message);
   } finally {
+    // A stopped run's stream ends before the server has closed the turn: wait for that,
+    // or the next question would find the thread still busy.
+    if (state.stopping) await state.stopping;
+    state.stopping = null;
     setBusy(false);
     for (const job of state.afterRun.splice(0)) job();
   }
@@ -457,10 +461,10 @@ async function send() {
   await stream(threadPath("/messages"), { content: text }, true);
 }
 
-async function stop() {
-  if (!state.thread || !state.stoppable) return;
+function stop() {
+  if (!state.thread || !state.stoppable || state.stopping) return;
   setProgress("Stopping…");
-  try { await api(threadPath("/stop"), { method: "POST" }); } catch (err) { setStatus(err.message); }
+  state.stopping = api(threadPath("/stop"), { method: "POST" }).catch((err) => setStatus(err.message));
 }
 
 // --------------------------------------------------------------- approvals
