@@ -9,6 +9,7 @@ the records do not hold. Code does the rest: date windows, statuses, counts, age
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, cast
 
@@ -45,6 +46,9 @@ class PlannerContext:
     fhir: FhirClient
     similarity: Similarity
     dialect: Dialect | None = None  # None: what make_chat_model recorded on the model
+    # Reuse a patient's manifest (which codes the chart holds) for this long. It only shapes
+    # the options offered; every value is read fresh. 0 reads it for every question.
+    manifest_ttl_s: float = 120.0
 
     def output_dialect(self) -> Dialect:
         return self.dialect or model_dialect(self.model)
@@ -104,8 +108,20 @@ async def patient(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict
     return {"patient": resource}
 
 
+_MANIFESTS: dict[tuple[str, str], tuple[float, Manifest]] = {}
+
+
 async def manifest(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:
-    return {"manifest": await build_manifest(runtime.context.fhir, state["patient_id"])}
+    """The chart's manifest; `$everything` on a whole chart is the costliest read, so a
+    recent one is reused (see `PlannerContext.manifest_ttl_s`)."""
+    ctx, pid = runtime.context, state["patient_id"]
+    key, now = (str(ctx.fhir.base_url), pid), time.monotonic()
+    cached = _MANIFESTS.get(key)
+    if cached is None or now - cached[0] > ctx.manifest_ttl_s:
+        if len(_MANIFESTS) > 1000:
+            _MANIFESTS.clear()
+        cached = _MANIFESTS[key] = (now, await build_manifest(ctx.fhir, pid))
+    return {"manifest": cached[1]}
 
 
 async def plan(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:

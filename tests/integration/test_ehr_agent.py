@@ -127,3 +127,37 @@ def test_fhir_server_down_is_a_one_line_error(stack: LiveStack) -> None:
     assert done.returncode != 0
     assert dead in done.stderr and "unreachable" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 2
+
+
+async def test_cite_then_answer_with_the_real_model(stack: LiveStack) -> None:
+    """The general path on real records: the model cites from an enum of what was read,
+    answers from the cited lines alone, and the faithfulness check runs on its numbers."""
+    from langgraph.runtime import Runtime
+
+    from wardround.graphs.ehr_qa.options import Option
+    from wardround.graphs.ehr_qa.planner import PlannerContext, answer, cite
+    from wardround.graphs.ehr_qa.retrieve import fetch, ids_of
+    from wardround.graphs.ehr_qa.run import minilm_similarity
+    from wardround.tools.fhir.render import render_resource
+
+    pid = stack.patient_ids[0]
+    weight = Option(label="Body Weight [Observation]", resource_type="Observation",
+                    code="http://loinc.org|29463-7")  # fmt: skip
+    async with FhirClient.from_settings(stack.settings) as fhir:
+        records = await fetch(fhir, pid, weight, 5)
+        patient = await fhir.read(f"Patient/{pid}")
+        runtime = Runtime(context=PlannerContext(make_chat_model(stack.settings), fhir,
+                                                 minilm_similarity()))  # fmt: skip
+        state: dict = {
+            "question": "How much did the patient weigh at the most recent weighing?",
+            "patient_id": pid, "patient": patient, "about": weight.label,
+            "records": [render_resource(r) for r in records], "retrieved": ids_of(records),
+        }  # fmt: skip
+        state |= await cite(state, runtime)  # type: ignore[arg-type]
+        assert state.get("error") is None and state["citations"]
+        assert set(state["citations"]) <= set(state["retrieved"])
+        state |= await answer(state, runtime)  # type: ignore[arg-type]
+    newest = f"{records[0]['valueQuantity']['value']:g}"
+    assert state.get("error") is None
+    assert isinstance(state["unsupported"], list), "the faithfulness check ran"
+    assert newest in state["answer"], (state["answer"], newest)
