@@ -19,6 +19,7 @@ import json
 import logging
 import secrets
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ from wardround.tools.fhir.tools import make_fhir_tools
 
 log = logging.getLogger(__name__)
 _SHAPES_ONLY = cast(FhirClient, None)
+_BACKENDS: weakref.WeakKeyDictionary[MCPServer, tuple[Backend, FhirClient | None]] = (
+    weakref.WeakKeyDictionary()
+)
 USER_HEADER = "x-wardround-user"
 WAIT_LIMIT_S = 600
 
@@ -96,7 +100,13 @@ class Backend:
 
     @asynccontextmanager
     async def opened(self, fhir: FhirClient | None = None) -> AsyncIterator[Backend]:
+        """Open clients and the thread store; nested opens (each HTTP session inside the
+        process-wide open of `http_app`) share the outer one."""
+        if self.graph is not None:
+            yield self
+            return
         async with AsyncExitStack() as stack:
+            stack.callback(setattr, self, "graph", None)
             if fhir is None:
                 fhir = FhirClient.from_settings(self.settings)
                 stack.push_async_callback(fhir.aclose)
@@ -248,7 +258,9 @@ async def order_status(backend: Backend, thread: str, call_id: str) -> OrderOutp
     return out
 
 
-async def _propose(backend: Backend, ctx: Context, name: str, args: dict[str, Any]) -> tuple:
+async def _propose(
+    backend: Backend, ctx: Context, name: str, args: dict[str, Any]
+) -> tuple[str, str]:
     """Put the order in a new copilot thread, stopped at the clinician's review."""
     assert backend.tools is not None and backend.fhir is not None
     patient = backend.patient_of(args)
@@ -343,7 +355,7 @@ def build_server(
             yield opened
 
     bound = f"Patient/{patient}" if patient else "the patient named in each call"
-    return MCPServer(
+    server = MCPServer(
         "wardround",
         instructions=(
             f"Clinical record tools for {bound}. Results carry `citations`: the ids of the "
@@ -355,6 +367,8 @@ def build_server(
         lifespan=lifespan,
         log_level="WARNING",
     )
+    _BACKENDS[server] = (backend, fhir)
+    return server
 
 
 class BearerAuth:
@@ -390,5 +404,15 @@ class BearerAuth:
 def http_app(server: MCPServer, settings: Settings) -> Any:
     """The streamable HTTP app at /mcp, behind the API token when one is set."""
     app = server.streamable_http_app(streamable_http_path="/mcp")
+    backend, fhir = _BACKENDS[server]
+    sessions = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(started: Any) -> AsyncIterator[None]:
+        # One FHIR client and one thread-store pool for the process, not one per session.
+        async with backend.opened(fhir), sessions(started):
+            yield
+
+    app.router.lifespan_context = lifespan
     token = _token(settings)
     return BearerAuth(app, token) if token else app

@@ -3,9 +3,6 @@ same indexing and the same searches give the same results as the embedded store.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from wardround.tools.images.ingest import ingest
 from wardround.tools.images.search import open_image_index, search_images
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+FILES = 8  # guideline documents: enough passages to rank, few enough to embed quickly
 QUERIES = [
     "maximum rate of IV potassium through a peripheral line",
     "HbA1c goal for older adults with multiple chronic illnesses",
@@ -33,7 +31,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_guidelines_same_results_as_embedded(server: str, tmp_path: Path) -> None:
-    files = discover([corpus_dir()])[:12]  # enough passages to rank; keeps the test quick
+    files = discover([corpus_dir()])[:FILES]
     embedded, remote = GuidelineIndex(tmp_path / "chroma"), GuidelineIndex(server)
     for index in (embedded, remote):
         indexed, skipped = index_files(index, files)
@@ -65,17 +63,21 @@ def test_images_same_results_as_embedded(server: str, tmp_path: Path) -> None:
         assert [round(h.score, 4) for h in there] == [round(h.score, 4) for h in here], kwargs
 
 
-def test_the_same_command_reads_the_server(server: str, tmp_path: Path) -> None:
+def test_the_same_command_reads_the_server(
+    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`wardround guidelines search` with WARDROUND_CHROMA_URL reads the server's index."""
+    from typer.testing import CliRunner
+
+    from wardround.cli import app
+
     if GuidelineIndex(server).count() == 0:  # filled by the test above, or now
-        index_files(GuidelineIndex(server), discover([corpus_dir()])[:12])
+        index_files(GuidelineIndex(server), discover([corpus_dir()])[:FILES])
     expected = GuidelineIndex(server).search(QUERIES[0], 1)[0].ref
-    wardround = str(Path(sys.executable).parent / "wardround")
-    env = {**os.environ, "WARDROUND_HOME": str(tmp_path), "WARDROUND_CHROMA_URL": server}
-    done = subprocess.run(
-        [wardround, "guidelines", "search", QUERIES[0], "--k", "1"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert expected in done.stdout
+    monkeypatch.setenv("WARDROUND_HOME", str(tmp_path))
+    monkeypatch.setenv("WARDROUND_CHROMA_URL", server)
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(app, ["guidelines", "search", QUERIES[0], "--k", "1"])
+    assert done.exit_code == 0, done.output
+    assert expected in done.output
     assert not (tmp_path / "chroma").exists()  # nothing went to the embedded store

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,12 +26,12 @@ from wardround.tests.infra import ORDER_TEXT, LoopbackFhir, scripted_reply, sekm
 from wardround.tests.openai_sim import SimulatorServer
 
 REPO = Path(__file__).resolve().parents[2]
+LANGGRAPH = Path(sys.executable).parent / "langgraph"
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.timeout(240),
-    pytest.mark.skipif(shutil.which("langgraph", path=str(Path(os.sys.executable).parent)) is None,
-                       reason="langgraph-cli is not installed"),
-]  # fmt: skip
+    pytest.mark.skipif(not LANGGRAPH.exists(), reason="langgraph-cli is not installed"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def server(fhir: LoopbackFhir, tmp_path_factory: pytest.TempPathFactory) -> Iter
             "LANGSMITH_TRACING": "false",
             "LANGCHAIN_TRACING_V2": "false",
         }
-        argv = [str(Path(os.sys.executable).parent / "langgraph"), "dev", "--no-browser"]
+        argv = [str(LANGGRAPH), "dev", "--no-browser"]
         argv += ["--no-reload", "--port", str(port), "--config", str(_config(folder))]
         log = folder / "server.log"
         with log.open("wb") as out:
