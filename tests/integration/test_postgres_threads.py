@@ -20,6 +20,7 @@ import pytest
 from wardround.graphs.copilot.orders import ORDER_SYSTEM
 from wardround.tests.infra import (
     ORDER_TEXT,
+    ApiProcess,
     LoopbackFhir,
     PostgresCluster,
     call,
@@ -47,6 +48,16 @@ def pg() -> Iterator[PostgresCluster]:
 async def fhir(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LoopbackFhir]:
     async with sekmet_on_loopback(tmp_path_factory.mktemp("sekmet")) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def workers(
+    pg: PostgresCluster, fhir: LoopbackFhir, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiProcess]:
+    """The API under uvicorn with three worker processes sharing the Postgres thread store."""
+    home = tmp_path_factory.mktemp("workers")
+    with running_api(home, api_env(pg, fhir), workers=3) as api:
+        yield api
 
 
 def api_env(pg: PostgresCluster, fhir: LoopbackFhir, **extra: str) -> dict[str, str]:
@@ -116,13 +127,12 @@ async def _conversation(client: httpx.AsyncClient, patient: str) -> dict[str, An
 
 
 async def test_several_workers_share_threads_and_write_each_order_once(
-    pg: PostgresCluster, fhir: LoopbackFhir, tmp_path: Path
+    workers: ApiProcess, fhir: LoopbackFhir
 ) -> None:
     patient = fhir.patients[1]
     started = time.perf_counter()
-    with running_api(tmp_path, api_env(pg, fhir), workers=3) as api:
-        async with fresh_connections(api.url) as client:
-            runs = await asyncio.gather(*(_conversation(client, patient) for _ in range(8)))
+    async with fresh_connections(workers.url) as client:
+        runs = await asyncio.gather(*(_conversation(client, patient) for _ in range(8)))
     elapsed = time.perf_counter() - started
     workers = {w for run in runs for w in run["workers"]}
     crossed = [run for run in runs if len(set(run["workers"])) > 1]
@@ -142,20 +152,19 @@ async def test_several_workers_share_threads_and_write_each_order_once(
     strict=False,
 )
 async def test_approvals_sent_to_several_workers_at_once_write_one_order(
-    pg: PostgresCluster, fhir: LoopbackFhir, tmp_path: Path
+    workers: ApiProcess, fhir: LoopbackFhir
 ) -> None:
     """A double click whose two requests reach two workers: one order on the server."""
     patient = fhir.patients[2]
-    with running_api(tmp_path, api_env(pg, fhir), workers=3) as api:
-        async with fresh_connections(api.url) as client:
-            created = await call(client, "/api/threads", {"patient_id": patient})
-            base = f"/api/threads/{created.body['thread_id']}"
-            asked = await call(client, f"{base}/messages", {"content": ORDER_TEXT})
-            call_id = asked.first("approval_required")["call_id"]
-            path = f"{base}/approvals/{call_id}"
-            replies = await asyncio.gather(
-                *(call(client, path, {"action": "approve"}) for _ in range(6))
-            )
+    async with fresh_connections(workers.url) as client:
+        created = await call(client, "/api/threads", {"patient_id": patient})
+        base = f"/api/threads/{created.body['thread_id']}"
+        asked = await call(client, f"{base}/messages", {"content": ORDER_TEXT})
+        call_id = asked.first("approval_required")["call_id"]
+        path = f"{base}/approvals/{call_id}"
+        replies = await asyncio.gather(
+            *(call(client, path, {"action": "approve"}) for _ in range(6))
+        )
     print("approvals:", [(r.status, r.worker) for r in replies])
     assert any(r.status == 200 for r in replies)
     assert len(await fhir.orders(patient)) == 1
