@@ -43,7 +43,9 @@ def make_chat_model(settings: Settings) -> BaseChatModel:
         from .transformers_backend import TransformersChatModel
 
         model_id = settings.model_name or (spec.preset.model_id if spec.preset else spec.name)
-        model = TransformersChatModel.load(model_id, max_new_tokens=settings.max_tokens)
+        model = TransformersChatModel.load(
+            model_id, max_new_tokens=settings.max_tokens, device=settings.device
+        )
         model.metadata = spec.metadata()
         return model
     if spec.backend == "embedded" and not spec.explicit:

@@ -28,7 +28,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,8 +35,8 @@ import httpx
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.outputs import LLMResult
-from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, Field, create_model
+from langchain_core.tools import BaseTool
+from pydantic import Field, create_model
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -56,134 +55,24 @@ from wardround.agents.protocol import (
 )
 from wardround.procs import running, stop_service
 from wardround.settings import Settings
-from wardround.tools.evidence import tool_result
-from wardround.tools.fhir.records import RECORD_TYPES
+from wardround.tools.registry import SPEC_PATIENT, tool_specs
 
 HOME = Path("/tmp/wr_toolsel_home")
 OUT = Path(__file__).resolve().parent / "out" / "tool_selection.json"
 PRESETS = ("smollm2-135m", "gemma3-270m")
-PATIENT = "bench-patient-1"
+PATIENT = SPEC_PATIENT
 SYSTEM = (
     f"You are a clinical assistant working on the chart of Patient/{PATIENT}, the patient "
     "in context. Today is 2026-11-20. Pick the one tool that answers the clinician's request."
 )
 
 # ------------------------------------------------------------------ the tool list
-# Mirrors of the EHR agent's tools (names, argument names and types, descriptions), bound to
-# one patient as the agent binds them. Free-text arguments carry no regex patterns here:
-# only the model's choice is measured, and a pattern llama.cpp's grammar parser rejects
-# would take the whole server down (see `real_tools_grammar` below, which checks that).
-
-RecordType = Literal[RECORD_TYPES]  # type: ignore[valid-type]
-
-
-class FindPatientArgs(BaseModel):
-    name: str | None = Field(
-        None, max_length=100, description="Name or part of it, e.g. 'Rubin McDermott'"
-    )
-    birth_date: date | None = Field(None, description="Birth date, YYYY-MM-DD")
-    identifier: str | None = Field(
-        None, max_length=100, description="An identifier value, e.g. an MRN"
-    )
-
-
-class ManifestArgs(BaseModel):
-    pass
-
-
-class SearchRecordsArgs(BaseModel):
-    resource_type: RecordType = Field(
-        description="Record type, e.g. Observation for labs and vitals"
-    )  # type: ignore[valid-type]
-    code: str | None = Field(
-        None, max_length=300, description="A code from the manifest, e.g. '4548-4'"
-    )
-    text: str | None = Field(
-        None, max_length=100, description="Words in the record's name, e.g. 'hemoglobin a1c'"
-    )
-    date_from: date | None = Field(None, description="Earliest date, YYYY-MM-DD")
-    date_to: date | None = Field(None, description="Latest date, YYYY-MM-DD")
-    sort: Literal["-date", "date"] = Field(
-        "-date", description="'-date' newest first, 'date' oldest first"
-    )
-    limit: int = Field(10, ge=1, le=100, description="How many records at most")
-
-
-class ReadRecordArgs(BaseModel):
-    reference: str = Field(max_length=130, description="Type/id, e.g. 'Observation/abc'")
-
-
-class CreateObservationArgs(BaseModel):
-    code: str = Field(max_length=100, description="Code of what was observed, e.g. LOINC '8867-4'")
-    display: str = Field(min_length=1, max_length=200, description="Name, e.g. 'Heart rate'")
-    value: float | None = Field(None, description="Numeric value")
-    unit: str | None = Field(None, max_length=30, description="Unit of the value, e.g. '/min'")
-    value_text: str | None = Field(
-        None, max_length=500, description="Value as text, when not a number"
-    )
-
-
-class CreateMedicationRequestArgs(BaseModel):
-    code: str = Field(max_length=100, description="Medication code, e.g. RxNorm '860975'")
-    display: str = Field(min_length=1, max_length=200, description="Medication name and strength")
-    dosage_text: str | None = Field(
-        None, max_length=300, description="e.g. '1 tablet by mouth twice daily'"
-    )
-    dose_value: float | None = Field(None, gt=0, description="Amount per dose")
-    dose_unit: str | None = Field(None, max_length=30, description="Unit of a dose, e.g. 'mg'")
-    route: str | None = Field(None, max_length=50, description="e.g. 'oral', 'IV'")
-    times_per_day: int | None = Field(None, ge=1, le=24, description="Doses per day")
-
-
-class CreateServiceRequestArgs(BaseModel):
-    code: str = Field(max_length=100, description="Code of the service, e.g. SNOMED or LOINC")
-    display: str = Field(min_length=1, max_length=200, description="What is requested")
-    priority: Literal["routine", "urgent", "asap", "stat"] = "routine"
-    reason: str | None = Field(None, max_length=200, description="Why it is requested")
-
-
-class LookupGuidelineArgs(BaseModel):
-    query: str = Field(min_length=1, max_length=300, description="What to look up")
-    k: int = Field(5, ge=1, le=20, description="How many passages at most")
-
-
-class SearchImagesArgs(BaseModel):
-    text: str | None = Field(None, max_length=300, description="What the images show")
-    image_id: str | None = Field(None, max_length=100, description="Find images like this one")
-    modality: str | None = Field(
-        None, max_length=8, description="DICOM modality: CR or DX (X-ray), CT, MR, US"
-    )
-    k: int = Field(5, ge=1, le=50, description="How many images at most")
-
-
-TOOL_SPECS: list[tuple[str, str, type[BaseModel]]] = [
-    ("find_patient", "Find patients by name, birth date (YYYY-MM-DD) or identifier. Returns Patient ids.", FindPatientArgs),
-    ("patient_manifest", "Summary of the patient's chart: record types and codes with counts and date ranges. Call it first to learn what exists.", ManifestArgs),
-    ("search_records", "Search the patient's records of one type by code or text and date range. One line per record: Type/id date name value unit status.", SearchRecordsArgs),
-    ("read_record", "Read one record by Type/id, with full note text; a DiagnosticReport comes with its results.", ReadRecordArgs),
-    ("create_observation", "Record a new Observation for the patient. Needs approval.", CreateObservationArgs),
-    ("create_medication_request", "Order a medication for the patient (MedicationRequest). Needs approval.", CreateMedicationRequestArgs),
-    ("create_service_request", "Order a test, procedure or referral for the patient (ServiceRequest). Needs approval.", CreateServiceRequestArgs),
-    ("lookup_guideline", "Search clinical guidelines; returns passages with source and section.", LookupGuidelineArgs),
-    ("search_images", "Search medical images by description, modality, or similarity to an image id.", SearchImagesArgs),
-]  # fmt: skip
-
-
-async def _never_run(**_: Any) -> tuple[str, list[str]]:
-    return tool_result("not executed in this bench")
+# The agents' own tools from the registry, bound to one patient as the agent binds them
+# (built over no backend: only the model's choice is measured, nothing is run).
 
 
 def bench_tools() -> list[BaseTool]:
-    return [
-        StructuredTool.from_function(
-            coroutine=_never_run,
-            name=name,
-            description=description,
-            args_schema=schema,
-            response_format="content_and_artifact",
-        )
-        for name, description, schema in TOOL_SPECS
-    ]
+    return tool_specs()
 
 
 @contextlib.contextmanager
@@ -205,12 +94,10 @@ def real_tools_grammar(model_file: Path) -> dict[str, str]:
     import llama_cpp
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    from wardround.tools.fhir.tools import make_fhir_tools
-
     llm = llama_cpp.Llama(model_path=str(model_file), vocab_only=True, verbose=False)
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
     verdicts = {}
-    for tool in make_fhir_tools(None, patient_id=PATIENT):  # type: ignore[arg-type]  # never called
+    for tool in bench_tools():
         gbnf = json_schema_to_gbnf(json.dumps(tool_args_model(tool).model_json_schema()))
         with _native_stderr_silenced():  # the parser prints the whole grammar on failure
             sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root")
@@ -595,8 +482,8 @@ def table(results: list[dict[str, Any]]) -> Table:
 def choice_table(results: list[dict[str, Any]]) -> Table:
     majority = max(Counter(c.tool for c in CASES).values()) / len(CASES)
     t = Table(
-        title=f"Tool choice alone (enum of {len(TOOL_SPECS)} tools); chance "
-        f"{100 / len(TOOL_SPECS):.1f} %, always the commonest tool {100 * majority:.1f} %"
+        title=f"Tool choice alone (enum of {len(bench_tools())} tools); chance "
+        f"{100 / len(bench_tools()):.1f} %, always the commonest tool {100 * majority:.1f} %"
     )
     for col in ("preset", "n", "valid %", "correct tool %", "mean latency s", "most picked"):
         t.add_column(col, justify="left" if col in ("preset", "most picked") else "right")

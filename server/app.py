@@ -25,9 +25,9 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wardround.graphs.copilot import AuditLog, CopilotTools, copilot_graph, open_checkpointer
-from wardround.graphs.copilot.extras import optional_tools
 from wardround.graphs.copilot.graph import history_budget
 from wardround.settings import Settings
+from wardround.tools import registry
 from wardround.tools.fhir.client import FhirClient
 from wardround.tools.fhir.errors import FhirAuthError, FhirError, FhirNotFound, FhirUnavailable
 
@@ -146,7 +146,7 @@ def create_app(
             extra = (
                 list(extra_tools)
                 if extra_tools is not None
-                else await asyncio.to_thread(optional_tools, settings)
+                else await asyncio.to_thread(registry.extra_tools, settings)
             )
             tools = CopilotTools(client, extra)
             log_ = audit or AuditLog(audit_path(settings))

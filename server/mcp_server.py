@@ -336,9 +336,9 @@ def build_server(
     if patient is not None and not FHIR_ID.fullmatch(patient):
         raise ValueError(f"not a FHIR patient id: {patient!r}")
     if extra is None:
-        from wardround.graphs.copilot.extras import optional_tools
+        from wardround.tools.registry import extra_tools
 
-        extra = optional_tools(settings)
+        extra = extra_tools(settings)
     backend = Backend(settings, patient, user, list(extra))
     # The schemas only: the tools that run are rebuilt per call over the opened client.
     shapes = [t for t in make_fhir_tools(_SHAPES_ONLY, patient_id="x") if t.name not in LEFT_OUT]

@@ -33,12 +33,12 @@ def _parts() -> tuple[Settings, Any, Any]:
     with _LOCK:
         if "parts" not in _BUILT:
             from wardround.agents.models import make_chat_model
-            from wardround.graphs.copilot.extras import optional_tools
             from wardround.graphs.copilot.toolset import CopilotTools
             from wardround.tools.fhir.client import FhirClient
+            from wardround.tools.registry import extra_tools
 
             settings = Settings()
-            tools = CopilotTools(FhirClient.from_settings(settings), optional_tools(settings))
+            tools = CopilotTools(FhirClient.from_settings(settings), extra_tools(settings))
             _BUILT["parts"] = (settings, make_chat_model(settings), tools)
         return _BUILT["parts"]
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from wardround.graphs.copilot.extras import optional_tools
 from wardround.server.app import create_app
 from wardround.stack import indexes
 from wardround.tests.copilot_fakes import call, final
 from wardround.tests.fakes import ScriptedChatModel
 from wardround.tests.live import LiveStack
+from wardround.tools.registry import extra_tools
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def test_up_indexed_guidelines_and_images_once(stack: LiveStack) -> None:
     assert indexes.ensure_guidelines(stack.settings) == (counts["guideline_passages"], False)
     assert indexes.ensure_images(stack.settings, _links(stack)) == (counts["images"], False)
     assert time.monotonic() - started < 20, "a second `up` reuses the indexes"
-    names = {t.name for t in optional_tools(stack.settings)}
+    names = {t.name for t in extra_tools(stack.settings)}
     assert names == {"search_images", "lookup_guideline"}
 
 

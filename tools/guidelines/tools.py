@@ -17,7 +17,7 @@ from wardround.tools.evidence import tool_result
 from wardround.tools.guidelines.index import GuidelineHit, GuidelineIndex, GuidelineIndexError
 
 if TYPE_CHECKING:
-    from wardround.settings import Settings
+    pass
 
 PASSAGE_CHARS = 700
 
@@ -82,11 +82,6 @@ def make_guideline_tools(index: GuidelineIndex) -> list[BaseTool]:
             handle_validation_error=_validation_text,
         )
     ]
-
-
-def guideline_tools_from_settings(settings: Settings) -> list[BaseTool]:
-    """The guideline tools over the index in `settings.chroma_dir`."""
-    return make_guideline_tools(GuidelineIndex(settings.chroma_url or settings.chroma_dir))
 
 
 def _validation_text(exc: Exception) -> str:

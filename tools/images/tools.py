@@ -15,12 +15,12 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from wardround.tools.evidence import tool_result
 from wardround.tools.images.dicom import ImageLoadError
-from wardround.tools.images.encoders import DEFAULT_ENCODER, EncoderUnavailable
+from wardround.tools.images.encoders import EncoderUnavailable
 from wardround.tools.images.index import ImageHit, ImageIndex, ImageIndexError
-from wardround.tools.images.search import hit_line, open_image_index, search_images
+from wardround.tools.images.search import hit_line, search_images
 
 if TYPE_CHECKING:
-    from wardround.settings import Settings
+    pass
 
 
 class SearchImagesArgs(BaseModel):
@@ -100,14 +100,6 @@ def make_image_tools(index: ImageIndex) -> list[BaseTool]:
             handle_validation_error=_validation_text,
         )
     ]
-
-
-def image_tools_from_settings(
-    settings: Settings, encoder: str = DEFAULT_ENCODER, model: str | None = None
-) -> list[BaseTool]:
-    """The image tools over the `encoder` index in `settings.chroma_dir`."""
-    where = settings.chroma_url or settings.chroma_dir
-    return make_image_tools(open_image_index(where, encoder, model=model))
 
 
 def _validation_text(exc: Exception) -> str:

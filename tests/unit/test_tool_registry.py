@@ -1,0 +1,60 @@
+"""One tool registry: a registered tool reaches every consumer that asks the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from langchain_core.tools import BaseTool, StructuredTool
+
+from wardround.bench.tool_selection import bench_tools
+from wardround.graphs.copilot.toolset import CopilotTools
+from wardround.settings import Settings
+from wardround.tools import registry
+from wardround.tools.evidence import REQUIRES_APPROVAL
+
+
+def _units(fhir: object, patient_id: str, settings: Settings | None) -> list[BaseTool]:
+    def convert(mg_dl: float) -> str:
+        """Glucose from mg/dL to mmol/L."""
+        return f"{mg_dl / 18.016:.1f} mmol/L"
+
+    return [StructuredTool.from_function(convert, name="convert_glucose")]
+
+
+@pytest.fixture
+def registered() -> Iterator[None]:
+    registry.register("units", _units)
+    yield
+    registry._builders.pop("units")
+
+
+def test_a_registered_tool_reaches_every_consumer(registered: None, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path)
+    extra = registry.extra_tools(settings)  # what the API, MCP server and Studio load
+    assert [t.name for t in extra] == ["convert_glucose"]  # no index yet: only the new tool
+    copilot = CopilotTools(fhir=None, extra=extra)  # type: ignore[arg-type]
+    assert "convert_glucose" in {t.name for t in copilot.for_model("p1")}
+    assert "convert_glucose" in {t.name for t in bench_tools()}
+    assert "convert_glucose" in {t.name for t in registry.tool_specs()}
+
+
+def test_specs_hold_every_agent_tool_and_writes_need_approval() -> None:
+    specs = {t.name: t for t in registry.tool_specs()}
+    assert {"patient_manifest", "search_records", "read_record", "search_images",
+            "lookup_guideline", "create_medication_request"} <= set(specs)  # fmt: skip
+    writes = {n for n, t in specs.items() if (t.metadata or {}).get(REQUIRES_APPROVAL)}
+    assert writes == {"create_observation", "create_medication_request", "create_service_request"}
+    assert not {t.name for t in registry.read_only(list(specs.values()))} & writes
+
+
+def test_a_failing_optional_group_is_left_out(tmp_path: Path) -> None:
+    def broken(*_: object) -> list[BaseTool]:
+        raise RuntimeError("index is corrupt")
+
+    registry.register("broken", broken)
+    try:
+        assert registry.extra_tools(Settings(home=tmp_path)) == []
+    finally:
+        registry._builders.pop("broken")
