@@ -22,10 +22,12 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+from wardround.graphs.usage import token_usage
+
 from .clinic_actors import Measurement, RetrievalPatient, diagnosis_matches
 from .data import load_jsonl
 from .task import LIVE_TRACE, EvalEnv, Sample, Score, Task, TaskDef, Trace
-from .traces import messages_json, usage_of
+from .traces import messages_json
 
 MAX_TURNS = 20
 _THINKING = re.compile(r"<unused94>.*?(?:<unused95>|$)|<think>.*?(?:</think>|$)", re.S)
@@ -141,7 +143,7 @@ async def run_consultation(
     for turn in range(1, max_turns + 1):
         if live is not None:  # what a timeout would otherwise lose
             live.messages = messages_json(dialogue)
-            live.steps, live.tokens = turns, usage_of(doctor_replies)
+            live.steps, live.tokens = turns, token_usage(doctor_replies)
             live.artifacts["tests"] = list(tests)
         system = DOCTOR_PROMPT.format(max_turns=max_turns, turn=turn, objective=objective)
         if turn == max_turns:
@@ -196,10 +198,10 @@ def bind(env: EvalEnv, samples: list[Sample]) -> Task:
             answer=result["diagnosis"],
             messages=messages_json(result["dialogue"]),
             tool_calls=[{"name": "request_test", "args": {"test": t}} for t in result["tests"]],
-            tokens=usage_of(result["doctor_replies"]),
+            tokens=token_usage(result["doctor_replies"]),
             latency_s=time.perf_counter() - started,
             steps=result["turns"],
-            artifacts={"tests": result["tests"], "actor_tokens": usage_of(actor_usage)},
+            artifacts={"tests": result["tests"], "actor_tokens": token_usage(actor_usage)},
         )
 
     async def score(sample: Sample, trace: Trace) -> Score:

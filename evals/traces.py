@@ -52,16 +52,6 @@ def tool_calls_of(messages: Iterable[BaseMessage | Mapping[str, Any]]) -> list[d
     return calls
 
 
-def usage_of(messages: Iterable[BaseMessage]) -> dict[str, int]:
-    """Prompt and completion tokens summed over the AI messages that report usage."""
-    prompt = completion = 0
-    for m in messages:
-        if isinstance(m, AIMessage) and m.usage_metadata:
-            prompt += int(m.usage_metadata.get("input_tokens", 0))
-            completion += int(m.usage_metadata.get("output_tokens", 0))
-    return {"prompt": prompt, "completion": completion}
-
-
 def tokens_dict(tokens: Mapping[str, Any] | None) -> dict[str, int]:
     tokens = tokens or {}
     return {
