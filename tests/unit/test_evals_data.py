@@ -77,4 +77,6 @@ def test_unreachable_download_says_what_to_do(tmp_path, monkeypatch):
 
     monkeypatch.setattr(data.httpx, "get", refuse)
     with pytest.raises(data.BenchmarkDataError, match="WARDROUND_BENCHMARK_DATA_DIR"):
-        data.benchmark_path("agentclinic/agentclinic_medqa.jsonl", Settings(home=tmp_path, benchmark_data_dir=None))
+        data.benchmark_path(
+            "agentclinic/agentclinic_medqa.jsonl", Settings(home=tmp_path, benchmark_data_dir=None)
+        )
