@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from wardround.evals import suite
-from wardround.evals.results import SampleRecord
-from wardround.evals.runner import load_records
+from wardround.evals.results import SampleRecord, read_samples
+from wardround.evals.runner import load_records, stratified
 from wardround.evals.stats import wilson
 from wardround.settings import Settings
 
@@ -38,7 +38,10 @@ async def run_preset(preset: str, n: int, options: dict[str, str]) -> list[Sampl
         result, _ = await suite.run_eval(
             task, env, preset=preset, root=root, limit=n, concurrency=1, timeout_s=900
         )
-    return list(load_records(result.path).values())
+    # One results file holds every dataset's samples of this run (ids differ): keep this one's.
+    samples = read_samples(suite.Layout(root, task.name, options).samples)
+    wanted = {s.id for s in stratified(samples, n)}
+    return [r for r in load_records(result.path).values() if r.id in wanted]
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -44,6 +44,16 @@ KIND_HELP: dict[Kind, str] = {
 }
 # Kinds that need a day in the question; without one they go to the general path.
 NEEDS_DAY = frozenset({Kind.ON_DATE, Kind.SINCE})
+# A kind that takes no date, asked with one day named, is its dated sibling: "what was the
+# potassium on 3 May 2021" is not about the latest potassium, whatever the plan says.
+DATED = {Kind.LATEST: Kind.ON_DATE, Kind.CURRENT: Kind.SINCE}
+
+
+def with_day(kind: Kind, has_day: bool) -> Kind:
+    """The kind to answer, given whether the question names one day."""
+    if has_day:
+        return DATED.get(kind, kind)
+    return Kind.OTHER if kind in NEEDS_DAY else kind
 
 
 @dataclass(frozen=True)

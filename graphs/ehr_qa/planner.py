@@ -30,7 +30,7 @@ from wardround.tools.fhir.render import render_resource
 from . import prompts
 from .dates import find_window
 from .faithfulness import unsupported
-from .kinds import NEEDS_DAY, Kind, nothing
+from .kinds import Kind, nothing, with_day
 from .options import NOT_IN_CHART, Option, Similarity, build_options
 from .reading import compute
 from .retrieve import fetch, ids_of
@@ -146,9 +146,8 @@ async def plan(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[st
 
 async def read(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:
     """Fetch what the plan points at; answer by code when the kind allows it."""
-    kind, window = Kind(state["kind"]), find_window(state["question"])
-    if kind in NEEDS_DAY and window is None:
-        kind = Kind.OTHER
+    window = find_window(state["question"])
+    kind = with_day(Kind(state["kind"]), window is not None and not window.year)
     option = next((o for o in state["options"] if o.label == state["about"]), None)
     fhir, pid = runtime.context.fhir, state["patient_id"]
     done = await compute(kind, option, window, fhir, pid, state["patient"])

@@ -251,3 +251,10 @@ async def test_loop_is_bounded(fhir: FhirFixture) -> None:
 async def test_check_citations_keeps_order_and_flags_strangers() -> None:
     kept, flagged = check_citations(["B/2", "X/9", "A/1", "B/2"], ["A/1", "B/2"])
     assert kept == ["B/2", "A/1"] and flagged == ["X/9"]
+
+
+async def test_a_latest_plan_with_a_named_day_reads_that_day(fhir: FhirFixture) -> None:
+    result, _ = await ask(
+        fhir, "hemoglobin a1c in blood measured 1 May 2022: what was it?", plan("latest_value", A1C)
+    )
+    assert result.answer == "7.4 % on 2022-05-01." and result.computed

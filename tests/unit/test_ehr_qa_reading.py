@@ -87,3 +87,11 @@ def test_unsupported_finds_values_missing_from_the_evidence() -> None:
     assert unsupported("4.0 on 2022-01-05", lines) == []
     assert unsupported("3.8 mmol/L on 2023-11-13", lines) == ["2023-11-13", "3.8"]
     assert unsupported("Potassium was low", lines) == []
+
+
+def test_a_named_day_turns_undated_kinds_into_their_dated_siblings() -> None:
+    assert kinds.with_day(kinds.Kind.LATEST, True) is kinds.Kind.ON_DATE
+    assert kinds.with_day(kinds.Kind.CURRENT, True) is kinds.Kind.SINCE
+    assert kinds.with_day(kinds.Kind.LATEST, False) is kinds.Kind.LATEST
+    assert kinds.with_day(kinds.Kind.ON_DATE, False) is kinds.Kind.OTHER
+    assert kinds.with_day(kinds.Kind.COUNT, True) is kinds.Kind.COUNT
