@@ -71,6 +71,9 @@ def make_chat_model(settings: Settings) -> BaseChatModel:
         temperature=settings.temperature,
         max_completion_tokens=settings.max_tokens,
         timeout=settings.request_timeout_s,
+        # The first streamed chunk waits for the whole prompt to be read (minutes for a long
+        # prompt on a CPU); langchain-openai's 120 s default cuts such streams off.
+        stream_chunk_timeout=settings.request_timeout_s,
         max_retries=2,
         stream_usage=True,
         # llama-cpp-python's server reads `max_tokens`, not `max_completion_tokens`.

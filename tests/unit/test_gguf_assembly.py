@@ -70,3 +70,12 @@ def test_base_url_is_honoured_for_an_embedded_preset(tmp_path: Path) -> None:
     assert model.openai_api_base == url  # type: ignore[attr-defined]
     assert model.metadata and model.metadata["dialect"] == "llamacpp"
     assert not (tmp_path / "run" / "model.json").exists()
+
+
+def test_streams_wait_as_long_as_requests(tmp_path: Path) -> None:
+    """A long prompt's first streamed chunk comes after the whole prompt is read."""
+    settings = Settings(
+        home=tmp_path, model_base_url="http://127.0.0.1:9/v1", request_timeout_s=777
+    )
+    model = make_chat_model(settings)
+    assert model.stream_chunk_timeout == 777  # type: ignore[attr-defined]
