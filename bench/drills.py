@@ -84,20 +84,40 @@ def _options(prop: dict[str, Any]) -> list[str]:
     return [str(prop["const"])] if "const" in prop else []
 
 
+def _fill(schema: dict[str, Any], defs: dict[str, Any], answer: str) -> Any:
+    """The first value a JSON schema allows (first enum option, one array item, ...)."""
+    if "$ref" in schema:
+        return _fill(defs.get(schema["$ref"].split("/")[-1], {}), defs, answer)
+    if _options(schema):
+        return _options(schema)[0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return _fill(schema[key][0], defs, answer)
+    kind = schema.get("type")
+    if kind == "object":
+        required = schema.get("required", list(schema.get("properties", {})))
+        props = schema.get("properties", {})
+        return {k: answer if k == "answer" else _fill(props.get(k, {}), defs, answer)
+                for k in required}  # fmt: skip
+    if kind == "array":
+        return [_fill(schema.get("items", {}), defs, answer)] * max(1, schema.get("minItems", 1))
+    if kind in ("integer", "number"):
+        return schema.get("minimum", 1)
+    return False if kind == "boolean" else answer
+
+
 def sim_reply(body: dict[str, Any]) -> str:
-    """A deterministic answer to the planner's two questions, read from the request itself:
-    the first option offered; the first record line's value, citing that record."""
-    props = _schema(body).get("properties", {})
-    if "choice" in props:
-        return json.dumps({"choice": _options(props["choice"])[0]})
-    refs = _options(props.get("citations", {}).get("items", {}))
-    if "answer" in props and refs:
-        prompt = str((body.get("messages") or [{}])[-1].get("content", ""))
-        line = next((x for x in prompt.splitlines() if x.startswith(refs[0])), refs[0])
-        return json.dumps(
-            {"answer": line.removeprefix(refs[0]).strip() or "-", "citations": refs[:1]}
-        )
-    return json.dumps({"answer": "Nothing is recorded.", "citations": []})
+    """A deterministic reply to any schema-constrained request, read from the request itself:
+    the first option offered for every choice; as the answer, the value on the line of the
+    first record the answer may cite."""
+    schema = _schema(body)
+    refs = _options(schema.get("properties", {}).get("citations", {}).get("items", {}))
+    prompt = str((body.get("messages") or [{}])[-1].get("content", ""))
+    line = next((x for x in prompt.splitlines() if refs and x.startswith(refs[0])), "")
+    answer = line.removeprefix(refs[0]).strip() if refs and line else "Nothing is recorded."
+    if not schema:
+        return json.dumps({"answer": answer, "citations": refs[:1]})
+    return json.dumps(_fill(schema, schema.get("$defs", {}), answer))
 
 
 @app.command("model-sim", hidden=True)
@@ -320,8 +340,12 @@ def reference_scores(stack: Stack, limit: int) -> dict[str, bool]:
     clean = EvalRun(stack, stack.root / "clean", limit=limit)
     code, output = clean.run()
     if code != 0:
-        raise RuntimeError(f"the clean eval run failed: {output[-2000:]}")
-    return {i: r.correct for i, r in audit_results(clean.results).final.items()}
+        raise RuntimeError(f"the clean eval run failed (exit {code}): {output[-2000:]}")
+    final = audit_results(clean.results).final
+    graph_errors = sum(bool(r.trace.artifacts.get("solver_error")) for r in final.values())
+    if graph_errors:  # the stand-in must answer every schema the planner asks
+        raise RuntimeError(f"{graph_errors} clean-run samples ended in a graph error")
+    return {i: r.correct for i, r in final.items()}
 
 
 # ------------------------------------------------------------------ drills: eval runs
@@ -342,6 +366,8 @@ def drill_service_killed(
     stack = eval_stack(service)
     try:
         reference = reference_scores(stack, limit) if compare else None
+        if reference is not None:
+            outcome.note(f"clean run: {sum(reference.values())}/{len(reference)} correct")
         for trial in range(trials):
             run = EvalRun(stack, stack.root / f"trial{trial}", limit=limit)
             proc = run.start()
@@ -402,7 +428,7 @@ def tally_run(
         outcome.note(f"e.g. {first.errors[0][:90]}")
 
 
-def drill_eval_sigkill(trials: int = 20, limit: int = 60, seed: int = 2) -> Outcome:
+def drill_eval_sigkill(trials: int = 20, limit: int = 120, seed: int = 2) -> Outcome:
     """SIGKILL the eval process at random points; after each kill the results file must read
     back whole, and the run that finally completes has every sample exactly once."""
     rng = random.Random(seed)
@@ -497,7 +523,7 @@ def approve_while_crashing(stack: Stack, thread: str, call_id: str, delay: float
     stack.helper("api", ["api-serve"], "/api/health")
 
 
-def drill_api_killed(trials: int = 10, seed: int = 3) -> Outcome:
+def drill_api_killed(trials: int = 10, seed: int = 3, max_delay: float = 2.5) -> Outcome:
     """Kill the API while an order waits for approval (and, every other trial, again in the
     middle of the approval): the order is still pending after a restart and is written once."""
     rng = random.Random(seed)
@@ -518,7 +544,7 @@ def drill_api_killed(trials: int = 10, seed: int = 3) -> Outcome:
                 outcome.lost += 1
                 continue
             if trial % 2:
-                approve_while_crashing(stack, thread, call_id, rng.uniform(0.0, 0.3))
+                approve_while_crashing(stack, thread, call_id, rng.uniform(0.0, max_delay))
             with httpx.Client(base_url=stack.url("api"), timeout=60) as api:
                 outcome.errors += settle(
                     api, thread, call_id, after_crash if trial % 2 else Counter()
@@ -529,8 +555,8 @@ def drill_api_killed(trials: int = 10, seed: int = 3) -> Outcome:
             outcome.trials += 1
         outcome.tracebacks = count_tracebacks(log_text(stack.settings.home / "logs" / "api.log"))
         outcome.note(
-            "odd trials also killed 0-0.3 s after the approval was sent; the thread was then "
-            f"found {dict(after_crash)} and driven to idle"
+            f"odd trials also killed 0-{max_delay} s after the approval was sent; the thread was "
+            f"then found {dict(after_crash)} and driven to idle"
         )
     finally:
         stack.down()
@@ -807,13 +833,16 @@ def run(
     outcomes = []
     for name in chosen:
         started = time.monotonic()
-        outcome = DRILLS[name]()
+        try:
+            outcome = DRILLS[name]()
+        except Exception as err:  # a broken drill must not hide the others' figures
+            outcome = Outcome(name, errors=-1, notes=[f"the drill itself failed: {err!r}"[:500]])
         outcome.note(f"{time.monotonic() - started:.0f} s")
         outcomes.append(outcome)
+        if save is not None:
+            save.write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
         if not as_json:
             console.print(f"[dim]{name} done[/]")
-    if save is not None:
-        save.write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
     if as_json:
         print(json.dumps([asdict(o) for o in outcomes]))
     else:
