@@ -141,4 +141,7 @@ class OnceWrites:
             return existing
         mark = {"system": ORDER_SYSTEM, "value": self.key}
         stamped = {**resource, "identifier": [*(resource.get("identifier") or []), mark]}
-        return await self._client.create(stamped)
+        # Conditional create: two API workers approving at once can both miss the search
+        # above; a server that honours If-None-Exist then keeps one.
+        condition = f"identifier={escape_value(ORDER_SYSTEM)}|{escape_value(self.key)}"
+        return await self._client.create(stamped, if_none_exist=condition)

@@ -313,16 +313,20 @@ class FhirClient:
 
     # ----------------------------------------------------------------- writes
 
-    async def create(self, resource: dict[str, Any]) -> dict[str, Any]:
-        """POST a new resource; returns the stored resource (with its server-assigned id)."""
+    async def create(
+        self, resource: dict[str, Any], *, if_none_exist: str | None = None
+    ) -> dict[str, Any]:
+        """POST a new resource; returns the stored resource (with its server-assigned id).
+
+        `if_none_exist` (a search such as `identifier=system|value`) makes it a FHIR
+        conditional create: a server that supports it returns the match instead of a twin.
+        """
         resource_type = check_resource_type(str(resource.get("resourceType", "")))
         url = f"{self.base_url}/{resource_type}"
-        response = await self._send(
-            "POST",
-            url,
-            json=resource,
-            headers={"Content-Type": JSON_TYPES, "Prefer": "return=representation"},
-        )
+        headers = {"Content-Type": JSON_TYPES, "Prefer": "return=representation"}
+        if if_none_exist:
+            headers["If-None-Exist"] = if_none_exist
+        response = await self._send("POST", url, json=resource, headers=headers)
         body = self._json_or_none(response)
         if isinstance(body, dict) and body.get("resourceType") == resource_type and body.get("id"):
             return body
