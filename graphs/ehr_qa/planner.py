@@ -157,6 +157,8 @@ async def read(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[st
     if option is None:  # a general question the chart has no records for
         return {"answer": nothing().answer, "citations": [], "retrieved": [], "computed": True}
     records = await fetch(fhir, pid, option, MAX_RECORDS)
+    if not records:  # nothing to cite: the chart holds none of what the plan points at
+        return {"answer": nothing().answer, "citations": [], "retrieved": [], "computed": True}
     return {
         "records": [render_resource(r) for r in records],
         "retrieved": ids_of(records),

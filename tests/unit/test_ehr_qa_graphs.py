@@ -258,3 +258,15 @@ async def test_a_latest_plan_with_a_named_day_reads_that_day(fhir: FhirFixture) 
         fhir, "hemoglobin a1c in blood measured 1 May 2022: what was it?", plan("latest_value", A1C)
     )
     assert result.answer == "7.4 % on 2022-05-01." and result.computed
+
+
+async def test_a_general_question_over_an_empty_type_says_nothing_is_recorded(
+    fhir: FhirFixture,
+) -> None:
+    """No records to cite must not reach the citation enum (an empty enum is no schema)."""
+    result, model = await ask(
+        fhir, "any immunizations and vaccines at all?",
+        plan("other", "all immunizations and vaccines [Immunization]"), label="hypertension",
+    )  # fmt: skip
+    assert result.error is None and result.answer.startswith("Nothing is recorded")
+    assert result.citations == [] and len(model.calls) == 1
