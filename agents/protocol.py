@@ -246,6 +246,13 @@ async def _call(
             f"the model server at {_server_of(model)} answered HTTP {err.status_code}: "
             f"{str(err.message)[:200]}"
         ) from None
+    except (AttributeError, TypeError) as err:
+        # The openai client hands back the raw text of a reply that is not JSON (an HTML
+        # page from a wrong URL); LangChain then fails reading it as a completion.
+        raise ModelUnavailable(
+            f"the model server at {_server_of(model)} did not answer with an OpenAI chat "
+            f"completion (is it an OpenAI-compatible /v1 URL?): {str(err)[:120]}"
+        ) from None
     except (openai.APIConnectionError, openai.APIResponseValidationError) as err:
         raise ModelUnavailable(
             f"the model server at {_server_of(model)} is not reachable or not an "

@@ -102,16 +102,12 @@ def test_bad_input_is_one_line_and_nonzero(world: World, case: str) -> None:
     assert words in lines[0], lines[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an HTML reply breaks the OpenAI client's parsing (AttributeError); the model "
-    "client's error translation in agents/ is being reworked",
-)
 def test_a_model_url_answering_html_is_a_clear_error(world: World) -> None:
     env = world.env(WARDROUND_MODEL_BASE_URL=f"{world.html_url}/v1")
     result = CliRunner().invoke(app, ask(world, "latest a1c"), env=env)
     assert isinstance(result.exception, SystemExit), result.exception
     assert result.stderr.strip().startswith("error:")
+    assert "OpenAI chat completion" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_arguments_that_are_not_utf8_are_refused(
