@@ -65,9 +65,14 @@ class ModelOutputError(ValueError):
         self.raw = raw
 
 
+def strip_thinking(text: str) -> str:
+    """The reply without MedGemma's `<unused94>` thinking or `<think>` blocks."""
+    return _THINK_TAGS.sub("", _THINKING.sub("", text)).strip()
+
+
 def clean_reply(text: str) -> str:
     """Strip thinking and code fences; keep the outermost JSON object if prose surrounds it."""
-    text = _THINK_TAGS.sub("", _THINKING.sub("", text)).strip()
+    text = strip_thinking(text)
     fenced = _FENCE.search(text)
     if fenced:
         text = fenced.group(1).strip()

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,17 +32,12 @@ from wardround.evals import agentclinic
 from wardround.evals.data import load_jsonl
 from wardround.evals.runner import RunResult, run_task
 from wardround.evals.task import EvalEnv
+from wardround.procs import free_port
 from wardround.settings import Settings
 
 OUT = Path(__file__).parent / "out" / "eval_throughput.json"
 LEVELS = (1, 8, 32)
 GOAL = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_simulator(

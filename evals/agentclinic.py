@@ -22,6 +22,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+from wardround.agents.protocol import strip_thinking
 from wardround.graphs.usage import token_usage
 
 from .clinic_actors import Measurement, RetrievalPatient, diagnosis_matches
@@ -30,7 +31,6 @@ from .task import LIVE_TRACE, EvalEnv, Sample, Score, Task, TaskDef, Trace
 from .traces import messages_json
 
 MAX_TURNS = 20
-_THINKING = re.compile(r"<unused94>.*?(?:<unused95>|$)|<think>.*?(?:</think>|$)", re.S)
 _DIAGNOSIS = re.compile(r"DIAGNOSIS\s+READY\s*:?\s*(.+)", re.I | re.S)
 _TEST = re.compile(r"REQUEST\s+TEST\s*:?\s*([^\n]+)", re.I)
 
@@ -53,10 +53,6 @@ Facts: {facts}"""
 JUDGE_PROMPT = """Correct diagnosis: {correct}
 Doctor's diagnosis: {diagnosis}
 Do these name the same condition? Answer with one word: Yes or No."""
-
-
-def strip_thinking(text: str) -> str:
-    return _THINKING.sub("", text).strip()
 
 
 def _clean(value: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import httpx
 import pytest
 import uvicorn
 
+from wardround.procs import free_port
 from wardround.tools.fhir.client import FhirClient
 
 BASE_URL = "http://sekmet.test/fhir"
@@ -69,12 +69,6 @@ def asgi_client(app: Any, *, base_url: str = BASE_URL, **kwargs: Any) -> FhirCli
     """A FhirClient talking to an in-process ASGI app."""
     kwargs.setdefault("backoff_s", 0.0)
     return FhirClient(base_url, transport=httpx.ASGITransport(app=app), **kwargs)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class LoopbackServer:
