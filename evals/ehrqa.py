@@ -159,6 +159,8 @@ def active_medications(chart: Chart, rng: random.Random) -> Iterator[Sample]:
     requests = chart.of("MedicationRequest")
     active = [r for r in requests if r.get("status") == "active"]
     names = list(dict.fromkeys(_med_name(r) for r in active))
+    if "?" in names:  # a medication the record does not name cannot be an expected answer
+        return
     if 1 <= len(names) <= _MAX_SET:
         others = {_med_name(r) for r in requests if r.get("status") != "active"} - set(names)
         q = "Which medications does the patient currently have active prescriptions for?"
