@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatResult
 
 from wardround.graphs.copilot.audit import AuditLog
 from wardround.graphs.copilot.checkpoint import open_checkpointer
@@ -44,28 +43,6 @@ HBA1C_ORDER = {
     "priority": "routine",
     "reason": "diabetes follow-up",
 }
-
-
-class StreamingScriptedModel(ScriptedChatModel):
-    """`ScriptedChatModel` that streams each reply in small chunks, like a served model."""
-
-    chunk_chars: int = 4
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        result = self._generate(messages, stop, run_manager, **kwargs)
-        text = str(result.generations[0].message.content)
-        for i in range(0, len(text), self.chunk_chars):
-            piece = text[i : i + self.chunk_chars]
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
-            if run_manager:
-                run_manager.on_llm_new_token(piece, chunk=chunk)
-            yield chunk
 
 
 class GatedModel(ScriptedChatModel):

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -203,36 +199,6 @@ async def load_charts(fhir: Any) -> dict[str, str]:
         found = await fhir.search("Patient", {"identifier": mrn})
         ids[name] = str(found[0]["id"])
     return ids
-
-
-class RuleChatModel(BaseChatModel):
-    """A chat model whose reply is a function of the conversation (safe under concurrency)."""
-
-    respond: Callable[[Sequence[BaseMessage]], str]
-    name_: str = "rule"
-
-    @property
-    def _llm_type(self) -> str:
-        return "rule"
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        text = self.respond(messages)
-        words_in = sum(len(str(m.content).split()) for m in messages)
-        message = AIMessage(
-            content=text,
-            usage_metadata={
-                "input_tokens": words_in,
-                "output_tokens": len(text.split()),
-                "total_tokens": words_in + len(text.split()),
-            },
-        )
-        return ChatResult(generations=[ChatGeneration(message=message)])
 
 
 def doctor_responder(diagnoses: dict[str, str], *, tests: int = 1) -> Callable[[Any], str]:

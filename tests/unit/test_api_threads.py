@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from wardround.tests.copilot_fakes import (
-    StreamingScriptedModel,
     api_harness,
     call,
     final,
@@ -42,11 +41,12 @@ async def test_a_conversation_streams_events_and_keeps_its_history(
     fhir: FhirFixture, tmp_path: Path
 ) -> None:
     refs = await hba1c_refs(fhir)
-    model = StreamingScriptedModel(
+    model = ScriptedChatModel(
+        chunk_chars=4,
         replies=[
             call("search_records", resource_type="Observation", code="4548-4"),
             final("Latest HbA1c 6.1 % (2023-11-12).", refs[:1]),
-        ]
+        ],
     )
     pid = fhir.patients["handmade"]
     async with api_harness(tmp_path, fhir.client, model) as api:

@@ -27,7 +27,6 @@ from wardround.graphs.copilot.toolset import model_schema
 from wardround.settings import Settings
 from wardround.tests.copilot_fakes import (
     HBA1C_ORDER,
-    StreamingScriptedModel,
     call,
     final,
     first,
@@ -101,11 +100,12 @@ async def test_answer_streams_tokens_and_cites_retrieved_records(
     fhir: FhirFixture, tmp_path: Path
 ) -> None:
     refs = await hba1c_refs(fhir)
-    model = StreamingScriptedModel(
+    model = ScriptedChatModel(
+        chunk_chars=4,
         replies=[
             call("search_records", resource_type="Observation", code="4548-4", limit=5),
             final('HbA1c 6.1 % on 2023-11-12, down from 7.4 %. "Improving".', refs[:2]),
-        ]
+        ],
     )
     audit = AuditLog(tmp_path / "audit.jsonl")
     graph = copilot_graph(

@@ -11,7 +11,7 @@ from wardround.evals.data import load_jsonl
 from wardround.evals.runner import run_task
 from wardround.evals.task import EvalEnv
 from wardround.settings import Settings
-from wardround.tests.eval_fixtures import BENCHMARK_DATA, RuleChatModel, doctor_responder
+from wardround.tests.eval_fixtures import BENCHMARK_DATA, doctor_responder
 from wardround.tests.fakes import ScriptedChatModel
 
 SETTINGS = Settings(benchmark_data_dir=BENCHMARK_DATA)
@@ -140,7 +140,7 @@ async def test_the_last_turn_demands_a_diagnosis_and_then_stops():
 async def test_the_task_through_the_runner(tmp_path):
     samples = ac.case_samples(load_jsonl("agentclinic/agentclinic_medqa.jsonl", SETTINGS))[:4]
     answers = {s.input: s.target["diagnosis"] for s in samples[:3]}  # the 4th gets it wrong
-    env = EvalEnv(settings=SETTINGS, model=RuleChatModel(respond=doctor_responder(answers)))
+    env = EvalEnv(settings=SETTINGS, model=ScriptedChatModel(respond=doctor_responder(answers)))
     task = ac.bind(env, samples)
     assert "normalised matching with synonyms" in task.scoring and "retrieval" in task.scoring
     result = await run_task(task, model="rule", results_path=tmp_path / "r.jsonl", progress=False)
@@ -206,7 +206,7 @@ async def test_a_timed_out_consultation_keeps_its_partial_trace(tmp_path):
         return "Tell me more."
 
     sample = ac.case_samples([{"OSCE_Examination": MG}])[0]
-    task = ac.bind(EvalEnv(settings=SETTINGS, model=RuleChatModel(respond=slow)), [sample])
+    task = ac.bind(EvalEnv(settings=SETTINGS, model=ScriptedChatModel(respond=slow)), [sample])
     result = await run_task(
         task, model="slow", results_path=tmp_path / "r.jsonl", timeout_s=0.6, progress=False
     )

@@ -11,7 +11,8 @@ from wardround.cli.eval import app
 from wardround.evals import suite
 from wardround.evals.images import recall_at, score_ranking
 from wardround.evals.task import Sample
-from wardround.tests.eval_fixtures import BENCHMARK_DATA, RuleChatModel, doctor_responder
+from wardround.tests.eval_fixtures import BENCHMARK_DATA, doctor_responder
+from wardround.tests.fakes import ScriptedChatModel
 
 runner = CliRunner()
 
@@ -34,7 +35,7 @@ def models(monkeypatch, tmp_path):
     def make(settings, preset):
         built.append(preset)
         answers = right if preset == "good" else {}
-        return RuleChatModel(respond=doctor_responder(answers))
+        return ScriptedChatModel(respond=doctor_responder(answers))
 
     monkeypatch.setattr(suite, "default_model", make)
     return built
