@@ -146,11 +146,6 @@ async def test_several_workers_share_threads_and_write_each_order_once(
     assert len(keys) == len(runs)
 
 
-@pytest.mark.xfail(
-    reason="the API's one-run-per-thread guard is per process: two workers can both resume "
-    "the same order, and the FHIR write's search-then-create can then post it twice",
-    strict=False,
-)
 async def test_approvals_sent_to_several_workers_at_once_write_one_order(
     workers: ApiProcess, fhir: LoopbackFhir
 ) -> None:
