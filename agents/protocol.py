@@ -179,7 +179,8 @@ def as_plain_chat(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
     for message in messages:
         if isinstance(message, AIMessage) and message.tool_calls:
             call = message.tool_calls[0]
-            text = json.dumps({"action": call["name"], "args": call["args"]})
+            # default=str: validated arguments hold dates and datetimes, not JSON types.
+            text = json.dumps({"action": call["name"], "args": call["args"]}, default=str)
             out.append(AIMessage(content=text))
         elif isinstance(message, ToolMessage):
             name = message.name or "the tool"

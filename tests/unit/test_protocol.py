@@ -199,3 +199,22 @@ def test_raw_newlines_inside_strings_are_accepted() -> None:
 
     raw = '{"answer": "line one' + chr(10) + 'line two"}'
     assert parse_object(raw) == {"answer": "line one" + chr(10) + "line two"}
+
+
+def test_tool_calls_with_dates_become_plain_text() -> None:
+    """Validated arguments carry datetime objects; replaying the turn must not fail on them."""
+    from datetime import UTC, datetime
+
+    from langchain_core.messages import AIMessage
+
+    from wardround.agents.protocol import as_plain_chat
+
+    when = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+    call = {
+        "name": "create_service_request",
+        "args": {"occurrence": when},
+        "id": "c1",
+        "type": "tool_call",
+    }
+    (text,) = as_plain_chat([AIMessage(content="", tool_calls=[call])])
+    assert "2026-01-02 03:04:00+00:00" in str(text.content)
