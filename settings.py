@@ -52,9 +52,6 @@ class Settings(BaseSettings):
     temperature: float = 0.0
     max_tokens: int = 512
 
-    # EHR QA planner: skip the model's retrieval choice when the top option leads by this
-    # cosine similarity (negative: always ask the model).
-    planner_margin: float = 0.08
 
     # Local stack ports (0 = pick a free one at start).
     fhir_port: int = 8090
