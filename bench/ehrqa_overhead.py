@@ -66,7 +66,11 @@ async def run(preset: str, repeat: int) -> dict[str, Any]:
     runs = settings.home / "runs" / "ehrqa"
     patient_of = patients_by_sample(runs)
     records = load_records(runs / preset / "results.jsonl").values()
-    cases = [(r, patient_of[r.id]) for r in records if not r.error and replies_of(r)]
+    cases = [
+        (r, patient_of[r.id])
+        for r in records
+        if r.id in patient_of and not r.error and replies_of(r)
+    ]
     async with FhirClient.from_settings(settings) as fhir:
         await one_pass(cases, fhir)  # warm: MiniLM, label cache, connections
         times = [t for _ in range(repeat) for t in await one_pass(cases, fhir)]
