@@ -7,7 +7,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from wardround.tools.fhir.fields import concept_text, reference_of, resource_datetime
+from wardround.tools.fhir.fields import (
+    concept_text,
+    reference_of,
+    resource_datetime,
+    status_code,
+)
 
 # Resource types a question generator reads, and the page size asked for.
 CHART_TYPES = ("Observation", "MedicationRequest", "AllergyIntolerance", "Condition", "Encounter")
@@ -47,16 +52,6 @@ def quantity(resource: dict[str, Any]) -> tuple[float, str] | None:
     return None
 
 
-def status_code(resource: dict[str, Any], field_name: str) -> str | None:
-    value = resource.get(field_name)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        codings = value.get("coding") or []
-        return str(codings[0].get("code")) if codings and codings[0].get("code") else None
-    return None
-
-
 def mrn_of(patient: dict[str, Any]) -> str | None:
     """The medical record number: the identifier typed MR, if any."""
     for ident in patient.get("identifier") or []:
@@ -71,10 +66,6 @@ def full_name(patient: dict[str, Any]) -> tuple[str, str]:
     official = next((n for n in names if n.get("use") == "official"), names[0] if names else {})
     given = " ".join(official.get("given") or [])
     return given, str(official.get("family") or "")
-
-
-def age_on(birth: date, day: date) -> int:
-    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
 
 
 @dataclass

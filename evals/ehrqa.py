@@ -21,8 +21,10 @@ from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from typing import Any
 
+from wardround.tools.fhir.fields import age_on, status_code
+
 from . import scorers
-from .chart import Chart, age_on, display, fetch_chart, list_patient_ids, refs, status_code, when
+from .chart import Chart, display, fetch_chart, list_patient_ids, refs, when
 from .task import EvalEnv, Sample, Score, Task, TaskDef, Trace
 from .traces import trace_from
 

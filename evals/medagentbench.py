@@ -37,7 +37,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .chart import Chart, age_on, fetch_chart, full_name, list_patient_ids, mrn_of
+from wardround.tools.fhir.fields import age_on
+
+from .chart import Chart, fetch_chart, full_name, list_patient_ids, mrn_of
 from .data import load_json
 from .mab_grading import NOT_FOUND, SBAR, grade, magnesium_dose, potassium_dose
 from .scorers import retrieval_scores

@@ -13,7 +13,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Any
 
-from wardround.tools.fhir.fields import concept_text, reference_of, resource_date
+from wardround.tools.fhir.fields import age_on, concept_text, reference_of, resource_date
 from wardround.tools.fhir.render import quantity_text
 
 
@@ -150,7 +150,7 @@ def age(patient: dict[str, Any], on: date | None) -> Computed:
     day = on or died or date.today()
     if day < born:
         return Computed(f"The patient was not yet born on {day.isoformat()}.")
-    years = day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+    years = age_on(born, day)
     return Computed(
         f"{years} years old on {day.isoformat()} (born {born.isoformat()}).",
         [reference_of(patient)],

@@ -12,6 +12,7 @@ from wardround.tools.fhir.fields import (
     reference_of,
     resource_date,
     resource_datetime,
+    status_code,
 )
 from wardround.tools.fhir.records import fetch_records
 
@@ -26,11 +27,11 @@ _NOT_REAL = {"refuted", "entered-in-error"}
 
 def status_of(resource: dict[str, Any], field_name: str | None = None) -> str:
     """A record's status code: `clinicalStatus` (or `field_name`) when coded, else `status`."""
-    status = resource.get(field_name or "clinicalStatus") or resource.get("status") or ""
-    if isinstance(status, dict):
-        codings = status.get("coding") or [{}]
-        return str(codings[0].get("code", ""))
-    return str(status)
+    return (
+        status_code(resource, field_name or "clinicalStatus")
+        or status_code(resource, "status")
+        or ""
+    )
 
 
 def is_current(resource: dict[str, Any]) -> bool:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from .fields import (
+    age_on,
     concept_text,
     patient_reference,
     primary_concept,
@@ -364,7 +365,7 @@ def _age(birth: str | None, until: date) -> int | None:
     born = _day(birth)
     if born is None:
         return None
-    return until.year - born.year - ((until.month, until.day) < (born.month, born.day))
+    return age_on(born, until)
 
 
 def patient_header(patient: dict[str, Any], today: date) -> PatientHeader:

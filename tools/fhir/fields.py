@@ -6,6 +6,7 @@ and record search all need the same answer, so it lives here once.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 # Elements holding the date a record is "about", most specific first. Choice types
@@ -153,3 +154,19 @@ def patient_reference(resource: dict[str, Any]) -> str | None:
         if isinstance(value, dict) and value.get("reference"):
             return str(value["reference"])
     return None
+
+
+def status_code(resource: dict[str, Any], field_name: str) -> str | None:
+    """A status element's code: the string itself, or a CodeableConcept's first coding."""
+    value = resource.get(field_name)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        codings = value.get("coding") or []
+        return str(codings[0].get("code")) if codings and codings[0].get("code") else None
+    return None
+
+
+def age_on(birth: date, day: date) -> int:
+    """Whole years from `birth` to `day` (a birthday not yet reached that year not counted)."""
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
