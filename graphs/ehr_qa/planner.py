@@ -32,7 +32,7 @@ from .dates import find_window
 from .faithfulness import unsupported
 from .kinds import Kind, nothing, with_day
 from .options import NOT_IN_CHART, Option, Similarity, build_options
-from .reading import compute
+from .reading import Done, compute
 from .retrieve import fetch, ids_of
 
 MAX_RECORDS = 15
@@ -151,19 +151,17 @@ async def read(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[st
     option = next((o for o in state["options"] if o.label == state["about"]), None)
     fhir, pid = runtime.context.fhir, state["patient_id"]
     done = await compute(kind, option, window, fhir, pid, state["patient"])
-    if done is not None:
-        return {"answer": done.answer, "citations": done.citations, "retrieved": done.read,
-                "computed": True, "unsupported": []}  # fmt: skip
-    if option is None:  # a general question the chart has no records for
-        return {"answer": nothing().answer, "citations": [], "retrieved": [], "computed": True}
-    records = await fetch(fhir, pid, option, MAX_RECORDS)
-    if not records:  # nothing to cite: the chart holds none of what the plan points at
-        return {"answer": nothing().answer, "citations": [], "retrieved": [], "computed": True}
-    return {
-        "records": [render_resource(r) for r in records],
-        "retrieved": ids_of(records),
-        "kind": Kind.OTHER.value,
-    }
+    if done is None:  # the general path: the records the plan points at, for the model
+        records = await fetch(fhir, pid, option, MAX_RECORDS) if option else []
+        if records:
+            return {
+                "records": [render_resource(r) for r in records],
+                "retrieved": ids_of(records),
+                "kind": Kind.OTHER.value,
+            }
+        done = Done(nothing().answer, [], [])  # nothing to cite: the chart holds none of it
+    return {"answer": done.answer, "citations": done.citations, "retrieved": done.read or [],
+            "computed": True, "unsupported": []}  # fmt: skip
 
 
 def _lines_of(state: PlannerState, refs: list[str]) -> list[str]:
