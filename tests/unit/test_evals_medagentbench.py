@@ -426,3 +426,13 @@ async def test_medagentbench_records_retrieval_apart_from_the_verdict(eval_fhir:
     blank = await task.scorer(age, Trace(answer="FINISH([1])"))
     assert blank.metadata["retrieval_recall"] == 0.0
     assert blank.metadata["retrieval_precision"] is None
+
+
+def test_budgeted_keeps_leading_lines_within_the_budget() -> None:
+    from wardround.tools.fhir.mab_profile import budgeted
+
+    lines = [f"Observation/{i} " + "x" * 90 for i in range(50)]
+    kept = budgeted(lines, 1000)
+    assert kept == lines[: len(kept)] and 5 <= len(kept) <= 10
+    assert sum(len(line) + 1 for line in kept) <= 1000
+    assert budgeted(["y" * 5000], 1000) == ["y" * 5000]  # one line always survives

@@ -36,6 +36,9 @@ from .render import render_resource
 __all__ = ["TOOL_NAMES", "OrderLog", "make_mab_tools"]
 
 MAX_LINES = 60
+# A result's text budget: eight turns of 60 full lines outgrew an 8k-token context, so a
+# listing keeps its newest lines up to about 600 tokens and says how many older it left out.
+MAX_RESULT_CHARS = 2400
 # Order of the functions in funcs_v1.json, keyed by our tool names.
 TOOL_NAMES = (
     "get_conditions",
@@ -268,6 +271,18 @@ def patient_queries(fields: dict[str, Any]) -> list[list[tuple[str, str]]]:
     return queries
 
 
+def budgeted(lines: Sequence[str], max_chars: int) -> list[str]:
+    """The leading lines whose joined length fits `max_chars` (always at least one)."""
+    kept: list[str] = []
+    used = 0
+    for line in lines:
+        used += len(line) + 1
+        if kept and used > max_chars:
+            break
+        kept.append(line)
+    return kept
+
+
 def _line(resource: dict[str, Any]) -> str:
     """The compact line, with the full date-time (time windows need it), not just the day."""
     line = render_resource(resource)
@@ -320,11 +335,12 @@ def make_mab_tools(
         shown.sort(key=lambda r: resource_datetime(r) or "", reverse=True)
         if not shown:
             return tool_result(f"No {resource_type} records found.")
-        lines = [_line(r) for r in shown[:MAX_LINES]]
-        if len(shown) > MAX_LINES:
-            lines.append(f"({len(shown) - MAX_LINES} older records not shown)")
+        kept = budgeted([_line(r) for r in shown[:MAX_LINES]], MAX_RESULT_CHARS)
+        lines = list(kept)
+        if len(shown) > len(kept):
+            lines.append(f"({len(shown) - len(kept)} older records not shown)")
         head = f"{len(shown)} {resource_type} record(s), newest first:"
-        return tool_result("\n".join([head, *lines]), [reference_of(r) for r in shown[:MAX_LINES]])
+        return tool_result("\n".join([head, *lines]), [reference_of(r) for r in shown[: len(kept)]])
 
     def pairs(**values: str | None) -> list[tuple[str, str]]:
         return [(k, v) for k, v in values.items() if v]
