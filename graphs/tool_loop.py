@@ -1,19 +1,23 @@
 """The free tool loop: the model picks a tool, LangGraph's ToolNode runs it, until an answer.
 
 Bounded: after `max_steps` model turns without a final answer the loop stops and says so.
+A call the model already made with the same arguments is not run again: the model is told
+the result is above and to use it (small models otherwise repeat one lookup until the budget
+runs out).
 A model reply that stays invalid after the protocol's one repair ends the loop with an
 error in the state, never an exception out of the graph.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Annotated, Any
 
 import openai
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
@@ -44,6 +48,27 @@ class LoopResult(BaseModel):
     error: str | None = None
 
 
+REPEATED = (
+    "Error: you already called {name} with these arguments; its result is above. Do not "
+    "repeat the call: use that result, call another tool, or give your final answer."
+)
+
+
+def _call_key(call: dict[str, Any]) -> str:
+    return json.dumps([call["name"], call.get("args") or {}], sort_keys=True, default=str)
+
+
+def repeated_calls(history: Sequence[BaseMessage], calls: Sequence[dict[str, Any]]) -> list[str]:
+    """Ids of `calls` whose name and arguments match a call made earlier in `history`."""
+    made = {_call_key(c) for m in history if isinstance(m, AIMessage) for c in m.tool_calls}
+    return [str(c["id"]) for c in calls if _call_key(c) in made]
+
+
+def _repeat_message(call: dict[str, Any]) -> ToolMessage:
+    text = REPEATED.format(name=call["name"])
+    return ToolMessage(text, tool_call_id=call["id"], name=call["name"], status="error")
+
+
 def build_tool_loop(
     caller: Runnable[Sequence[BaseMessage], AIMessage],
     tools: Sequence[BaseTool],
@@ -69,12 +94,22 @@ def build_tool_loop(
             return "out_of_steps"
         return "tools"
 
+    run_tools = ToolNode(list(tools), handle_tool_errors=True)
+
+    async def act(state: LoopState) -> dict[str, Any]:
+        last = state["messages"][-1]
+        assert isinstance(last, AIMessage)
+        repeats = repeated_calls(state["messages"][:-1], last.tool_calls)
+        if repeats and len(repeats) == len(last.tool_calls):
+            return {"messages": [_repeat_message(call) for call in last.tool_calls]}
+        return await run_tools.ainvoke(state)
+
     def out_of_steps(state: LoopState) -> dict[str, Any]:
         return {"error": f"no final answer after {max_steps} steps"}
 
     graph = StateGraph(LoopState)
     graph.add_node("agent", agent)
-    graph.add_node("tools", ToolNode(list(tools), handle_tool_errors=True))
+    graph.add_node("tools", act)
     graph.add_node("out_of_steps", out_of_steps)
     graph.add_edge(START, "agent")
     graph.add_conditional_edges("agent", route, ["tools", "out_of_steps", END])

@@ -159,7 +159,7 @@ def create_app(
                 history_tokens=history_budget(settings.model_ctx, settings.max_tokens),
             )
             app.state.copilot = CopilotService(graph, tools, log_)
-            app.state.tool_names = [t.name for t in tools.for_patient("x")]
+            app.state.tool_names = [t.name for t in tools.for_model()]
             try:
                 yield
             finally:

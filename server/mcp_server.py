@@ -45,6 +45,7 @@ from wardround.settings import Settings
 from wardround.tools.fhir.client import FHIR_ID, FhirClient
 from wardround.tools.fhir.render import render_resource
 from wardround.tools.fhir.tools import make_fhir_tools
+from wardround.tools.registry import SPEC_PATIENT
 
 log = logging.getLogger(__name__)
 _SHAPES_ONLY = cast(FhirClient, None)
@@ -214,7 +215,7 @@ def read_tool(backend: Backend, tool: BaseTool, patient_bound: bool) -> Tool:
     async def run(ctx: Context, args: dict[str, Any]) -> CallToolResult:
         assert backend.tools is not None
         patient = backend.patient_of(args) if patient_bound else None
-        live = {t.name: t for t in backend.tools.for_patient(patient or "x")}[tool.name]
+        live = backend.tools.by_name(patient or SPEC_PATIENT)[tool.name]
         call = {"name": tool.name, "args": args, "id": uuid.uuid4().hex, "type": "tool_call"}
         message = await live.ainvoke(call)
         text = str(message.content)
@@ -264,7 +265,7 @@ async def _propose(
     """Put the order in a new copilot thread, stopped at the clinician's review."""
     assert backend.tools is not None and backend.fhir is not None
     patient = backend.patient_of(args)
-    tool = {t.name: t for t in backend.tools.for_patient(patient)}[name]
+    tool = backend.tools.by_name(patient)[name]
     try:
         checked = check_args(args, tool)
         line = render_resource(await backend.fhir.read(f"Patient/{patient}"))
@@ -341,7 +342,9 @@ def build_server(
         extra = extra_tools(settings)
     backend = Backend(settings, patient, user, list(extra))
     # The schemas only: the tools that run are rebuilt per call over the opened client.
-    shapes = [t for t in make_fhir_tools(_SHAPES_ONLY, patient_id="x") if t.name not in LEFT_OUT]
+    shapes = [
+        t for t in make_fhir_tools(_SHAPES_ONLY, patient_id=SPEC_PATIENT) if t.name not in LEFT_OUT
+    ]
     tools = [
         *(read_tool(backend, t, True) for t in shapes if not needs_approval(t)),
         *(read_tool(backend, t, False) for t in backend.extra),

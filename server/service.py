@@ -229,7 +229,7 @@ class CopilotService:
                     409, f"no order {call_id!r} is waiting for a decision in this thread"
                 )
             pending = match[0]
-            tools = {t.name: t for t in self.tools.for_patient(state.values["patient_id"])}
+            tools = self.tools.by_name(state.values["patient_id"])
             tool = tools.get(pending.value.get("tool", ""))
             if tool is None:
                 raise ApiError(

@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from langchain_core.messages import BaseMessage, ToolMessage
+from pydantic import ValidationError
 
 # Key in `BaseTool.metadata` marking write tools that a graph must put through approval.
 REQUIRES_APPROVAL = "requires_approval"
+# Key in a write tool's metadata: the FHIR resource type it creates.
+WRITES_RESOURCE = "writes_resource"
 
 
 def tool_result(text: str, ids: Iterable[str] = ()) -> tuple[str, list[str]]:
@@ -29,3 +32,12 @@ def evidence_ids(messages: Iterable[BaseMessage]) -> list[str]:
             for ref in message.artifact:
                 seen.setdefault(str(ref), None)
     return list(seen)
+
+
+def validation_problems(error: ValidationError, limit: int = 5) -> str:
+    """A pydantic error as one line a model or a person can act on: `where: what; ...`."""
+    problems = []
+    for item in error.errors(include_url=False)[:limit]:
+        where = ".".join(str(p) for p in item.get("loc", ())) or "arguments"
+        problems.append(f"{where}: {str(item.get('msg', 'invalid')).removeprefix('Value error, ')}")
+    return "; ".join(problems)

@@ -3,18 +3,18 @@
 from .audit import AuditLog
 from .checkpoint import CheckpointConfigError, open_checkpointer
 from .events import run_events
-from .graph import CopilotState, build_copilot, copilot_graph
-from .orders import ORDER_SYSTEM, Decision, OnceWrites, order_key
+from .graph import CopilotContext, CopilotState, build_copilot, copilot_graph
+from .orders import ORDER_SYSTEM, Decision, order_key
 from .toolset import CopilotTools
 
 __all__ = [
     "ORDER_SYSTEM",
     "AuditLog",
     "CheckpointConfigError",
+    "CopilotContext",
     "CopilotState",
     "CopilotTools",
     "Decision",
-    "OnceWrites",
     "build_copilot",
     "copilot_graph",
     "open_checkpointer",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -32,11 +33,13 @@ from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
+from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from pydantic import BaseModel, Field, create_model
 from typing_extensions import TypedDict
 
 from wardround.agents.protocol import ModelOutputError, tool_calling_model
+from wardround.graphs.bound_graph import BoundGraph
 from wardround.graphs.ehr_qa.citations import check_citations
 from wardround.tools.evidence import evidence_ids
 from wardround.tools.fhir.client import FHIR_ID, FhirError
@@ -44,7 +47,7 @@ from wardround.tools.fhir.render import render_resource
 
 from . import prompts
 from .audit import AuditLog
-from .orders import RESOURCE_OF_TOOL, check_args, check_decision, order_key, summarize
+from .orders import check_args, check_decision, order_key, resource_type, summarize
 from .toolset import HIDDEN_ARGS, CopilotTools, needs_approval
 
 # Tag on the model call whose tokens are streamed to the clinician.
@@ -123,12 +126,49 @@ def _context(messages: list[AnyMessage], budget: int) -> list[BaseMessage]:
     return trimmed or list(_current_turn(clipped))
 
 
-def _config_value(config: RunnableConfig, key: str) -> str | None:
+@dataclass
+class CopilotContext:
+    """What a copilot run needs besides its state (LangGraph's runtime context).
+
+    model: the chat model; tools: the conversation's tools; audit: where reads and orders are
+    recorded; user: who is asking (LangGraph's server names its user in the config instead).
+    """
+
+    model: BaseChatModel
+    tools: CopilotTools
+    audit: AuditLog = field(default_factory=lambda: AuditLog(None))
+    max_steps: int = 8
+    history_tokens: int = 1600
+    user: str | None = None
+
+
+# For runners that pass no context (LangGraph's own server): set once by `studio.py`.
+_served: list[CopilotContext] = []
+
+
+def serve_with(context: CopilotContext) -> None:
+    """Make `context` the one used by runs that bring none (LangGraph's server)."""
+    _served[:] = [context]
+
+
+def _ctx(runtime: Runtime[CopilotContext]) -> CopilotContext:
+    if isinstance(runtime.context, CopilotContext):
+        return runtime.context
+    if _served:
+        return _served[0]
+    raise RuntimeError("run the copilot with context=CopilotContext(...)")
+
+
+def _user(ctx: CopilotContext, config: RunnableConfig) -> str | None:
+    """Who is asking: the context's user, else the identity the thread's runner put on the
+    config (our API and MCP server: `user`; LangGraph's server: `langgraph_auth_user_id`)."""
     configurable = config.get("configurable") or {}
-    value = configurable.get(key)
-    if value is None and key == "user":  # LangGraph server auth names the user here
-        value = configurable.get("langgraph_auth_user_id")
+    value = ctx.user or configurable.get("user") or configurable.get("langgraph_auth_user_id")
     return str(value) if value is not None else None
+
+
+def _thread(config: RunnableConfig) -> str:
+    return str((config.get("configurable") or {}).get("thread_id") or "")
 
 
 def _write_calls(message: AnyMessage, tools: dict[str, BaseTool]) -> list[dict[str, Any]]:
@@ -139,189 +179,179 @@ def _write_calls(message: AnyMessage, tools: dict[str, BaseTool]) -> list[dict[s
     ]
 
 
-def proposal(call: dict[str, Any], patient_id: str) -> dict[str, Any]:
+def proposal(call: dict[str, Any], tool: BaseTool, patient_id: str) -> dict[str, Any]:
     """What the clinician is shown for one proposed order (the interrupt's value)."""
+    kind = resource_type(tool)
     return {
         "kind": "order",
         "call_id": call["id"],
         "tool": call["name"],
-        "resource_type": RESOURCE_OF_TOOL.get(call["name"], ""),
+        "resource_type": kind,
         "patient_id": patient_id,
         "args": call["args"],
-        "summary": summarize(call["name"], call["args"]),
+        "summary": summarize(kind or call["name"], call["args"]),
     }
 
 
-def build_copilot(
-    model: BaseChatModel,
-    tools: CopilotTools,
-    *,
-    audit: AuditLog | None = None,
-    max_steps: int = 8,
-    history_tokens: int = 1600,
-) -> StateGraph:
-    """The copilot graph, uncompiled (compile it with a checkpointer: `copilot_graph`)."""
-    audit = audit or AuditLog(None)
+async def _read_patient(ctx: CopilotContext, patient_id: str, config: RunnableConfig) -> str:
+    """The Patient's compact line (read once per thread, audited); FhirError if unreadable."""
+    resource = await ctx.tools.fhir.read(f"Patient/{patient_id}")
+    ctx.audit.record(
+        user=_user(ctx, config),
+        action="read_patient",
+        patient=patient_id,
+        resources=[f"Patient/{patient_id}"],
+        thread=_thread(config),
+    )
+    return render_resource(resource)
 
-    async def agent(state: CopilotState, config: RunnableConfig) -> dict[str, Any]:
-        patient_id = state.get("patient_id") or ""
-        if not FHIR_ID.fullmatch(patient_id):
-            return {"error": "this thread has no patient: start it with a patient_id"}
-        turn = _current_turn(state.get("messages", []))
-        if sum(isinstance(m, AIMessage) for m in turn) >= max_steps:
-            return {"error": f"no final answer after {max_steps} steps"}
-        update: dict[str, Any] = {"decisions": {}, "error": None}
-        patient = state.get("patient")
-        if not patient:
-            try:
-                resource = await tools.fhir.read(f"Patient/{patient_id}")
-            except FhirError as exc:
-                return {"error": f"cannot read Patient/{patient_id}: {exc}"}
-            patient = update["patient"] = render_resource(resource)
-            audit.record(
-                user=_config_value(config, "user"),
-                action="read_patient",
-                patient=patient_id,
-                resources=[f"Patient/{patient_id}"],
-                thread=_config_value(config, "thread_id"),
-            )
-        citable = evidence_ids(state.get("messages", []))[-MAX_CITABLE:]
-        protocol = (model.metadata or {}).get("protocol", "json")
-        read_now = evidence_ids(
-            m for m in turn if isinstance(m, ToolMessage) and m.name not in RESOURCE_OF_TOOL
-        )
-        caller = tool_calling_model(
-            model, tools.for_model(patient_id), final=_answer_model(citable, bool(read_now))
-        ).with_config(tags=[REPLY_TAG, f"{REPLY_TAG}:{protocol}"])
-        system = SystemMessage(prompts.SYSTEM.format(patient=patient, today=date.today()))
+
+async def agent(
+    state: CopilotState, config: RunnableConfig, runtime: Runtime[CopilotContext]
+) -> dict[str, Any]:
+    ctx = _ctx(runtime)
+    patient_id = state.get("patient_id") or ""
+    if not FHIR_ID.fullmatch(patient_id):
+        return {"error": "this thread has no patient: start it with a patient_id"}
+    turn = _current_turn(state.get("messages", []))
+    if sum(isinstance(m, AIMessage) for m in turn) >= ctx.max_steps:
+        return {"error": f"no final answer after {ctx.max_steps} steps"}
+    update: dict[str, Any] = {"decisions": {}, "error": None}
+    patient = state.get("patient")
+    if not patient:
         try:
-            reply = await caller.ainvoke(
-                [system, *_context(state.get("messages", []), history_tokens)]
-            )
-        except ModelOutputError as exc:
-            return {**update, "error": str(exc)}
-        return {**update, "messages": [reply]}
-
-    def route(state: CopilotState) -> str:
-        last = state["messages"][-1] if state.get("messages") else None
-        if state.get("error") or not (isinstance(last, AIMessage) and last.tool_calls):
-            return "finish"
-        patient_tools = {t.name: t for t in tools.for_patient(state["patient_id"])}
-        return "review" if _write_calls(last, patient_tools) else "act"
-
-    async def review(state: CopilotState) -> dict[str, Any]:
-        patient_id = state["patient_id"]
-        patient_tools = {t.name: t for t in tools.for_patient(patient_id)}
-        decisions: dict[str, dict[str, Any]] = {}
-        for call in _write_calls(state["messages"][-1], patient_tools):
-            try:  # a malformed order goes back to the model, not to the clinician
-                check_args(call["args"], patient_tools[call["name"]])
-            except ValueError as exc:
-                decisions[call["id"]] = {"action": "invalid", "reason": str(exc)}
-                continue
-            shown = proposal(call, patient_id)
-            while True:  # an invalid answer asks again, saying what was wrong
-                raw = interrupt(shown)
-                try:
-                    decision = check_decision(raw, patient_tools[call["name"]])
-                    break
-                except ValueError as exc:
-                    shown = {**proposal(call, patient_id), "error": str(exc)}
-            decisions[call["id"]] = decision.model_dump(mode="json")
-        return {"decisions": decisions}
-
-    async def act(state: CopilotState, config: RunnableConfig) -> dict[str, Any]:
-        patient_id = state["patient_id"]
-        thread = _config_value(config, "thread_id") or ""
-        user = _config_value(config, "user")
-        patient_tools = {t.name: t for t in tools.for_patient(patient_id)}
-        decisions = state.get("decisions") or {}
-        last = state["messages"][-1]
-        assert isinstance(last, AIMessage)
-
-        async def run(call: dict[str, Any]) -> ToolMessage:
-            name, call_id = call["name"], call["id"]
-            tool = patient_tools.get(name)
-            if tool is None:
-                known = ", ".join(patient_tools)
-                return ToolMessage(
-                    f"Error: there is no tool {name!r}. Use one of: {known}.",
-                    tool_call_id=call_id,
-                    name=name,
-                    status="error",
-                )
-            args = {k: v for k, v in call["args"].items() if k not in HIDDEN_ARGS.get(name, ())}
-            if needs_approval(tool):
-                decision = decisions.get(call_id) or {"action": "reject", "reason": "no decision"}
-                if decision["action"] != "invalid":
-                    audit.record(
-                        user=user,
-                        action=f"{decision['action']}_order",
-                        patient=patient_id,
-                        thread=thread,
-                        tool=name,
-                        reason=decision.get("reason"),
-                    )
-                if decision["action"] == "invalid":
-                    return ToolMessage(
-                        f"Error: {decision['reason']}. Fix the arguments and call {name} again.",
-                        tool_call_id=call_id,
-                        name=name,
-                        status="error",
-                    )
-                if decision["action"] == "reject":
-                    reason = f" ({decision['reason']})" if decision.get("reason") else ""
-                    return ToolMessage(
-                        prompts.REJECTED.format(reason=reason),
-                        tool_call_id=call_id,
-                        name=name,
-                        artifact=[],
-                    )
-                if decision["action"] == "edit":
-                    args = decision["args"]
-                tool = tools.write_tool(patient_id, name, order_key(thread, call_id))
-            try:
-                message = await tool.ainvoke({**call, "args": args, "type": "tool_call"})
-            except Exception as exc:  # a tool error goes back to the model as text
-                message = ToolMessage(
-                    f"Error: {name} failed: {exc}", tool_call_id=call_id, name=name, status="error"
-                )
-            if name in tools.fhir_names:
-                refs = message.artifact if isinstance(message.artifact, list) else []
-                audit.record(
-                    user=user,
-                    action=name,
-                    patient=patient_id,
-                    resources=refs,
-                    thread=thread,
-                    kind="write" if needs_approval(tool) else "read",
-                    args=args,
-                )
-            return message
-
-        messages = await asyncio.gather(*(run(c) for c in last.tool_calls))
-        return {"messages": list(messages)}
-
-    def finish(state: CopilotState) -> dict[str, Any]:
-        last = state["messages"][-1] if state.get("messages") else None
-        if state.get("error") or not isinstance(last, AIMessage) or last.tool_calls:
-            return {"answer": "", "citations": [], "flagged": []}
-        text = str(last.content)
-        final = last.additional_kwargs.get("final") or {}
-        cited = final.get("citations") or _REF.findall(text)
-        kept, flagged = check_citations(cited, evidence_ids(state["messages"]))
-        marked = last.model_copy(
-            update={
-                "additional_kwargs": {
-                    **last.additional_kwargs,
-                    "citations": kept,
-                    "flagged": flagged,
-                }
-            }
+            patient = update["patient"] = await _read_patient(ctx, patient_id, config)
+        except FhirError as exc:
+            return {"error": f"cannot read Patient/{patient_id}: {exc}"}
+    citable = evidence_ids(state.get("messages", []))[-MAX_CITABLE:]
+    protocol = (ctx.model.metadata or {}).get("protocol", "json")
+    writes = ctx.tools.write_names
+    read_now = evidence_ids(m for m in turn if isinstance(m, ToolMessage) and m.name not in writes)
+    final = _answer_model(citable, bool(read_now))
+    caller = tool_calling_model(ctx.model, ctx.tools.for_model(), final=final).with_config(
+        tags=[REPLY_TAG, f"{REPLY_TAG}:{protocol}"]
+    )
+    system = SystemMessage(prompts.SYSTEM.format(patient=patient, today=date.today()))
+    try:
+        reply = await caller.ainvoke(
+            [system, *_context(state.get("messages", []), ctx.history_tokens)]
         )
-        return {"messages": [marked], "answer": text, "citations": kept, "flagged": flagged}
+    except ModelOutputError as exc:
+        return {**update, "error": str(exc)}
+    return {**update, "messages": [reply]}
 
-    graph = StateGraph(CopilotState)
+
+def route(state: CopilotState, runtime: Runtime[CopilotContext]) -> str:
+    last = state["messages"][-1] if state.get("messages") else None
+    if state.get("error") or not (isinstance(last, AIMessage) and last.tool_calls):
+        return "finish"
+    tools = _ctx(runtime).tools.by_name(state["patient_id"])
+    return "review" if _write_calls(last, tools) else "act"
+
+
+async def review(state: CopilotState, runtime: Runtime[CopilotContext]) -> dict[str, Any]:
+    patient_id = state["patient_id"]
+    tools = _ctx(runtime).tools.by_name(patient_id)
+    decisions: dict[str, dict[str, Any]] = {}
+    for call in _write_calls(state["messages"][-1], tools):
+        tool = tools[call["name"]]
+        try:  # a malformed order goes back to the model, not to the clinician
+            check_args(call["args"], tool)
+        except ValueError as exc:
+            decisions[call["id"]] = {"action": "invalid", "reason": str(exc)}
+            continue
+        shown = proposal(call, tool, patient_id)
+        while True:  # an invalid answer asks again, saying what was wrong
+            raw = interrupt(shown)
+            try:
+                decision = check_decision(raw, tool)
+                break
+            except ValueError as exc:
+                shown = {**proposal(call, tool, patient_id), "error": str(exc)}
+        decisions[call["id"]] = decision.model_dump(mode="json")
+    return {"decisions": decisions}
+
+
+def _error(call: dict[str, Any], text: str) -> ToolMessage:
+    return ToolMessage(text, tool_call_id=call["id"], name=call["name"], status="error")
+
+
+def _decided(
+    ctx: CopilotContext, call: dict[str, Any], decision: dict[str, Any], audit: dict[str, Any]
+) -> ToolMessage | dict[str, Any]:
+    """A write call after the clinician's decision: the message to return instead of writing,
+    or the arguments to write with."""
+    name = call["name"]
+    if decision["action"] == "invalid":
+        return _error(
+            call, f"Error: {decision['reason']}. Fix the arguments and call {name} again."
+        )
+    ctx.audit.record(**audit, action=f"{decision['action']}_order", tool=name,
+                     reason=decision.get("reason"))  # fmt: skip
+    if decision["action"] == "reject":
+        reason = f" ({decision['reason']})" if decision.get("reason") else ""
+        text = prompts.REJECTED.format(reason=reason)
+        return ToolMessage(text, tool_call_id=call["id"], name=name, artifact=[])
+    return decision["args"] if decision["action"] == "edit" else call["args"]
+
+
+async def _run_call(
+    ctx: CopilotContext, state: CopilotState, call: dict[str, Any], config: RunnableConfig
+) -> ToolMessage:
+    patient_id, name = state["patient_id"], call["name"]
+    tools = ctx.tools.by_name(patient_id)
+    tool = tools.get(name)
+    if tool is None:
+        return _error(call, f"Error: there is no tool {name!r}. Use one of: {', '.join(tools)}.")
+    audit = {"user": _user(ctx, config), "patient": patient_id, "thread": _thread(config)}
+    args = {k: v for k, v in call["args"].items() if k not in HIDDEN_ARGS.get(name, ())}
+    if needs_approval(tool):
+        no_decision = {"action": "reject", "reason": "no decision"}
+        decided = _decided(
+            ctx, call, (state.get("decisions") or {}).get(call["id"]) or no_decision, audit
+        )
+        if isinstance(decided, ToolMessage):
+            return decided
+        args = decided
+        tool = ctx.tools.write_tool(patient_id, name, order_key(audit["thread"], call["id"]))
+    try:
+        message = await tool.ainvoke({**call, "args": args, "type": "tool_call"})
+    except Exception as exc:  # a tool error goes back to the model as text
+        message = _error(call, f"Error: {name} failed: {exc}")
+    if name in ctx.tools.fhir_names:
+        refs = message.artifact if isinstance(message.artifact, list) else []
+        kind = "write" if needs_approval(tool) else "read"
+        ctx.audit.record(**audit, action=name, resources=refs, kind=kind, args=args)
+    return message
+
+
+async def act(
+    state: CopilotState, config: RunnableConfig, runtime: Runtime[CopilotContext]
+) -> dict[str, Any]:
+    """Run the last reply's tool calls: reads at once, writes as the clinician decided."""
+    ctx = _ctx(runtime)
+    last = state["messages"][-1]
+    assert isinstance(last, AIMessage)
+    messages = await asyncio.gather(*(_run_call(ctx, state, c, config) for c in last.tool_calls))
+    return {"messages": list(messages)}
+
+
+def finish(state: CopilotState) -> dict[str, Any]:
+    last = state["messages"][-1] if state.get("messages") else None
+    if state.get("error") or not isinstance(last, AIMessage) or last.tool_calls:
+        return {"answer": "", "citations": [], "flagged": []}
+    text = str(last.content)
+    final = last.additional_kwargs.get("final") or {}
+    cited = final.get("citations") or _REF.findall(text)
+    kept, flagged = check_citations(cited, evidence_ids(state["messages"]))
+    extra = {**last.additional_kwargs, "citations": kept, "flagged": flagged}
+    marked = last.model_copy(update={"additional_kwargs": extra})
+    return {"messages": [marked], "answer": text, "citations": kept, "flagged": flagged}
+
+
+def build_copilot() -> StateGraph:
+    """The copilot graph, uncompiled (compile it with a checkpointer: `copilot_graph`)."""
+    graph = StateGraph(CopilotState, context_schema=CopilotContext)
     graph.add_node("agent", agent)
     graph.add_node("review", review)
     graph.add_node("act", act)
@@ -348,9 +378,11 @@ def copilot_graph(
     audit: AuditLog | None = None,
     max_steps: int = 8,
     history_tokens: int = 1600,
-) -> Any:
-    """The compiled copilot. Threads need a checkpointer (LangGraph's server brings its own)."""
-    builder = build_copilot(
-        model, tools, audit=audit, max_steps=max_steps, history_tokens=history_tokens
+) -> BoundGraph:
+    """The compiled copilot with its context bound (a run may still pass its own `context`,
+    e.g. with the user set). Threads need a checkpointer (LangGraph's server brings its own)."""
+    context = CopilotContext(
+        model, tools, audit or AuditLog(None), max_steps=max_steps, history_tokens=history_tokens
     )
-    return builder.compile(checkpointer=checkpointer, name="copilot")
+    compiled = build_copilot().compile(checkpointer=checkpointer, name="copilot")
+    return BoundGraph(compiled, context)

@@ -45,15 +45,17 @@ def _parts() -> tuple[Settings, Any, Any]:
 
 def _build_copilot() -> Any:
     from wardround.graphs.copilot.audit import AuditLog
-    from wardround.graphs.copilot.graph import copilot_graph, history_budget
+    from wardround.graphs.copilot.graph import copilot_graph, history_budget, serve_with
 
     settings, model, tools = _parts()
-    return copilot_graph(
+    bound = copilot_graph(
         model,
         tools,
         audit=AuditLog(settings.home / "audit.jsonl"),
         history_tokens=history_budget(settings.model_ctx, settings.max_tokens),
     )
+    serve_with(bound.context)  # LangGraph's server runs the graph without a context
+    return bound.graph
 
 
 class QuestionInput(TypedDict):

@@ -1,8 +1,8 @@
 r"""The copilot's tools for one patient: FHIR reads and writes, plus image and guideline search.
 
 FHIR tools are bound to the thread's patient (they take no patient argument and refuse other
-patients' records); `find_patient` is left out so a conversation stays in one chart. Write
-tools are rebuilt per order over `OnceWrites`, so an approved order is posted at most once.
+patients' records); `find_patient` is left out so a conversation stays in one chart. An
+approved order's write tool carries the order's key, so it is posted at most once.
 
 The model sees each tool through an argument schema of its own (`for_model`): regex
 patterns llama.cpp's grammar converter cannot read (`\s`, `\d`, `\w` in character
@@ -24,12 +24,12 @@ from pydantic import BaseModel, create_model
 from wardround.tools.evidence import REQUIRES_APPROVAL
 from wardround.tools.fhir.client import FhirClient
 from wardround.tools.fhir.tools import make_fhir_tools
-
-from .orders import OnceWrites
+from wardround.tools.registry import SPEC_PATIENT
 
 LEFT_OUT = frozenset({"find_patient"})
 # Arguments not offered to the model: a file path on the server is not the clinician's to give.
 HIDDEN_ARGS = {"search_images": frozenset({"image_path"})}
+MAX_PATIENTS = 64  # conversations' tool lists kept; older ones are rebuilt when needed
 _UNSUPPORTED_ESCAPE = re.compile(r"\\[sSdDwW]")
 
 
@@ -81,12 +81,13 @@ def needs_approval(tool: BaseTool) -> bool:
 
 
 class CopilotTools:
-    """Builds the tool list of a patient's conversation.
+    """The tools of a copilot conversation, built once and reused for every turn.
 
     Args:
         fhir: the FHIR client every FHIR tool uses.
-        extra: patient-independent tools (image search, guideline lookup); tools needing
-            approval are not accepted here, because only FHIR writes know how to be idempotent.
+        extra: patient-independent tools (image search, guideline lookup: `registry.extra_tools`);
+            tools needing approval are not accepted here, because only FHIR writes know how to
+            be idempotent.
     """
 
     def __init__(self, fhir: FhirClient, extra: Sequence[BaseTool] = ()) -> None:
@@ -95,29 +96,38 @@ class CopilotTools:
                 raise ValueError(f"{tool.name}: extra tools must not need approval")
         self.fhir = fhir
         self.extra = list(extra)
-        self.fhir_names = frozenset(
-            t.name for t in make_fhir_tools(fhir, patient_id="x") if t.name not in LEFT_OUT
-        )
+        self._by_patient: dict[str, dict[str, BaseTool]] = {}
         # Bound tools describe "the patient", never an id: one model-facing list serves all.
-        self._for_model = [model_facing(t) for t in self.for_patient("x")]
+        spec = self.for_patient(SPEC_PATIENT)
+        self._for_model = [model_facing(t) for t in spec]
+        self.fhir_names = frozenset(t.name for t in spec if t not in self.extra)
+        self.write_names = frozenset(t.name for t in spec if needs_approval(t))
 
     def for_patient(self, patient_id: str) -> list[BaseTool]:
         """All tools the model may call in this patient's conversation, reads first."""
-        fhir_tools = [
-            t for t in make_fhir_tools(self.fhir, patient_id=patient_id) if t.name not in LEFT_OUT
-        ]
-        reads = [t for t in fhir_tools if not needs_approval(t)]
-        writes = [t for t in fhir_tools if needs_approval(t)]
-        return [*reads, *self.extra, *writes]
+        return list(self.by_name(patient_id).values())
 
-    def for_model(self, patient_id: str) -> list[BaseTool]:
-        """`for_patient`'s tools as the model is shown them (same names, safe schemas)."""
+    def by_name(self, patient_id: str) -> dict[str, BaseTool]:
+        """`for_patient`'s tools by name, built once per patient (a few, recently used)."""
+        tools = self._by_patient.get(patient_id)
+        if tools is None:
+            fhir = [t for t in make_fhir_tools(self.fhir, patient_id=patient_id)
+                    if t.name not in LEFT_OUT]  # fmt: skip
+            reads = [t for t in fhir if not needs_approval(t)]
+            writes = [t for t in fhir if needs_approval(t)]
+            tools = {t.name: t for t in [*reads, *self.extra, *writes]}
+            if len(self._by_patient) >= MAX_PATIENTS:
+                self._by_patient.pop(next(iter(self._by_patient)))
+            self._by_patient[patient_id] = tools
+        return tools
+
+    def for_model(self) -> list[BaseTool]:
+        """The tools as the model is shown them (same names, safe schemas, no patient)."""
         return list(self._for_model)
 
     def write_tool(self, patient_id: str, name: str, key: str) -> BaseTool:
         """The write tool `name` for this patient whose create happens once per `key`."""
-        once = OnceWrites(self.fhir, key)
-        for tool in make_fhir_tools(once, patient_id=patient_id):  # type: ignore[arg-type]
+        for tool in make_fhir_tools(self.fhir, patient_id=patient_id, order_key=key):
             if tool.name == name and needs_approval(tool):
                 return tool
         raise KeyError(f"no write tool named {name!r}")

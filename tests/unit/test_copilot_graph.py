@@ -15,7 +15,6 @@ from wardround.graphs.copilot import (
     ORDER_SYSTEM,
     AuditLog,
     CopilotTools,
-    OnceWrites,
     copilot_graph,
     open_checkpointer,
     order_key,
@@ -24,6 +23,7 @@ from wardround.graphs.copilot import (
 from wardround.graphs.copilot.checkpoint import CheckpointConfigError, check_checkpointer
 from wardround.graphs.copilot.events import partial_answer
 from wardround.graphs.copilot.toolset import model_schema
+from wardround.tools.fhir.writes import create_once
 from wardround.settings import Settings
 from wardround.tests.copilot_fakes import (
     HBA1C_ORDER,
@@ -214,7 +214,7 @@ async def test_replaying_the_write_step_does_not_write_twice(
     assert len(await orders_with_key(fhir, key)) == 1
 
 
-async def test_once_writes_posts_one_resource_per_key(fhir: FhirFixture) -> None:
+async def test_create_once_posts_one_resource_per_key(fhir: FhirFixture) -> None:
     resource = {
         "resourceType": "ServiceRequest",
         "status": "active",
@@ -223,9 +223,9 @@ async def test_once_writes_posts_one_resource_per_key(fhir: FhirFixture) -> None
         "subject": {"reference": f"Patient/{fhir.patients['diabetes']}"},
     }
     key = uuid.uuid4().hex
-    one = await OnceWrites(fhir.client, key).create(dict(resource))
-    two = await OnceWrites(fhir.client, key).create(dict(resource))
-    other = await OnceWrites(fhir.client, uuid.uuid4().hex).create(dict(resource))
+    one = await create_once(fhir.client, dict(resource), key)
+    two = await create_once(fhir.client, dict(resource), key)
+    other = await create_once(fhir.client, dict(resource), uuid.uuid4().hex)
     assert one["id"] == two["id"] != other["id"]
     assert len(await orders_with_key(fhir, key)) == 1
     assert {"system": ORDER_SYSTEM, "value": key} in one["identifier"]
@@ -357,9 +357,9 @@ async def test_model_garbage_is_an_error_event(fhir: FhirFixture) -> None:
 
 async def test_the_model_sees_safe_schemas_and_no_find_patient(fhir: FhirFixture) -> None:
     tools = CopilotTools(fhir.client)
-    names = [t.name for t in tools.for_model(fhir.patients["handmade"])]
+    names = [t.name for t in tools.for_model()]
     assert "find_patient" not in names and "create_service_request" in names
-    for tool in tools.for_model(fhir.patients["handmade"]):
+    for tool in tools.for_model():
         assert "\\s" not in str(model_schema(tool).model_json_schema())
     # the tools themselves still refuse what the model-facing schema no longer spells out
     real = {t.name: t for t in tools.for_patient(fhir.patients["handmade"])}

@@ -248,6 +248,20 @@ async def test_loop_is_bounded(fhir: FhirFixture) -> None:
     assert result.error == "no final answer after 3 steps"
 
 
+async def test_a_repeated_call_is_not_run_again(fhir: FhirFixture) -> None:
+    pid = fhir.patients["handmade"]
+    call = {"action": "search_records", "args": {"resource_type": "AllergyIntolerance"}}
+    answer = {"action": "final_answer", "answer": "Allergy to peanut", "citations": []}
+    model = scripted(call, {**call, "args": {**call["args"]}}, answer)
+    result = await answer_question(
+        "Which allergies?", pid, model=model, fhir=fhir.client, graph="loop", max_steps=4
+    )
+    tool_texts = [m["data"]["content"] for m in result.messages if m["type"] == "tool"]
+    assert len(tool_texts) == 2 and "peanut" in tool_texts[0].lower()
+    assert tool_texts[1].startswith("Error: you already called search_records")
+    assert result.answer == "Allergy to peanut" and result.steps == 3
+
+
 async def test_check_citations_keeps_order_and_flags_strangers() -> None:
     kept, flagged = check_citations(["B/2", "X/9", "A/1", "B/2"], ["A/1", "B/2"])
     assert kept == ["B/2", "A/1"] and flagged == ["X/9"]

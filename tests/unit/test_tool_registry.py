@@ -35,7 +35,7 @@ def test_a_registered_tool_reaches_every_consumer(registered: None, tmp_path: Pa
     extra = registry.extra_tools(settings)  # what the API, MCP server and Studio load
     assert [t.name for t in extra] == ["convert_glucose"]  # no index yet: only the new tool
     copilot = CopilotTools(fhir=None, extra=extra)  # type: ignore[arg-type]
-    assert "convert_glucose" in {t.name for t in copilot.for_model("p1")}
+    assert "convert_glucose" in {t.name for t in copilot.for_model()}
     assert "convert_glucose" in {t.name for t in bench_tools()}
     assert "convert_glucose" in {t.name for t in registry.tool_specs()}
 
