@@ -25,6 +25,7 @@ from langchain_core.messages import AIMessage
 
 from wardround.evals.runner import load_records
 from wardround.graphs.ehr_qa import answer_question
+from wardround.graphs.trace import message_fields
 from wardround.settings import Settings
 from wardround.tools.fhir.client import FhirClient
 
@@ -33,11 +34,8 @@ OUT = Path(__file__).parent / "out"
 
 def replies_of(record: Any) -> list[AIMessage]:
     """The model's raw replies in the order the graph asked for them."""
-    return [
-        AIMessage(content=m["data"]["content"])
-        for m in record.trace.messages
-        if m.get("type") == "ai"
-    ]
+    stored = [message_fields(m) for m in record.trace.messages]
+    return [AIMessage(content=m["content"]) for m in stored if m["role"] == "ai"]
 
 
 def replay_model(record: Any) -> FakeMessagesListChatModel:

@@ -23,12 +23,11 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from wardround.agents.protocol import strip_thinking
-from wardround.graphs.usage import token_usage
+from wardround.graphs.trace import token_usage, trace
 
 from .clinic_actors import Measurement, RetrievalPatient, diagnosis_matches
 from .data import load_jsonl
 from .task import LIVE_TRACE, EvalEnv, Sample, Score, Task, TaskDef, Trace
-from .traces import messages_json
 
 MAX_TURNS = 20
 _DIAGNOSIS = re.compile(r"DIAGNOSIS\s+READY\s*:?\s*(.+)", re.I | re.S)
@@ -138,7 +137,7 @@ async def run_consultation(
     live = LIVE_TRACE.get()
     for turn in range(1, max_turns + 1):
         if live is not None:  # what a timeout would otherwise lose
-            live.messages = messages_json(dialogue)
+            live.messages = trace(dialogue)
             live.steps, live.tokens = turns, token_usage(doctor_replies)
             live.artifacts["tests"] = list(tests)
         system = DOCTOR_PROMPT.format(max_turns=max_turns, turn=turn, objective=objective)
@@ -192,7 +191,7 @@ def bind(env: EvalEnv, samples: list[Sample]) -> Task:
         result = await run_consultation(env.model, case, patient, max_turns=max_turns)
         return Trace(
             answer=result["diagnosis"],
-            messages=messages_json(result["dialogue"]),
+            messages=trace(result["dialogue"]),
             tool_calls=[{"name": "request_test", "args": {"test": t}} for t in result["tests"]],
             tokens=token_usage(result["doctor_replies"]),
             latency_s=time.perf_counter() - started,

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from wardround.graphs.trace import stored_refs
 from wardround.tools.fhir.fields import age_on
 
 from .chart import Chart, fetch_chart, full_name, list_patient_ids, mrn_of
@@ -394,20 +395,8 @@ def evidence_of(sample: Sample) -> list[str]:
 
 
 def retrieved_refs(messages: list[dict[str, Any]]) -> list[str]:
-    """References the read tools returned (their artifacts), in order, once each. Reads both
-    stored message shapes: LangChain's {"type", "data"} and ours {"role", ...}."""
-    seen: dict[str, None] = {}
-    for message in messages:
-        data = message.get("data", message)
-        if message.get("type", message.get("role")) != "tool":
-            continue
-        if str(data.get("name", "")).startswith("post_"):
-            continue  # a write's artifact is what it created, not what it read
-        artifact = data.get("artifact")
-        for ref in artifact if isinstance(artifact, list) else []:
-            if isinstance(ref, str):
-                seen.setdefault(ref, None)
-    return list(seen)
+    """References the read tools returned; a write's artifact is what it created, not read."""
+    return stored_refs(messages, skip=("post_",))
 
 
 async def score(sample: Sample, trace: Trace) -> Score:

@@ -5,39 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage, message_to_dict
+from langchain_core.messages import AIMessage, BaseMessage
+
+from wardround.graphs.trace import message_fields, trace
 
 from .task import Trace
-
-
-def message_json(message: BaseMessage | Mapping[str, Any]) -> dict[str, Any]:
-    """A message as plain JSON: role, content, tool calls, tool artifact (record ids)."""
-    if isinstance(message, Mapping):
-        return dict(message)
-    data: dict[str, Any] = {"role": message.type, "content": message.content}
-    if isinstance(message, AIMessage):
-        if message.tool_calls:
-            data["tool_calls"] = [
-                {"name": c["name"], "args": c["args"], "id": c.get("id")}
-                for c in message.tool_calls
-            ]
-        if message.usage_metadata:
-            data["usage"] = dict(message.usage_metadata)
-    if isinstance(message, ToolMessage):
-        data["name"] = message.name
-        data["tool_call_id"] = message.tool_call_id
-        if message.artifact is not None:
-            try:
-                data["artifact"] = message_to_dict(message)["data"].get("artifact")
-            except (TypeError, ValueError):
-                data["artifact"] = repr(message.artifact)
-        if message.status == "error":
-            data["status"] = "error"
-    return data
-
-
-def messages_json(messages: Iterable[BaseMessage | Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return [message_json(m) for m in messages]
 
 
 def tool_calls_of(messages: Iterable[BaseMessage | Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -46,8 +18,10 @@ def tool_calls_of(messages: Iterable[BaseMessage | Mapping[str, Any]]) -> list[d
         if isinstance(m, AIMessage):
             calls += [{"name": c["name"], "args": c["args"]} for c in m.tool_calls]
         elif isinstance(m, Mapping):
+            stored = message_fields(m)
             calls += [
-                {"name": c.get("name"), "args": c.get("args")} for c in m.get("tool_calls") or []
+                {"name": c.get("name"), "args": c.get("args")}
+                for c in stored.get("tool_calls") or []
             ]
     return calls
 
@@ -71,7 +45,7 @@ def trace_from(result: Any, **extra: Any) -> Trace:
         artifacts["solver_error"] = str(result.error)
     return Trace(
         answer=str(getattr(result, "answer", "") or ""),
-        messages=messages_json(messages),
+        messages=trace(messages),
         tool_calls=[dict(c) for c in calls] if calls else tool_calls_of(messages),
         tokens=tokens_dict(getattr(result, "tokens", None)),
         latency_s=float(getattr(result, "latency_s", 0.0) or 0.0),

@@ -2,8 +2,8 @@
 
 Bounded: after `max_steps` model turns without a final answer the loop stops and says so.
 A call the model already made with the same arguments is not run again: the model is told
-the result is above and to use it (small models otherwise repeat one lookup until the budget
-runs out).
+the result is above and is asked, with no tools offered, for its final answer (small models
+otherwise repeat one lookup until the step budget runs out).
 A model reply that stays invalid after the protocol's one repair ends the loop with an
 error in the state, never an exception out of the graph.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import openai
@@ -23,17 +24,19 @@ from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
+from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from wardround.agents.protocol import ModelOutputError, tool_calling_model
 
-from .usage import token_usage, trace
+from .trace import token_usage, trace
 
 
 class LoopState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     steps: int
+    stuck: bool  # every call of the last reply repeated an earlier one
     error: str | None
 
 
@@ -69,45 +72,61 @@ def _repeat_message(call: dict[str, Any]) -> ToolMessage:
     return ToolMessage(text, tool_call_id=call["id"], name=call["name"], status="error")
 
 
-def build_tool_loop(
-    caller: Runnable[Sequence[BaseMessage], AIMessage],
-    tools: Sequence[BaseTool],
-    max_steps: int = 6,
-) -> Any:
-    """A compiled graph: agent -> (tools -> agent)* -> end."""
+CONCLUDE = (
+    "You called the same tool with the same arguments again: its result will not change. "
+    "Stop calling tools and give your final answer now, from the results above."
+)
 
-    async def agent(state: LoopState) -> dict[str, Any]:
-        steps = state.get("steps", 0) + 1
-        try:
-            reply = await caller.ainvoke(state["messages"])
-        except ModelOutputError as err:
-            return {"steps": steps, "error": str(err)}
-        except openai.BadRequestError as err:  # e.g. the conversation outgrew the context
-            return {"steps": steps, "error": f"the model server refused the request: {err.message}"}
-        return {"messages": [reply], "steps": steps}
 
-    def route(state: LoopState) -> str:
-        last = state["messages"][-1]
-        if state.get("error") or not (isinstance(last, AIMessage) and last.tool_calls):
-            return END
-        if state.get("steps", 0) >= max_steps:
-            return "out_of_steps"
-        return "tools"
+@dataclass(frozen=True)
+class LoopContext:
+    """What a loop run needs besides its state. `closer` answers without tools: the turn a
+    model that repeats an identical call gets instead (None: the loop just says so)."""
 
-    run_tools = ToolNode(list(tools), handle_tool_errors=True)
+    caller: Runnable[Sequence[BaseMessage], AIMessage]
+    tools: ToolNode
+    max_steps: int = 6
+    closer: Runnable[Sequence[BaseMessage], AIMessage] | None = None
 
-    async def act(state: LoopState) -> dict[str, Any]:
-        last = state["messages"][-1]
-        assert isinstance(last, AIMessage)
-        repeats = repeated_calls(state["messages"][:-1], last.tool_calls)
-        if repeats and len(repeats) == len(last.tool_calls):
-            return {"messages": [_repeat_message(call) for call in last.tool_calls]}
-        return await run_tools.ainvoke(state)
 
-    def out_of_steps(state: LoopState) -> dict[str, Any]:
-        return {"error": f"no final answer after {max_steps} steps"}
+async def agent(state: LoopState, runtime: Runtime[LoopContext]) -> dict[str, Any]:
+    ctx, steps = runtime.context, state.get("steps", 0) + 1
+    nudge = [HumanMessage(CONCLUDE)] if state.get("stuck") and ctx.closer else []
+    model = ctx.closer if nudge and ctx.closer else ctx.caller
+    try:
+        reply = await model.ainvoke([*state["messages"], *nudge])
+    except ModelOutputError as err:
+        return {"steps": steps, "error": str(err)}
+    except openai.BadRequestError as err:  # e.g. the conversation outgrew the context
+        return {"steps": steps, "error": f"the model server refused the request: {err.message}"}
+    return {"messages": [*nudge, reply], "steps": steps, "stuck": False}
 
-    graph = StateGraph(LoopState)
+
+def route(state: LoopState, runtime: Runtime[LoopContext]) -> str:
+    last = state["messages"][-1]
+    if state.get("error") or not (isinstance(last, AIMessage) and last.tool_calls):
+        return END
+    if state.get("steps", 0) >= runtime.context.max_steps:
+        return "out_of_steps"
+    return "tools"
+
+
+async def act(state: LoopState, runtime: Runtime[LoopContext]) -> dict[str, Any]:
+    """Run the last reply's tool calls, unless every one of them was made before."""
+    last = state["messages"][-1]
+    assert isinstance(last, AIMessage)
+    repeats = repeated_calls(state["messages"][:-1], last.tool_calls)
+    if repeats and len(repeats) == len(last.tool_calls):
+        return {"messages": [_repeat_message(call) for call in last.tool_calls], "stuck": True}
+    return await runtime.context.tools.ainvoke(state)
+
+
+def out_of_steps(state: LoopState, runtime: Runtime[LoopContext]) -> dict[str, Any]:
+    return {"error": f"no final answer after {runtime.context.max_steps} steps"}
+
+
+def _build() -> Any:
+    graph = StateGraph(LoopState, context_schema=LoopContext)
     graph.add_node("agent", agent)
     graph.add_node("tools", act)
     graph.add_node("out_of_steps", out_of_steps)
@@ -115,7 +134,11 @@ def build_tool_loop(
     graph.add_conditional_edges("agent", route, ["tools", "out_of_steps", END])
     graph.add_edge("tools", "agent")
     graph.add_edge("out_of_steps", END)
-    return graph.compile()
+    return graph.compile(name="tool_loop")
+
+
+# agent -> (tools -> agent)* -> end; run it with context=LoopContext(...).
+TOOL_LOOP = _build()
 
 
 async def run_tool_loop(
@@ -137,9 +160,12 @@ async def run_tool_loop(
             raise ValueError("run_tool_loop needs a model or a caller")
         caller = tool_calling_model(model, tools, final=final)
     messages = [HumanMessage(content=prompt)] if isinstance(prompt, str) else list(prompt)
-    graph = build_tool_loop(caller, tools, max_steps)
-    state = await graph.ainvoke(
-        {"messages": list(messages), "steps": 0}, {"recursion_limit": 2 * max_steps + 5}
+    closer = tool_calling_model(model, [], final=final) if model is not None else None
+    context = LoopContext(caller, ToolNode(list(tools), handle_tool_errors=True), max_steps, closer)
+    state = await TOOL_LOOP.ainvoke(
+        {"messages": list(messages), "steps": 0},
+        {"recursion_limit": 2 * max_steps + 5},
+        context=context,
     )
     history: list[BaseMessage] = state["messages"]
     last = history[-1]

@@ -23,6 +23,7 @@ from wardround.graphs.copilot.audit import AuditLog
 from wardround.graphs.copilot.events import Event, approval_events, event, run_events
 from wardround.graphs.copilot.orders import Decision, check_decision
 from wardround.graphs.copilot.toolset import CopilotTools
+from wardround.graphs.trace import message_record
 from wardround.tools.fhir.errors import FhirError
 from wardround.tools.fhir.fields import patient_reference
 from wardround.tools.fhir.render import render_resource
@@ -41,29 +42,21 @@ class ApiError(Exception):
         self.message = message
 
 
+API_ROLES = {"human": "user", "ai": "assistant"}
+
+
 def message_json(message: BaseMessage) -> dict[str, Any]:
-    """A thread message as the API shows it."""
-    if isinstance(message, HumanMessage):
-        return {"role": "user", "content": str(message.content)}
-    if isinstance(message, AIMessage):
-        out: dict[str, Any] = {"role": "assistant", "content": str(message.content)}
-        if message.tool_calls:
-            out["tool_calls"] = [
-                {"id": c["id"], "name": c["name"], "args": c["args"]} for c in message.tool_calls
-            ]
-        if "citations" in message.additional_kwargs:
-            out["citations"] = message.additional_kwargs["citations"]
-        return out
+    """A thread message as the API shows it: the stored shape with chat role names
+    ("user", "assistant") and a tool's record ids as `refs`."""
+    record = message_record(message)
+    record["role"] = API_ROLES.get(record["role"], record["role"])
+    record["content"] = str(message.content)
+    record.pop("usage", None)
     if isinstance(message, ToolMessage):
-        return {
-            "role": "tool",
-            "name": message.name,
-            "tool_call_id": message.tool_call_id,
-            "content": str(message.content),
-            "refs": message.artifact if isinstance(message.artifact, list) else [],
-            "status": message.status,
-        }
-    return {"role": message.type, "content": str(message.content)}
+        artifact = record.pop("artifact", None)
+        record["refs"] = artifact if isinstance(artifact, list) else []
+        record["status"] = message.status
+    return record
 
 
 def excerpt(text: str, ref: str) -> str:

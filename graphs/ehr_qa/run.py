@@ -7,13 +7,11 @@ from functools import cache
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import ToolMessage, messages_from_dict
 from pydantic import BaseModel, Field
 
-from wardround.tools.evidence import evidence_ids
 from wardround.tools.fhir.client import FhirClient
 
-from ..usage import token_usage, trace
+from ..trace import stored_refs, token_usage, trace
 from .citations import check_citations
 from .options import Similarity
 
@@ -116,9 +114,7 @@ async def _loop(
     result, final = await run_loop(
         question, patient_id, model=model, fhir=fhir, max_steps=max_steps
     )
-    retrieved = evidence_ids(
-        m for m in messages_from_dict(result.messages) if isinstance(m, ToolMessage)
-    )
+    retrieved = stored_refs(result.messages)
     kept, flagged = check_citations(final.get("citations", []), retrieved)
     return QAResult(
         question=question,

@@ -233,15 +233,15 @@ async def test_loop_runs_tools_and_drops_citations_it_never_retrieved(fhir: Fhir
     assert result.answer == "Allergy to peanut"
     assert len(result.citations) == 1 and result.citations[0] in result.retrieved
     assert result.flagged_citations == ["Observation/invented"]
-    tool_msgs = [m for m in result.messages if m["type"] == "tool"]
-    assert tool_msgs and "peanut" in tool_msgs[0]["data"]["content"].lower()
+    tool_msgs = [m for m in result.messages if m["role"] == "tool"]
+    assert tool_msgs and "peanut" in tool_msgs[0]["content"].lower()
     assert result.steps == 2
 
 
 async def test_loop_is_bounded(fhir: FhirFixture) -> None:
     pid = fhir.patients["handmade"]
-    call = {"action": "patient_manifest", "args": {}}
-    model = scripted(*[call] * 3)
+    types = ("Condition", "Observation", "Procedure")  # different calls: none is a repeat
+    model = scripted(*({"action": "patient_manifest", "args": {"resource_type": t}} for t in types))
     result = await answer_question(
         "loop forever", pid, model=model, fhir=fhir.client, graph="loop", max_steps=3
     )
@@ -256,9 +256,11 @@ async def test_a_repeated_call_is_not_run_again(fhir: FhirFixture) -> None:
     result = await answer_question(
         "Which allergies?", pid, model=model, fhir=fhir.client, graph="loop", max_steps=4
     )
-    tool_texts = [m["data"]["content"] for m in result.messages if m["type"] == "tool"]
+    tool_texts = [m["content"] for m in result.messages if m["role"] == "tool"]
     assert len(tool_texts) == 2 and "peanut" in tool_texts[0].lower()
     assert tool_texts[1].startswith("Error: you already called search_records")
+    asked = [m["content"] for m in result.messages if m["role"] == "human"]
+    assert asked[-1].startswith("You called the same tool with the same arguments again")
     assert result.answer == "Allergy to peanut" and result.steps == 3
 
 

@@ -428,7 +428,7 @@ async def test_medagentbench_records_retrieval_apart_from_the_verdict(eval_fhir:
     assert blank.metadata["retrieval_precision"] is None
 
 
-def test_budgeted_keeps_leading_lines_within_the_budget() -> None:
+async def test_budgeted_keeps_leading_lines_within_the_budget() -> None:
     from wardround.tools.fhir.mab_profile import budgeted
 
     lines = [f"Observation/{i} " + "x" * 90 for i in range(50)]

@@ -97,3 +97,23 @@ def test_text_match_with_synonyms():
         "Dx: Reiter syndrome.", "Reactive arthritis", ["Reiter syndrome"]
     ).correct
     assert not scorers.score_text("Gout", "Reactive arthritis").correct
+
+
+def test_stored_messages_read_the_same_in_either_shape() -> None:
+    from langchain_core.messages import AIMessage, ToolMessage, messages_to_dict
+
+    from wardround.graphs.trace import message_fields, trace
+
+    call = {"name": "search_records", "args": {"code": "4548-4"}, "id": "c1"}
+    messages = [
+        AIMessage("", tool_calls=[call]),
+        ToolMessage(
+            "HbA1c 6.1 %", tool_call_id="c1", name="search_records", artifact=["Observation/a"]
+        ),
+    ]
+    current = trace(messages)
+    legacy = [message_fields(m) for m in messages_to_dict(messages)]
+    assert current == legacy
+    assert current[1] == {"role": "tool", "content": "HbA1c 6.1 %", "name": "search_records",
+                          "tool_call_id": "c1", "artifact": ["Observation/a"]}  # fmt: skip
+    assert current[0]["tool_calls"] == [call]
