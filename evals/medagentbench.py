@@ -17,7 +17,7 @@ each category's instruction and context text, and put in our patients, codes and
 - patients: MRNs are our patients' MR identifiers; the tools accept an MRN wherever a
   patient id goes, as the original server did.
 
-Orders are graded from the POST bodies the write tools capture (see tools/fhir/mab_profile.py, and
+Orders are graded from the POST bodies the write tools capture (see evals/mab_tools.py, and
 mab_grading.py for the graders):
 reading them back from the server would let concurrent samples see each other's orders and
 change the reference data for later runs; capturing matches the original harness, which
@@ -415,7 +415,8 @@ async def score(sample: Sample, trace: Trace) -> Score:
 
 def bind(env: EvalEnv, samples: list[Sample]) -> Task:
     from wardround.graphs.tool_loop import run_tool_loop
-    from wardround.tools.fhir.mab_profile import OrderLog, make_mab_tools, original_descriptions
+
+    from .mab_tools import OrderLog, make_mab_tools, original_descriptions
 
     descriptions = None
     if env.option("descriptions", "short") == "original":

@@ -21,7 +21,7 @@ from wardround.tests.eval_fixtures import (  # noqa: F401
 )
 from wardround.tests.fakes import ScriptedChatModel
 from wardround.tools.evidence import REQUIRES_APPROVAL
-from wardround.tools.fhir.mab_profile import TOOL_NAMES, OrderLog, make_mab_tools
+from wardround.evals.mab_tools import TOOL_NAMES, OrderLog, make_mab_tools
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 DATA = BENCHMARK_DATA
@@ -312,7 +312,7 @@ async def test_profile_server_mode_creates_the_order(eval_fhir: EvalFhir):
 
 async def test_original_descriptions_can_replace_ours():
     from wardround.evals.data import load_json
-    from wardround.tools.fhir.mab_profile import original_descriptions
+    from wardround.evals.mab_tools import original_descriptions
 
     described = original_descriptions(load_json("medagentbench/funcs_v1.json", settings()))
     assert described["get_lab_observations"].startswith("Observation.Search (Labs)")
@@ -429,7 +429,7 @@ async def test_medagentbench_records_retrieval_apart_from_the_verdict(eval_fhir:
 
 
 async def test_budgeted_keeps_leading_lines_within_the_budget() -> None:
-    from wardround.tools.fhir.mab_profile import budgeted
+    from wardround.evals.mab_tools import budgeted
 
     lines = [f"Observation/{i} " + "x" * 90 for i in range(50)]
     kept = budgeted(lines, 1000)

@@ -67,6 +67,7 @@ __all__ = [
     "ReadRecordArgs",
     "RecordType",
     "SearchRecordsArgs",
+    "checked_tool",
     "make_fhir_tools",
     "write_spec",
 ]
@@ -311,54 +312,61 @@ def write_spec(name: str) -> FhirTool:
 # --------------------------------------------------------------------- binding
 
 
+Run = Callable[[Any], Awaitable[ToolOutput]]
+
+
 async def _guarded(
-    spec: FhirTool, schema: type[BaseModel], scope: ChartScope, **kwargs: Any
+    name: str, schema: type[BaseModel], run: Run, kwargs: dict[str, Any]
 ) -> ToolOutput:
     """Run one tool; whatever goes wrong comes back as text telling the model what to do."""
     try:
-        return await spec.run(scope, schema.model_validate(kwargs))
+        return await run(schema.model_validate(kwargs))
     except FhirNotFound as exc:
         return tool_result(f"Error: not found. {exc}")
     except FhirError as exc:
         return tool_result(f"Error from the FHIR server: {exc}")
     except ValidationError as exc:
-        return tool_result(_invalid(spec.name, exc))
+        return tool_result(_invalid(name, exc))
     except ValueError as exc:
         return tool_result(f"Error: {exc}. Fix the arguments and call again.")
     except Exception as exc:  # a tool must never end the graph; the log keeps the trace
-        log.exception("tool %s failed", spec.name)
-        return tool_result(f"Error: {spec.name} failed unexpectedly ({type(exc).__name__}).")
-
-
-def _coroutine(
-    spec: FhirTool, schema: type[BaseModel], scope: ChartScope
-) -> Callable[..., Awaitable[ToolOutput]]:
-    # A plain function, not functools.partial: ToolNode reads the coroutine's type hints.
-    async def call(**kwargs: Any) -> ToolOutput:
-        return await _guarded(spec, schema, scope, **kwargs)
-
-    return call
+        log.exception("tool %s failed", name)
+        return tool_result(f"Error: {name} failed unexpectedly ({type(exc).__name__}).")
 
 
 def _invalid(name: str, error: ValidationError) -> str:
     return f"Error: invalid arguments for {name}: {validation_problems(error)}. Fix them and call again."
 
 
+def checked_tool(
+    name: str, description: str, schema: type[BaseModel], run: Run, metadata: dict[str, Any]
+) -> BaseTool:
+    """An async content-and-artifact tool whose arguments are `schema`, checked before `run`
+    sees them; errors (bad arguments, FHIR failures) come back to the model as text."""
+
+    # A plain function, not functools.partial: ToolNode reads the coroutine's type hints.
+    async def call(**kwargs: Any) -> ToolOutput:
+        return await _guarded(name, schema, run, kwargs)
+
+    return StructuredTool.from_function(
+        coroutine=call,
+        name=name,
+        description=description,
+        args_schema=schema,
+        response_format="content_and_artifact",
+        handle_validation_error=partial(_invalid, name),
+        metadata=metadata,
+    )
+
+
 def bind_tool(spec: FhirTool, scope: ChartScope) -> BaseTool:
-    """`spec` as a LangChain tool over `scope` (async, content and artifact)."""
+    """`spec` as a LangChain tool over `scope`."""
     bound = scope.patient_id is not None
     schema = spec.args if bound or not spec.patient_scoped else with_patient(spec.args)
     who = "the patient" if bound else "a patient (patient_id)"
     metadata = {REQUIRES_APPROVAL: True, WRITES_RESOURCE: spec.resource_type} if spec.writes else {}
-    return StructuredTool.from_function(
-        coroutine=_coroutine(spec, schema, scope),
-        name=spec.name,
-        description=spec.description.format(who=who),
-        args_schema=schema,
-        response_format="content_and_artifact",
-        handle_validation_error=partial(_invalid, spec.name),
-        metadata=metadata,
-    )
+    run = partial(spec.run, scope)
+    return checked_tool(spec.name, spec.description.format(who=who), schema, run, metadata)
 
 
 def make_fhir_tools(

@@ -22,35 +22,24 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal
 
-from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from langchain_core.tools import BaseTool
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wardround.tools.evidence import REQUIRES_APPROVAL, tool_result
+from wardround.tools.fhir.client import FHIR_ID, FhirClient, escape_value
+from wardround.tools.fhir.fields import reference_of, resource_date, resource_datetime
+from wardround.tools.fhir.render import render_resource
+from wardround.tools.fhir.tools import ToolOutput, checked_tool
 
-from .client import FHIR_ID, FhirClient, FhirError, escape_value
-from .fields import reference_of, resource_date, resource_datetime
-from .render import render_resource
-
-__all__ = ["TOOL_NAMES", "OrderLog", "make_mab_tools"]
+__all__ = ["MAB_TOOLS", "TOOL_NAMES", "MabScope", "OrderLog", "make_mab_tools"]
 
 MAX_LINES = 60
 # A result's text budget: eight turns of 60 full lines outgrew an 8k-token context, so a
 # listing keeps its newest lines up to about 600 tokens and says how many older it left out.
 MAX_RESULT_CHARS = 2400
-# Order of the functions in funcs_v1.json, keyed by our tool names.
-TOOL_NAMES = (
-    "get_conditions",
-    "get_lab_observations",
-    "get_vital_signs",
-    "post_vital_observation",
-    "get_medication_requests",
-    "post_medication_request",
-    "get_procedures",
-    "post_service_request",
-    "get_patients",
-)
 
 
 @dataclass
@@ -307,6 +296,116 @@ def _after(resource: dict[str, Any], as_of: datetime | None) -> bool:
     return value > as_of
 
 
+@dataclass
+class MabScope:
+    """What the nine tools of one task run against: the client, where writes go, the task's
+    "now" (records dated later are hidden) and the MRN -> id lookups made so far."""
+
+    client: FhirClient
+    orders: OrderLog
+    as_of: datetime | None = None
+    patient_ids: dict[str, str] = field(default_factory=dict)
+
+
+async def resolve(scope: MabScope, value: str) -> str:
+    """A Patient id from an id, 'Patient/<id>' or an MRN."""
+    value = value.strip().removeprefix("Patient/")
+    if value in scope.patient_ids:
+        return scope.patient_ids[value]
+    if not FHIR_ID.fullmatch(value):
+        raise ValueError(f"not a patient id or MRN: {value!r}")
+    found = await scope.client.search("Patient", {"identifier": escape_value(value)}, limit=2)
+    scope.patient_ids[value] = str(found[0]["id"]) if len(found) == 1 else value
+    return scope.patient_ids[value]
+
+
+async def listing(scope: MabScope, resource_type: str, params: list[tuple[str, str]]) -> ToolOutput:
+    """The search's records as of the task's "now", newest first, within the text budget."""
+    found = await scope.client.search(resource_type, params)
+    shown = [r for r in found if not _after(r, scope.as_of)]
+    shown.sort(key=lambda r: resource_datetime(r) or "", reverse=True)
+    if not shown:
+        return tool_result(f"No {resource_type} records found.")
+    kept = budgeted([_line(r) for r in shown[:MAX_LINES]], MAX_RESULT_CHARS)
+    lines = list(kept)
+    if len(shown) > len(kept):
+        lines.append(f"({len(shown) - len(kept)} older records not shown)")
+    head = f"{len(shown)} {resource_type} record(s), newest first:"
+    return tool_result("\n".join([head, *lines]), [reference_of(r) for r in shown[: len(kept)]])
+
+
+def _pairs(**values: str | None) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in values.items() if v]
+
+
+async def get_conditions(scope: MabScope, a: ConditionSearch) -> ToolOutput:
+    params = _pairs(patient=await resolve(scope, a.patient), category=a.category)
+    return await listing(scope, "Condition", params)
+
+
+async def get_lab_observations(scope: MabScope, a: LabSearch) -> ToolOutput:
+    params = _pairs(patient=await resolve(scope, a.patient), code=a.code, date=a.date)
+    return await listing(scope, "Observation", params)
+
+
+async def get_vital_signs(scope: MabScope, a: VitalSearch) -> ToolOutput:
+    params = _pairs(patient=await resolve(scope, a.patient), category=a.category, date=a.date)
+    return await listing(scope, "Observation", params)
+
+
+async def get_medication_requests(scope: MabScope, a: MedicationSearch) -> ToolOutput:
+    # `date` is Epic's dosage-period filter; FHIR servers call it `authoredon` at best.
+    params = _pairs(patient=await resolve(scope, a.patient), category=a.category)
+    return await listing(scope, "MedicationRequest", params)
+
+
+async def get_procedures(scope: MabScope, a: ProcedureSearch) -> ToolOutput:
+    params = _pairs(patient=await resolve(scope, a.patient), date=a.date, code=a.code)
+    return await listing(scope, "Procedure", params)
+
+
+async def get_patients(scope: MabScope, a: PatientSearch) -> ToolOutput:
+    fields = a.model_dump(exclude_none=True)
+    if not fields:
+        raise ValueError("give at least one search parameter")
+    for params in patient_queries(fields):
+        text, refs = await listing(scope, "Patient", params)
+        if refs:
+            break
+    return text, refs
+
+
+async def post(scope: MabScope, body: BaseModel) -> ToolOutput:
+    """Record the POST (and, in "server" mode, create the resource)."""
+    payload = body.model_dump(exclude_none=True, mode="json")
+    entry: dict[str, Any] = {
+        "method": "POST",
+        "resourceType": payload["resourceType"],
+        "body": payload,
+    }
+    scope.orders.posts.append(entry)
+    if scope.orders.mode == "server":
+        created = await scope.client.create(payload)
+        entry["created"] = reference_of(created)
+        return tool_result(f"POST request accepted: created {_line(created)}", [entry["created"]])
+    return tool_result(f"POST request accepted ({payload['resourceType']}).")
+
+
+# name -> (arguments, function), in funcs_v1.json order.
+MAB_TOOLS: dict[str, tuple[type[BaseModel], Callable[[MabScope, Any], Awaitable[ToolOutput]]]] = {
+    "get_conditions": (ConditionSearch, get_conditions),
+    "get_lab_observations": (LabSearch, get_lab_observations),
+    "get_vital_signs": (VitalSearch, get_vital_signs),
+    "post_vital_observation": (VitalPost, post),
+    "get_medication_requests": (MedicationSearch, get_medication_requests),
+    "post_medication_request": (MedicationPost, post),
+    "get_procedures": (ProcedureSearch, get_procedures),
+    "post_service_request": (ServicePost, post),
+    "get_patients": (PatientSearch, get_patients),
+}
+TOOL_NAMES = tuple(MAB_TOOLS)
+
+
 def make_mab_tools(
     client: FhirClient,
     orders: OrderLog,
@@ -316,126 +415,14 @@ def make_mab_tools(
 ) -> list[BaseTool]:
     """The nine tools, in funcs_v1.json order (see TOOL_NAMES); writes go to `orders`."""
     described = {**_SHORT, **(descriptions or {})}
-    patient_ids: dict[str, str] = {}
-
-    async def resolve(value: str) -> str:
-        """A Patient id from an id, 'Patient/<id>' or an MRN."""
-        value = value.strip().removeprefix("Patient/")
-        if value in patient_ids:
-            return patient_ids[value]
-        if not FHIR_ID.fullmatch(value):
-            raise ValueError(f"not a patient id or MRN: {value!r}")
-        found = await client.search("Patient", {"identifier": escape_value(value)}, limit=2)
-        patient_ids[value] = str(found[0]["id"]) if len(found) == 1 else value
-        return patient_ids[value]
-
-    async def listing(resource_type: str, params: list[tuple[str, str]]) -> tuple[str, list[str]]:
-        found = await client.search(resource_type, params)
-        shown = [r for r in found if not _after(r, as_of)]
-        shown.sort(key=lambda r: resource_datetime(r) or "", reverse=True)
-        if not shown:
-            return tool_result(f"No {resource_type} records found.")
-        kept = budgeted([_line(r) for r in shown[:MAX_LINES]], MAX_RESULT_CHARS)
-        lines = list(kept)
-        if len(shown) > len(kept):
-            lines.append(f"({len(shown) - len(kept)} older records not shown)")
-        head = f"{len(shown)} {resource_type} record(s), newest first:"
-        return tool_result("\n".join([head, *lines]), [reference_of(r) for r in shown[: len(kept)]])
-
-    def pairs(**values: str | None) -> list[tuple[str, str]]:
-        return [(k, v) for k, v in values.items() if v]
-
-    async def get_conditions(a: ConditionSearch) -> tuple[str, list[str]]:
-        return await listing(
-            "Condition", pairs(patient=await resolve(a.patient), category=a.category)
-        )
-
-    async def get_lab_observations(a: LabSearch) -> tuple[str, list[str]]:
-        params = pairs(patient=await resolve(a.patient), code=a.code, date=a.date)
-        return await listing("Observation", params)
-
-    async def get_vital_signs(a: VitalSearch) -> tuple[str, list[str]]:
-        params = pairs(patient=await resolve(a.patient), category=a.category, date=a.date)
-        return await listing("Observation", params)
-
-    async def get_medication_requests(a: MedicationSearch) -> tuple[str, list[str]]:
-        # `date` is Epic's dosage-period filter; FHIR servers call it `authoredon` at best.
-        return await listing(
-            "MedicationRequest", pairs(patient=await resolve(a.patient), category=a.category)
-        )
-
-    async def get_procedures(a: ProcedureSearch) -> tuple[str, list[str]]:
-        params = pairs(patient=await resolve(a.patient), date=a.date, code=a.code)
-        return await listing("Procedure", params)
-
-    async def get_patients(a: PatientSearch) -> tuple[str, list[str]]:
-        fields = a.model_dump(exclude_none=True)
-        if not fields:
-            raise ValueError("give at least one search parameter")
-        for params in patient_queries(fields):
-            text, refs = await listing("Patient", params)
-            if refs:
-                break
-        return text, refs
-
-    async def post(body: BaseModel) -> tuple[str, list[str]]:
-        payload = body.model_dump(exclude_none=True, mode="json")
-        entry: dict[str, Any] = {
-            "method": "POST",
-            "resourceType": payload["resourceType"],
-            "body": payload,
-        }
-        orders.posts.append(entry)
-        if orders.mode == "server":
-            created = await client.create(payload)
-            entry["created"] = reference_of(created)
-            return tool_result(
-                f"POST request accepted: created {_line(created)}", [entry["created"]]
-            )
-        return tool_result(f"POST request accepted ({payload['resourceType']}).")
-
-    def build(
-        name: str,
-        schema: type[BaseModel],
-        run: Callable[[Any], Awaitable[tuple[str, list[str]]]],
-        *,
-        writes: bool = False,
-    ) -> BaseTool:
-        def invalid(exc: ValidationError) -> str:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
-                for e in exc.errors(include_url=False)[:5]
-            )
-            return f"Error: invalid arguments for {name}: {problems}. Fix them and call again."
-
-        async def call(**kwargs: Any) -> tuple[str, list[str]]:
-            try:
-                return await run(schema.model_validate(kwargs))
-            except FhirError as exc:
-                return tool_result(f"Error from the FHIR server: {exc}")
-            except ValidationError as exc:
-                return tool_result(invalid(exc))
-            except ValueError as exc:
-                return tool_result(f"Error: {exc}. Fix the arguments and call again.")
-
-        return StructuredTool.from_function(
-            coroutine=call,
-            name=name,
-            description=described[name],
-            args_schema=schema,
-            response_format="content_and_artifact",
-            handle_validation_error=invalid,
-            metadata={REQUIRES_APPROVAL: True} if writes else {},
-        )
-
+    scope = MabScope(client, orders, as_of)
     return [
-        build("get_conditions", ConditionSearch, get_conditions),
-        build("get_lab_observations", LabSearch, get_lab_observations),
-        build("get_vital_signs", VitalSearch, get_vital_signs),
-        build("post_vital_observation", VitalPost, post, writes=True),
-        build("get_medication_requests", MedicationSearch, get_medication_requests),
-        build("post_medication_request", MedicationPost, post, writes=True),
-        build("get_procedures", ProcedureSearch, get_procedures),
-        build("post_service_request", ServicePost, post, writes=True),
-        build("get_patients", PatientSearch, get_patients),
+        checked_tool(
+            name,
+            described[name],
+            schema,
+            partial(run, scope),
+            {REQUIRES_APPROVAL: True} if name.startswith("post_") else {},
+        )
+        for name, (schema, run) in MAB_TOOLS.items()
     ]
