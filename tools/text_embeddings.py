@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +196,9 @@ class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
 
     def supported_spaces(self) -> list[Space]:
         return ["cosine", "ip", "l2"]
+
+
+@cache
+def minilm_similarity() -> Callable[[str, list[str]], np.ndarray]:
+    """One MiniLM per process; label vectors are cached (the same codes recur across charts)."""
+    return TextEmbedder().similarity

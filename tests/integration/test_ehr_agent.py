@@ -137,7 +137,7 @@ async def test_cite_then_answer_with_the_real_model(stack: LiveStack) -> None:
     from wardround.graphs.ehr_qa.options import Option
     from wardround.graphs.ehr_qa.planner import PlannerContext, answer, cite
     from wardround.graphs.ehr_qa.retrieve import fetch, ids_of
-    from wardround.graphs.ehr_qa.run import minilm_similarity
+    from wardround.tools.text_embeddings import minilm_similarity
     from wardround.tools.fhir.render import render_resource
 
     pid = stack.patient_ids[0]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wardround.graphs.copilot import studio
+from wardround.graphs import studio
 
 blockbuster = pytest.importorskip("blockbuster")
 

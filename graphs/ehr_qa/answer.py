@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from functools import cache
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -59,14 +58,6 @@ class QAResult(BaseModel):
         }
 
 
-@cache
-def minilm_similarity() -> Similarity:
-    """One MiniLM per process; label vectors are cached (the same codes recur across charts)."""
-    from wardround.tools.text_embeddings import TextEmbedder
-
-    return TextEmbedder().similarity
-
-
 def check_question(question: str) -> str:
     text = question.strip()
     if not text:
@@ -108,7 +99,7 @@ async def _planner(
 async def _loop(
     question: str, patient_id: str, model: BaseChatModel, fhir: FhirClient, max_steps: int
 ) -> QAResult:
-    from .loop import run_loop
+    from .free_loop import run_loop
 
     started = time.perf_counter()
     result, final = await run_loop(
@@ -148,7 +139,11 @@ async def answer_question(
     """
     question = check_question(question)
     if graph == "planner":
-        return await _planner(question, patient_id, model, fhir, similarity or minilm_similarity())
+        if similarity is None:
+            from wardround.tools.text_embeddings import minilm_similarity  # loads torch
+
+            similarity = minilm_similarity()
+        return await _planner(question, patient_id, model, fhir, similarity)
     if graph == "loop":
         return await _loop(question, patient_id, model, fhir, max_steps)
     raise ValueError(f"unknown graph {graph!r} (planner or loop)")

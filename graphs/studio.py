@@ -82,7 +82,7 @@ def _planner_runner(model: Any, fhir: Any, similarity: Any) -> Any:
 def _build_ehr_qa() -> Any:
     from langgraph.graph import END, START, StateGraph
 
-    from wardround.graphs.ehr_qa.run import minilm_similarity
+    from wardround.tools.text_embeddings import minilm_similarity
 
     _, model, tools = _parts()
     similarity = minilm_similarity()
