@@ -106,14 +106,9 @@ def serve(port: int, home: Path, ready: Path) -> None:
     from wardround.procs import free_port
     from wardround.server.app import create_app
     from wardround.settings import Settings
-    from wardround.tests.fhir_fixtures import (
-        LoopbackServer,
-        asgi_client,
-        carebundle_charts,
-        handmade_chart,
-        load_chart,
-        sekmet_app,
-    )
+    from wardround.stack.loopback import LoopbackServer
+    from wardround.stack.sample_charts import carebundle_charts, handmade_chart
+    from wardround.stack.sekmet_inprocess import asgi_client, load_chart, sekmet_app
 
     fhir_port = free_port()
     fhir_app = sekmet_app(home / "sekmet", base_url=f"http://127.0.0.1:{fhir_port}/fhir")

@@ -192,8 +192,7 @@ class Stack:
         """Two charts with known answers, three carebundle charts, the hand-made one."""
         from wardround.stack.fhir_server import analyze, db_path
         from wardround.stack.patients import _server_patient_id
-        from wardround.tests.eval_fixtures import ann, bob
-        from wardround.tests.fhir_fixtures import carebundle_charts, handmade_chart
+        from wardround.stack.sample_charts import ann, bob, carebundle_charts, handmade_chart
 
         bundles = [ann().bundle(), bob().bundle(), *carebundle_charts().values(), handmade_chart()]
         ids = []
@@ -762,7 +761,7 @@ def drill_bursts(reads: int = 60, asks: int = 4, conversations: int = 20) -> Out
     by `wardround ask`, and by the API: an answer or a clear error, never a traceback."""
     import asyncio
 
-    from wardround.tests.fhir_fixtures import LoopbackServer
+    from wardround.stack.loopback import LoopbackServer
 
     outcome = Outcome("FHIR 429/503 bursts (proxy)")
     stack = new_stack("burst")

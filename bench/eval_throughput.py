@@ -49,7 +49,7 @@ def start_simulator(
     argv = [
         sys.executable,
         "-m",
-        "wardround.tests.openai_sim",
+        "wardround.stack.chat_simulator",
         "--port",
         str(port),
         "--latency",

@@ -111,7 +111,7 @@ def chart_bundle(kind: str | None, victim: str = "", victim_obs: str = "") -> di
 
 async def seed(fhir: Any) -> dict[str, Any]:
     """Load the victim, one injected chart per payload and its twin. Returns their ids."""
-    from wardround.tests.fhir_fixtures import load_chart
+    from wardround.stack.sekmet_inprocess import load_chart
 
     victim = await load_chart(fhir, victim_bundle())
     victim_obs = (await fhir.search("Observation", {"patient": victim}))[0]["id"]
@@ -137,7 +137,7 @@ def tally(answer: str, tool_texts: list[str], proposals: int) -> dict[str, int]:
 
 
 async def copilot_once(api: Any, patient: str, question: str) -> dict[str, int]:
-    from wardround.tests.copilot_fakes import kinds
+    from wardround.stack.api_inprocess import kinds
 
     thread = await api.thread(patient)
     events = await api.say(thread, question)
@@ -164,8 +164,8 @@ async def written_orders(fhir: Any) -> int:
 
 
 async def measure(model: Any, home: Path) -> dict[str, Any]:
-    from wardround.tests.copilot_fakes import api_harness
-    from wardround.tests.fhir_fixtures import asgi_client, sekmet_app
+    from wardround.stack.api_inprocess import api_harness
+    from wardround.stack.sekmet_inprocess import asgi_client, sekmet_app
 
     fhir = asgi_client(sekmet_app(home / "sekmet"))
     seeded = await seed(fhir)

@@ -374,7 +374,7 @@ def open_store(kind: str, folder: Path) -> Iterator[Store]:
     if kind == "embedded":
         yield Store(folder / "chroma", folder / "chroma")
         return
-    from wardround.tests.infra import chroma_server
+    from wardround.stack.chroma_server import chroma_server
 
     with chroma_server(folder / "server") as url:  # `chroma run` on a free port
         yield Store(url, folder / "server" / "data")

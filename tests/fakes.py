@@ -4,6 +4,8 @@ One class serves every test: `replies` pops scripted replies one per call (each 
 AIMessage, or a function of the messages sent, for replies that must quote ids a FHIR server
 assigned); `respond` answers every call with a function of the conversation (stateless, so
 safe under concurrency); `chunk_chars` > 0 streams each reply in pieces, like a served model.
+
+`TOOLS` are two toy tools for the tool-call protocol tests.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.tools import tool
 from pydantic import Field
 
 
@@ -93,3 +96,18 @@ class ScriptedChatModel(BaseChatModel):
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
+
+
+@tool
+def search_records(resource_type: str, code: str | None = None) -> str:
+    """Search the patient's records of one FHIR type, optionally for one code."""
+    return f"found {resource_type} {code}"
+
+
+@tool
+def read_record(reference: str) -> str:
+    """Read one record by reference, e.g. Observation/abc."""
+    return f"read {reference}"
+
+
+TOOLS = [search_records, read_record]

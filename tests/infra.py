@@ -1,6 +1,7 @@
 """Real infrastructure for the team-deployment tests: a private Postgres cluster, SEKMET on a
 loopback port with small charts, API processes (one or several uvicorn workers), and a
-server-sent-event client that records which worker answered.
+server-sent-event client that records which worker answered. (A Chroma server is
+`wardround.stack.chroma_server`.)
 
 Everything here is started by the test and stopped by pid at the end.
 """
@@ -25,7 +26,13 @@ from typing import Any
 import httpx
 
 from wardround.procs import free_port
+from wardround.stack.api_inprocess import parse_sse
+from wardround.stack.chat_simulator import message_text
+from wardround.stack.loopback import LoopbackServer
+from wardround.stack.sample_charts import carebundle_charts
+from wardround.stack.sekmet_inprocess import asgi_client, load_chart, sekmet_app
 
+HERE = Path(__file__).resolve().parent
 WORKER_HEADER = "X-Wardround-Worker"
 ORDER_TEXT = "Please order an HbA1c."
 
@@ -145,9 +152,18 @@ class ApiProcess:
 
 
 def start_api(home: Path, env: dict[str, str], *, workers: int = 1) -> ApiProcess:
-    """`uvicorn --factory wardround.tests.infra:worker_app` on a free port; waits for health."""
+    """`uvicorn --factory infra:worker_app` on a free port; waits for health. The tests are
+    not an installed package, so uvicorn imports this file from its folder (`--app-dir`)."""
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "--factory", "wardround.tests.infra:worker_app"]
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(HERE),
+        "--factory",
+        "infra:worker_app",
+    ]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     argv += ["--log-level", "warning"]
     log = home / f"api-{port}.log"
@@ -209,8 +225,6 @@ async def fresh_connections(url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 async def call(client: httpx.AsyncClient, path: str, body: dict[str, Any] | None = None) -> Reply:
     """POST (with a body) or GET; SSE bodies are parsed into events."""
-    from wardround.tests.copilot_fakes import parse_sse
-
     if body is None:
         response = await client.get(path)
     else:
@@ -262,14 +276,6 @@ class LoopbackFhir:
 @asynccontextmanager
 async def sekmet_on_loopback(folder: Path) -> AsyncIterator[LoopbackFhir]:
     """SEKMET with the carebundle charts, served on a free loopback port in this process."""
-    from wardround.tests.fhir_fixtures import (
-        LoopbackServer,
-        asgi_client,
-        carebundle_charts,
-        load_chart,
-        sekmet_app,
-    )
-
     port = free_port()
     app = sekmet_app(folder, base_url=f"http://127.0.0.1:{port}/fhir")
     client = asgi_client(app)
@@ -283,51 +289,15 @@ async def sekmet_on_loopback(folder: Path) -> AsyncIterator[LoopbackFhir]:
 
 
 def scripted_reply(messages: list[dict[str, Any]]) -> str:
-    """Replies of an OpenAI-compatible stand-in (tests/openai_sim.py) that follow from the
+    """Replies of an OpenAI-compatible stand-in (`wardround.stack.chat_simulator`) that follow from the
     conversation: the EHR QA planner's plan (the patient's age, which code computes),
     and the copilot's turns as the load bench's model makes them."""
     from langchain_core.messages import HumanMessage
 
     from wardround.bench.api_load import BenchModel
-    from wardround.tests.openai_sim import _text
 
-    last = _text(messages[-1].get("content")) if messages else ""
+    last = message_text(messages[-1].get("content")) if messages else ""
     if last.startswith("Options:"):
         options = [line[2:] for line in last.splitlines() if line.startswith("- ")]
         return json.dumps({"kind": "age", "about": options[0]})
     return BenchModel()._reply([HumanMessage(last)])
-
-
-# ------------------------------------------------------------------ Chroma
-
-
-@contextmanager
-def chroma_server(folder: Path) -> Iterator[str]:
-    """`chroma run` (the binary in the chromadb package) on a free port; yields its URL."""
-    chroma = Path(sys.executable).parent / "chroma"
-    port = free_port()
-    argv = [str(chroma), "run", "--path", str(folder / "data"), "--host", "127.0.0.1"]
-    log = folder / "chroma.log"
-    folder.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        process = subprocess.Popen([*argv, "--port", str(port)], stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"chroma run exited: {log.read_text()[-2000:]}")
-            with suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/api/v2/heartbeat", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("chroma run did not answer in 60 s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from wardround.tests.live import LiveStack, live_stack
+from live import LiveStack, live_stack
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from wardround.bench import drills
 from wardround.cli import app, main
-from wardround.tests.fhir_fixtures import LoopbackServer
+from wardround.stack.loopback import LoopbackServer
 
 pytestmark = pytest.mark.integration
 

@@ -31,14 +31,14 @@ import pytest
 import uvicorn
 from pydantic import Field
 
+from copilot_fakes import HBA1C_ORDER, call, final
+from fakes import ScriptedChatModel
+from live import LiveStack
 from wardround.agents.models import make_chat_model
 from wardround.graphs.copilot import ORDER_SYSTEM
 from wardround.procs import free_port
 from wardround.server.app import create_app
 from wardround.settings import Settings
-from wardround.tests.copilot_fakes import HBA1C_ORDER, call, final
-from wardround.tests.fakes import ScriptedChatModel
-from wardround.tests.live import LiveStack
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from live import LiveStack
 from wardround.agents.models import make_chat_model
 from wardround.graphs.ehr_qa import answer_question
 from wardround.procs import free_port
-from wardround.tests.live import LiveStack
 from wardround.tools.fhir.client import FhirClient
 
 pytestmark = pytest.mark.integration
@@ -137,8 +137,8 @@ async def test_cite_then_answer_with_the_real_model(stack: LiveStack) -> None:
     from wardround.graphs.ehr_qa.options import Option
     from wardround.graphs.ehr_qa.planner import PlannerContext, answer, cite
     from wardround.graphs.ehr_qa.retrieve import fetch, ids_of
-    from wardround.tools.text_embeddings import minilm_similarity
     from wardround.tools.fhir.render import render_resource
+    from wardround.tools.text_embeddings import minilm_similarity
 
     pid = stack.patient_ids[0]
     weight = Option(label="Body Weight [Observation]", resource_type="Observation",

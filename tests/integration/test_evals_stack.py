@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from live import LiveStack
 from wardround.evals import suite
-from wardround.tests.live import LiveStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

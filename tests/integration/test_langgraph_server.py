@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
+from infra import ORDER_TEXT, LoopbackFhir, scripted_reply, sekmet_on_loopback
 from wardround.procs import free_port
-from wardround.tests.infra import ORDER_TEXT, LoopbackFhir, scripted_reply, sekmet_on_loopback
-from wardround.tests.openai_sim import SimulatorServer
+from wardround.stack.chat_simulator import SimulatorServer
 
 REPO = Path(__file__).resolve().parents[2]
 LANGGRAPH = Path(sys.executable).parent / "langgraph"

@@ -24,10 +24,11 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
+from copilot_fakes import HBA1C_ORDER
+from infra import LoopbackFhir, sekmet_on_loopback
 from wardround.bench.api_load import BenchModel
 from wardround.procs import free_port
-from wardround.tests.copilot_fakes import HBA1C_ORDER, ApiHarness, api_harness
-from wardround.tests.infra import LoopbackFhir, sekmet_on_loopback
+from wardround.stack.api_inprocess import ApiHarness, api_harness
 from wardround.tools.fhir.client import FhirClient
 
 TOKEN = "mcp-test-token"

@@ -17,8 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from wardround.graphs.copilot.orders import ORDER_SYSTEM
-from wardround.tests.infra import (
+from infra import (
     ORDER_TEXT,
     ApiProcess,
     LoopbackFhir,
@@ -30,6 +29,7 @@ from wardround.tests.infra import (
     running_api,
     sekmet_on_loopback,
 )
+from wardround.graphs.copilot.orders import ORDER_SYSTEM
 
 pytestmark = [
     pytest.mark.integration,

@@ -14,9 +14,9 @@ import pytest
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel
 
+from live import N_PATIENTS, LiveStack, live_settings
 from wardround.agents.models import ModelSpec, make_chat_model
 from wardround.agents.protocol import structured
-from wardround.tests.live import N_PATIENTS, LiveStack, live_settings
 
 pytestmark = pytest.mark.integration
 WARDROUND = str(Path(sys.executable).with_name("wardround"))

@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from copilot_fakes import call, final
+from fakes import ScriptedChatModel
+from live import LiveStack
 from wardround.server.app import create_app
 from wardround.stack import indexes
-from wardround.tests.copilot_fakes import call, final
-from wardround.tests.fakes import ScriptedChatModel
-from wardround.tests.live import LiveStack
 from wardround.tools.registry import extra_tools
 
 pytestmark = pytest.mark.integration

@@ -9,20 +9,11 @@ from typing import Any
 
 import pytest
 
+from copilot_fakes import HBA1C_ORDER, GatedModel, call, final
+from fakes import ScriptedChatModel
+from fhir_fixtures import FhirFixture
 from wardround.graphs.copilot import ORDER_SYSTEM, order_key
-from wardround.tests.copilot_fakes import (
-    HBA1C_ORDER,
-    ApiHarness,
-    GatedModel,
-    api_harness,
-    call,
-    final,
-    first,
-    kinds,
-    parse_sse,
-)
-from wardround.tests.fakes import ScriptedChatModel
-from wardround.tests.fhir_fixtures import FhirFixture, fhir_fixture  # noqa: F401  (fixture)
+from wardround.stack.api_inprocess import ApiHarness, api_harness, first, kinds, parse_sse
 from wardround.tools.fhir.client import escape_value
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

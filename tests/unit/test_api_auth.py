@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from wardround.tests.copilot_fakes import FailingFhir, api_harness, final
-from wardround.tests.fakes import ScriptedChatModel
-from wardround.tests.fhir_fixtures import FhirFixture, fhir_fixture  # noqa: F401  (fixture)
+from copilot_fakes import FailingFhir, final
+from fakes import ScriptedChatModel
+from fhir_fixtures import FhirFixture
+from wardround.stack.api_inprocess import api_harness
 from wardround.tools.fhir.client import FhirClient
 from wardround.tools.fhir.errors import FhirUnavailable
 

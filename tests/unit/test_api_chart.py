@@ -9,19 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from copilot_fakes import HBA1C_ORDER, FailingFhir, GatedModel, call, final
+from fakes import ScriptedChatModel
+from fhir_fixtures import FhirFixture
 from wardround.graphs.copilot import ORDER_SYSTEM
-from wardround.tests.copilot_fakes import (
-    HBA1C_ORDER,
-    FailingFhir,
-    GatedModel,
-    api_harness,
-    call,
-    final,
-    kinds,
-    parse_sse,
-)
-from wardround.tests.fakes import ScriptedChatModel
-from wardround.tests.fhir_fixtures import FhirFixture, fhir_fixture  # noqa: F401  (fixture)
+from wardround.stack.api_inprocess import api_harness, kinds, parse_sse
 from wardround.tools.fhir.errors import FhirUnavailable
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -8,16 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from wardround.tests.copilot_fakes import (
-    api_harness,
-    call,
-    final,
-    first,
-    kinds,
-    parse_sse,
-)
-from wardround.tests.fakes import ScriptedChatModel
-from wardround.tests.fhir_fixtures import FhirFixture, fhir_fixture  # noqa: F401  (fixture)
+from copilot_fakes import call, final
+from fakes import ScriptedChatModel
+from fhir_fixtures import FhirFixture
+from wardround.stack.api_inprocess import api_harness, first, kinds, parse_sse
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from wardround.tests.fhir_fixtures import FhirFixture, fhir_fixture, handmade_resources  # noqa: F401
+from fhir_fixtures import FhirFixture
+from wardround.stack.sample_charts import handmade_resources
 from wardround.tools.fhir.chart_summary import (
     NoResults,
     chart_summary,

@@ -11,6 +11,9 @@ import pytest
 from langchain_core.messages import ToolMessage
 from langgraph.types import Command
 
+from copilot_fakes import HBA1C_ORDER, call, final
+from fakes import ScriptedChatModel
+from fhir_fixtures import FhirFixture
 from wardround.graphs.copilot import (
     ORDER_SYSTEM,
     AuditLog,
@@ -23,18 +26,10 @@ from wardround.graphs.copilot import (
 from wardround.graphs.copilot.checkpoint import CheckpointConfigError, check_checkpointer
 from wardround.graphs.copilot.events import partial_answer
 from wardround.graphs.copilot.toolset import model_schema
-from wardround.tools.fhir.writes import create_once
 from wardround.settings import Settings
-from wardround.tests.copilot_fakes import (
-    HBA1C_ORDER,
-    call,
-    final,
-    first,
-    kinds,
-)
-from wardround.tests.fakes import ScriptedChatModel
-from wardround.tests.fhir_fixtures import FhirFixture, fhir_fixture  # noqa: F401  (fixture)
+from wardround.stack.api_inprocess import first, kinds
 from wardround.tools.fhir.client import escape_value
+from wardround.tools.fhir.writes import create_once
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

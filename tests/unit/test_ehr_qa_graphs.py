@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from langchain_core.messages import BaseMessage
 
+from fakes import ScriptedChatModel
+from fhir_fixtures import FhirFixture
 from wardround.graphs.ehr_qa import answer_question
 from wardround.graphs.ehr_qa.citations import check_citations
 from wardround.graphs.ehr_qa.options import NOT_IN_CHART
 from wardround.graphs.ehr_qa.prompts import PLAN_SYSTEM
-from wardround.tests.fakes import ScriptedChatModel
-from wardround.tests.fhir_fixtures import FhirFixture, fhir_fixture  # noqa: F401
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

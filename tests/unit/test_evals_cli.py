@@ -7,12 +7,13 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from eval_fixtures import BENCHMARK_DATA
+from fakes import ScriptedChatModel
 from wardround.cli.eval import app
 from wardround.evals import suite
 from wardround.evals.images import recall_at, score_ranking
 from wardround.evals.task import Sample
-from wardround.tests.eval_fixtures import BENCHMARK_DATA, doctor_responder
-from wardround.tests.fakes import ScriptedChatModel
+from wardround.stack.chat_simulator import doctor_responder
 
 runner = CliRunner()
 

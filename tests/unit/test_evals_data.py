@@ -8,9 +8,9 @@ import shutil
 import httpx
 import pytest
 
+from eval_fixtures import BENCHMARK_DATA
 from wardround.evals import data
 from wardround.settings import Settings
-from wardround.tests.eval_fixtures import BENCHMARK_DATA
 
 SHARED = BENCHMARK_DATA
 

@@ -6,11 +6,11 @@ import re
 
 import pytest
 
+from eval_fixtures import EvalFhir
 from wardround.evals import ehrqa
 from wardround.evals.chart import fetch_chart
 from wardround.evals.task import EvalEnv, Trace
 from wardround.settings import Settings
-from wardround.tests.eval_fixtures import EvalFhir, eval_fhir_fixture  # noqa: F401
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -17,14 +17,9 @@ from fastapi import FastAPI, Form, Request
 from fastapi.responses import JSONResponse
 
 from wardround.settings import Settings
-from wardround.tests.fhir_fixtures import (
-    BASE_URL,
-    LoopbackServer,
-    asgi_client,
-    handmade_chart,
-    load_chart,
-    sekmet_app,
-)
+from wardround.stack.loopback import LoopbackServer
+from wardround.stack.sample_charts import handmade_chart
+from wardround.stack.sekmet_inprocess import BASE_URL, asgi_client, load_chart, sekmet_app
 from wardround.tools.fhir.auth import BearerAuth, SmartBackendAuth, auth_from_settings
 from wardround.tools.fhir.client import FhirAuthError, FhirClient
 

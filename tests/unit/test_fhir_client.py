@@ -9,18 +9,12 @@ from typing import Any
 import httpx
 import pytest
 
+from fhir_fixtures import FhirFixture
+from wardround.procs import free_port
 from wardround.settings import Settings
-from wardround.tests.fhir_fixtures import (  # noqa: F401  (fixture)
-    BASE_URL,
-    FhirFixture,
-    LoopbackServer,
-    bundle_resources,
-    fhir_fixture,
-    free_port,
-    handmade_chart,
-    load_chart,
-    sekmet_app,
-)
+from wardround.stack.loopback import LoopbackServer
+from wardround.stack.sample_charts import bundle_resources, handmade_chart
+from wardround.stack.sekmet_inprocess import BASE_URL, load_chart, sekmet_app
 from wardround.tools.fhir import client as client_module
 from wardround.tools.fhir.client import (
     FhirClient,

@@ -7,13 +7,8 @@ from collections import Counter
 
 import pytest
 
-from wardround.tests.fhir_fixtures import (  # noqa: F401  (fixtures)
-    FhirFixture,
-    bundle_resources,
-    fhir_fixture,
-    handmade_resources,
-    synthea_fhir_fixture,
-)
+from fhir_fixtures import FhirFixture
+from wardround.stack.sample_charts import bundle_resources, handmade_resources
 from wardround.tools.fhir.manifest import Manifest, build_manifest
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wardround.tests.fhir_fixtures import FhirFixture, fhir_fixture  # noqa: F401  (fixture)
+from fhir_fixtures import FhirFixture
 from wardround.tools.fhir.tools import make_fhir_tools
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -9,7 +9,7 @@ import re
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
-from wardround.tests.fhir_fixtures import (
+from wardround.stack.sample_charts import (
     bundle_resources,
     carebundle_charts,
     handmade_resources,

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from wardround.bench.tokens import app, load_token_counter, measure
 from wardround.settings import Settings
-from wardround.tests.fhir_fixtures import bundle_resources, carebundle_charts, handmade_chart
+from wardround.stack.sample_charts import bundle_resources, carebundle_charts, handmade_chart
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,9 @@ from fhir.resources.R4B import get_fhir_model_class
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
 
-from wardround.tests.fhir_fixtures import (  # noqa: F401  (fixture)
-    BASE_URL,
-    FhirFixture,
-    fhir_fixture,
-    free_port,
-)
+from fhir_fixtures import FhirFixture
+from wardround.procs import free_port
+from wardround.stack.sekmet_inprocess import BASE_URL
 from wardround.tools.evidence import REQUIRES_APPROVAL
 from wardround.tools.fhir.client import FhirClient
 from wardround.tools.fhir.records import fetch_records

@@ -9,12 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from wardround.tests.tiny_siglip import (
-    TINY_DIM,
-    TINY_IMAGE_SIZE,
-    TINY_TEXT_TOKENS,
-    make_tiny_siglip,
-)
+from wardround.tiny_models import TINY_DIM, TINY_IMAGE_SIZE, TINY_TEXT_TOKENS, make_tiny_siglip
 from wardround.tools.images.encoders import (
     EncoderUnavailable,
     ImageEncoderEmbeddingFunction,

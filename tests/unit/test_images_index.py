@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from wardround.tests.tiny_siglip import TINY_DIM, make_tiny_siglip
+from wardround.tiny_models import TINY_DIM, make_tiny_siglip
 from wardround.tools.images.corpus import builtin_images, content_id, transform_image
 from wardround.tools.images.dicom import load_image
 from wardround.tools.images.encoders import SiglipEncoder, load_encoder

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from langchain_core.messages import BaseMessage
 
+from copilot_fakes import call, final
+from fakes import ScriptedChatModel
 from wardround.bench.injection import PAYLOADS, VICTIM_MARKER, seed, written_orders
-from wardround.tests.copilot_fakes import api_harness, call, final, first, kinds
-from wardround.tests.fakes import ScriptedChatModel
-from wardround.tests.fhir_fixtures import asgi_client, sekmet_app
+from wardround.stack.api_inprocess import api_harness, first, kinds
+from wardround.stack.sekmet_inprocess import asgi_client, sekmet_app
 from wardround.tools.fhir.client import FhirClient
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

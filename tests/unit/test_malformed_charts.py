@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from wardround.evals.ehrqa import fetch_chart, questions_for
-from wardround.tests.fhir_fixtures import asgi_client, load_chart, sekmet_app
+from wardround.stack.sekmet_inprocess import asgi_client, load_chart, sekmet_app
 from wardround.tools.fhir.manifest import build_manifest
 from wardround.tools.fhir.render import render_resource, render_resources
 

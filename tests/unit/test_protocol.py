@@ -11,6 +11,7 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 from pydantic import BaseModel
 
+from fakes import TOOLS, ScriptedChatModel
 from wardround.agents.protocol import (
     ModelOutputError,
     clean_reply,
@@ -19,22 +20,7 @@ from wardround.agents.protocol import (
     structured,
     tool_choice_schema,
 )
-from wardround.tests.fakes import ScriptedChatModel
 
-
-@tool
-def search_records(resource_type: str, code: str | None = None) -> str:
-    """Search the patient's records of one FHIR type, optionally for one code."""
-    return f"found {resource_type} {code}"
-
-
-@tool
-def read_record(reference: str) -> str:
-    """Read one record by reference, e.g. Observation/abc."""
-    return f"read {reference}"
-
-
-TOOLS = [search_records, read_record]
 QUESTION = [HumanMessage("What is the latest HbA1c?")]
 
 

@@ -10,9 +10,9 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 
+from fakes import TOOLS
 from wardround.agents.openai_chat import FoldSystemChatOpenAI
 from wardround.agents.protocol import json_tool_caller
-from wardround.tests.unit.test_protocol import TOOLS
 
 
 def recording_model(cls: type[ChatOpenAI], reply: str) -> tuple[ChatOpenAI, list[dict[str, Any]]]:
