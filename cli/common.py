@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from wardround.settings import Settings
 
@@ -39,3 +40,16 @@ def clean_errors(*expected: type[BaseException]) -> Iterator[None]:
         raise
     except expected as err:
         fail(str(err))
+
+
+def progress_bar(label: str = "") -> Progress:
+    """The one progress bar the commands show: label, bar, n/total, elapsed, what is current."""
+    columns = [
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    ]
+    if label:
+        columns.insert(0, TextColumn(f"[bold]{label}"))
+    return Progress(*columns, console=console, transient=True)

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .common import clean_errors, console, fail, load_settings
+from .common import clean_errors, console, fail, load_settings, progress_bar
 
 app = typer.Typer(
     help="Clinical guideline lookup: index Markdown/HTML/PDF, search with cited passages.",
@@ -56,15 +55,7 @@ def index(
     target = _index(collection)
     with (
         clean_errors(*_errors()),
-        Progress(
-            TextColumn("[bold]indexing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=console,
-            transient=True,
-        ) as progress,
+        progress_bar("indexing") as progress,
     ):
         task = progress.add_task("", total=len(files))
         indexed, skipped = index_files(

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .common import clean_errors, console, fail, load_settings
+from .common import clean_errors, console, fail, load_settings, progress_bar
 
 app = typer.Typer(
     help="Medical image search: index DICOM/PNG/JPEG folders, search by text or by image.",
@@ -111,15 +110,7 @@ def index(
     index = _open_index(encoder, model, collection, allow_download)
     with (
         clean_errors(*_errors()),
-        Progress(
-            TextColumn("[bold]indexing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=console,
-            transient=True,
-        ) as progress,
+        progress_bar("indexing") as progress,
     ):
         task = progress.add_task("", total=len(files))
 

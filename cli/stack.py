@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from wardround import procs
 from wardround.procs import ServiceError
@@ -17,7 +17,7 @@ from wardround.settings import Settings
 from wardround.stack import local
 from wardround.stack.patients import PatientLoadError
 
-from .common import clean_errors, console, load_settings
+from .common import clean_errors, console, load_settings, progress_bar
 
 app = typer.Typer(
     help="The local stack: FHIR server with synthetic patients, guideline and image indexes, "
@@ -52,15 +52,9 @@ def up(
     model server (reuses what runs and what is indexed)."""
     settings = load_settings(model=model)
     started = time.monotonic()
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
     with (
         clean_errors(ServiceError, PatientLoadError, httpx.HTTPError, RuntimeError, ValueError),
-        Progress(*columns, console=console, transient=True) as progress,
+        progress_bar() as progress,
     ):
         status, ids = local.up(
             settings, patients, seed, model=model, progress=_Bars(progress), indexes=indexes

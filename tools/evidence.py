@@ -41,3 +41,9 @@ def validation_problems(error: ValidationError, limit: int = 5) -> str:
         where = ".".join(str(p) for p in item.get("loc", ())) or "arguments"
         problems.append(f"{where}: {str(item.get('msg', 'invalid')).removeprefix('Value error, ')}")
     return "; ".join(problems)
+
+
+def invalid_arguments(tool_name: str, error: Exception) -> str:
+    """What a tool tells the model when its arguments do not validate."""
+    problems = validation_problems(error) if isinstance(error, ValidationError) else str(error)
+    return f"Error: invalid arguments for {tool_name}: {problems}. Fix them and call again."

@@ -27,8 +27,8 @@ from pydantic import BaseModel, ValidationError
 from wardround.tools.evidence import (
     REQUIRES_APPROVAL,
     WRITES_RESOURCE,
+    invalid_arguments,
     tool_result,
-    validation_problems,
 )
 
 from .args import (
@@ -326,16 +326,12 @@ async def _guarded(
     except FhirError as exc:
         return tool_result(f"Error from the FHIR server: {exc}")
     except ValidationError as exc:
-        return tool_result(_invalid(name, exc))
+        return tool_result(invalid_arguments(name, exc))
     except ValueError as exc:
         return tool_result(f"Error: {exc}. Fix the arguments and call again.")
     except Exception as exc:  # a tool must never end the graph; the log keeps the trace
         log.exception("tool %s failed", name)
         return tool_result(f"Error: {name} failed unexpectedly ({type(exc).__name__}).")
-
-
-def _invalid(name: str, error: ValidationError) -> str:
-    return f"Error: invalid arguments for {name}: {validation_problems(error)}. Fix them and call again."
 
 
 def checked_tool(
@@ -354,7 +350,7 @@ def checked_tool(
         description=description,
         args_schema=schema,
         response_format="content_and_artifact",
-        handle_validation_error=partial(_invalid, name),
+        handle_validation_error=partial(invalid_arguments, name),
         metadata=metadata,
     )
 

@@ -8,12 +8,13 @@ Problems (no index yet, empty query) come back as text the model can act on.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field, ValidationError
 
-from wardround.tools.evidence import tool_result
+from wardround.tools.evidence import invalid_arguments, tool_result
 from wardround.tools.guidelines.index import GuidelineHit, GuidelineIndex, GuidelineIndexError
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def make_guideline_tools(index: GuidelineIndex) -> list[BaseTool]:
             args = LookupGuidelineArgs.model_validate(kwargs)
             hits = index.search(args.query, args.k, source=args.source)
         except ValidationError as exc:
-            return tool_result(_validation_text(exc))
+            return tool_result(invalid_arguments("lookup_guideline", exc))
         except GuidelineIndexError as exc:
             return tool_result(f"Error: {exc}")
         except Exception as exc:  # a tool error is text for the model, never a crashed graph
@@ -79,16 +80,6 @@ def make_guideline_tools(index: GuidelineIndex) -> list[BaseTool]:
             ),
             args_schema=LookupGuidelineArgs,
             response_format="content_and_artifact",
-            handle_validation_error=_validation_text,
+            handle_validation_error=partial(invalid_arguments, "lookup_guideline"),
         )
     ]
-
-
-def _validation_text(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()
-        )
-    else:
-        problems = str(exc)
-    return f"Error: invalid arguments for lookup_guideline ({problems}). Fix them and call again."

@@ -8,12 +8,13 @@ description, patient, study); the artifact is the "image:<id>" references an ans
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from wardround.tools.evidence import tool_result
+from wardround.tools.evidence import invalid_arguments, tool_result
 from wardround.tools.images.dicom import ImageLoadError
 from wardround.tools.images.encoders import EncoderUnavailable
 from wardround.tools.images.index import ImageHit, ImageIndex, ImageIndexError
@@ -71,7 +72,7 @@ def make_image_tools(index: ImageIndex) -> list[BaseTool]:
                 patient=args.patient,
             )
         except ValidationError as exc:
-            return tool_result(_validation_text(exc))
+            return tool_result(invalid_arguments("search_images", exc))
         except (ImageIndexError, ImageLoadError, EncoderUnavailable) as exc:
             return tool_result(f"Error: {exc}")
         except FileNotFoundError as exc:
@@ -97,14 +98,6 @@ def make_image_tools(index: ImageIndex) -> list[BaseTool]:
             ),
             args_schema=SearchImagesArgs,
             response_format="content_and_artifact",
-            handle_validation_error=_validation_text,
+            handle_validation_error=partial(invalid_arguments, "search_images"),
         )
     ]
-
-
-def _validation_text(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-    else:
-        problems = str(exc)
-    return f"Error: invalid arguments for search_images ({problems}). Fix them and call again."
