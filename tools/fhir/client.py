@@ -129,6 +129,14 @@ def _query(params: SearchParams | None) -> list[tuple[str, str]]:
     return out
 
 
+def _typed_patient(query: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The query with each bare `patient=<id>` written as `patient=Patient/<id>`."""
+    return [
+        (name, f"Patient/{value}" if name == "patient" and FHIR_ID.fullmatch(value) else value)
+        for name, value in query
+    ]
+
+
 def _diagnostics(response: httpx.Response) -> str:
     """The useful part of an error body: OperationOutcome diagnostics, OAuth error, or text."""
     try:
@@ -195,6 +203,8 @@ class FhirClient:
             headers={"Accept": JSON_TYPES},
         )
         self._has_everything: bool | None = None
+        # Whether this server needs `patient=Patient/<id>` (None: not known yet).
+        self._typed_patient: bool | None = None
 
     @classmethod
     def from_settings(
@@ -257,9 +267,23 @@ class FhirClient:
         entries are dropped.
         """
         check_resource_type(resource_type)
-        return await self._collect(
-            f"{self.base_url}/{resource_type}", _query(params), limit=limit, max_pages=max_pages
-        )
+        url, query = f"{self.base_url}/{resource_type}", _query(params)
+        if self._typed_patient:
+            query = _typed_patient(query)
+        found = await self._collect(url, query, limit=limit, max_pages=max_pages)
+        typed = _typed_patient(query)
+        if typed == query or self._typed_patient is False:
+            return found
+        if found:  # this server matches bare ids: never ask twice
+            self._typed_patient = False
+            return found
+        # `patient=<id>` is valid FHIR, yet some servers (Medplum's in-memory repository)
+        # match reference parameters only as `Type/id`: an empty result is asked again so.
+        found = await self._collect(url, typed, limit=limit, max_pages=max_pages)
+        if found:
+            log.info("%s matches patient=Patient/<id> only; sending that form", self.base_url)
+            self._typed_patient = True
+        return found
 
     async def everything(
         self,
@@ -299,9 +323,10 @@ class FhirClient:
 
         async def one(resource_type: str) -> list[dict[str, Any]]:
             async with gate:
-                try:
+                try:  # a page size, or servers' defaults (20) make long charts many pages
+                    page = {"_count": count} if count else {}
                     return await self.search(
-                        resource_type, {"patient": patient_id}, max_pages=max_pages
+                        resource_type, {"patient": patient_id, **page}, max_pages=max_pages
                     )
                 except FhirError as exc:
                     if isinstance(exc, FhirUnavailable) or exc.status not in (400, 403, 404):
