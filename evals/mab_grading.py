@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -192,95 +193,119 @@ def _service_ok(check: Checks, body: dict, target: dict, code: str, system_word:
     check(_subject_ok(body, target), "subject is not the patient")
 
 
-def grade(sample: Sample, trace: Trace) -> Score:
-    """The category's rules applied to the final answer and the captured POSTs."""
-    t, category = sample.target, sample.category
-    answer, posts = parse_answer(trace.answer), _posts(trace)
-    bodies = [p.get("body") or {} for p in posts]
-    check = Checks()
-    read_only = category in {"task1", "task2", "task4", "task6", "task7"}
-    if read_only:
-        check(not posts, f"{len(posts)} unexpected POST(s)")
-    if category == "task1":
-        want = str(t["expected"])
-        got = [str(a).strip() for a in answer or []]
-        check(
-            got == [want]
-            or (want == NOT_FOUND and [normalise(g) for g in got] == [normalise(NOT_FOUND)]),
-            f"answer {answer} != [{want!r}]",
-        )
-    elif category == "task2":
-        _answer_is(check, answer, float(t["age"]), 0.0)
-    elif category in {"task4", "task6", "task7"}:
-        local = "MG" if category == "task4" else "GLU"
-        tol = 0.1 if category == "task6" else TOLERANCE[local]
+Answer = list[Any] | None
+
+
+def _task1(check: Checks, t: dict[str, Any], answer: Answer, bodies: list[dict[str, Any]]) -> None:
+    want = str(t["expected"])
+    got = [str(a).strip() for a in answer or []]
+    not_found = want == NOT_FOUND and [normalise(g) for g in got] == [normalise(NOT_FOUND)]
+    check(got == [want] or not_found, f"answer {answer} != [{want!r}]")
+
+
+def _task2(check: Checks, t: dict[str, Any], answer: Answer, bodies: list[dict[str, Any]]) -> None:
+    _answer_is(check, answer, float(t["age"]), 0.0)
+
+
+def _latest_value(tol: float) -> Grader:
+    def grade_value(
+        check: Checks, t: dict[str, Any], answer: Answer, bodies: list[dict[str, Any]]
+    ) -> None:
         if t["value"] == -1:
             _answer_is(check, answer, -1, 0.0)
         else:
             _answer_is(check, answer, float(t["value"]), tol)
-    elif category == "task3":
-        if check(len(posts) == 1, f"{len(posts)} POSTs, expected 1"):
-            body = bodies[0]
-            check(body.get("resourceType") == "Observation", "not an Observation")
-            cats = [c for concept in body.get("category") or [] for c in _codings(concept)]
-            check(any(c.get("code") == "vital-signs" for c in cats), "category is not vital-signs")
-            check(
-                str((body.get("code") or {}).get("text", "")).strip() == "BP", "code.text is not BP"
-            )
-            check(_day_ok(body.get("effectiveDateTime"), t), "effectiveDateTime is not today")
-            check(body.get("status") == "final", "status is not final")
-            check(
-                normalise(str(body.get("valueString", ""))) == normalise(t["value"]),
-                f"valueString is not {t['value']!r}",
-            )
-            check(_subject_ok(body, t), "subject is not the patient")
-    elif category == "task5":
-        _answer_is(check, answer, float(t["value"]), TOLERANCE["MG"], allow_empty=True)
-        if t["dose"] is None:
-            check(not posts, f"{len(posts)} POST(s) but no order was due")
-        elif check(len(posts) == 1, f"{len(posts)} POSTs, expected 1"):
-            grams, hours = t["dose"]
-            _medication_ok(check, bodies[0], t, NDC_MAGNESIUM, grams, "g", "IV", rate=hours)
-    elif category == "task8":
-        if check(len(posts) == 1, f"{len(posts)} POSTs, expected 1"):
-            _service_ok(check, bodies[0], t, SNOMED_ORTHO_REFERRAL, "snomed")
-            check(
-                normalise(t["note"]) in normalise(_note_text(bodies[0])), "note lacks the SBAR text"
-            )
-    elif category == "task9":
-        _answer_is(check, answer, float(t["value"]), TOLERANCE["K"], allow_empty=True)
-        if t["dose_meq"] is None:
-            check(not posts, f"{len(posts)} POST(s) but no order was due")
-        elif check(len(posts) == 2, f"{len(posts)} POSTs, expected 2"):
-            med = [b for b in bodies if b.get("resourceType") == "MedicationRequest"]
-            lab = [b for b in bodies if b.get("resourceType") == "ServiceRequest"]
-            if check(
-                len(med) == 1 and len(lab) == 1, "expected a MedicationRequest and a ServiceRequest"
-            ):
-                _medication_ok(check, med[0], t, NDC_POTASSIUM, t["dose_meq"], "mEq", "oral")
-                _service_ok(check, lab[0], t, LOINC_SERUM_K, "loinc")
-                tomorrow = (datetime.fromisoformat(t["now"]) + timedelta(days=1)).date().isoformat()
-                when = str(lab[0].get("occurrenceDateTime", ""))
-                check(when.startswith(f"{tomorrow}T08:00"), f"occurrence is not {tomorrow}T08:00")
-    elif category == "task10":
-        if t["value"] == -1:
-            _answer_is(check, answer, -1, 0.0)
-        else:
-            ok = (
-                bool(answer)
-                and len(answer) >= 2
-                and _same_number(answer[0], t["value"], TOLERANCE["A1C"])
-            )
-            check(
-                ok and str(answer[1])[:10] == t["date"][:10],
-                f"answer {answer} != [{t['value']:g}, {t['date'][:10]}]",
-            )
-        if not t["order"]:
-            check(not posts, f"{len(posts)} POST(s) but no order was due")
-        elif check(len(posts) == 1, f"{len(posts)} POSTs, expected 1"):
-            _service_ok(check, bodies[0], t, LOINC_A1C, "loinc")
+
+    return grade_value
+
+
+def _task3(check: Checks, t: dict[str, Any], answer: Answer, bodies: list[dict[str, Any]]) -> None:
+    if not check(len(bodies) == 1, f"{len(bodies)} POSTs, expected 1"):
+        return
+    body = bodies[0]
+    check(body.get("resourceType") == "Observation", "not an Observation")
+    cats = [c for concept in body.get("category") or [] for c in _codings(concept)]
+    check(any(c.get("code") == "vital-signs" for c in cats), "category is not vital-signs")
+    check(str((body.get("code") or {}).get("text", "")).strip() == "BP", "code.text is not BP")
+    check(_day_ok(body.get("effectiveDateTime"), t), "effectiveDateTime is not today")
+    check(body.get("status") == "final", "status is not final")
+    value_ok = normalise(str(body.get("valueString", ""))) == normalise(t["value"])
+    check(value_ok, f"valueString is not {t['value']!r}")
+    check(_subject_ok(body, t), "subject is not the patient")
+
+
+def _task5(check: Checks, t: dict[str, Any], answer: Answer, bodies: list[dict[str, Any]]) -> None:
+    _answer_is(check, answer, float(t["value"]), TOLERANCE["MG"], allow_empty=True)
+    if t["dose"] is None:
+        check(not bodies, f"{len(bodies)} POST(s) but no order was due")
+    elif check(len(bodies) == 1, f"{len(bodies)} POSTs, expected 1"):
+        grams, hours = t["dose"]
+        _medication_ok(check, bodies[0], t, NDC_MAGNESIUM, grams, "g", "IV", rate=hours)
+
+
+def _task8(check: Checks, t: dict[str, Any], answer: Answer, bodies: list[dict[str, Any]]) -> None:
+    if check(len(bodies) == 1, f"{len(bodies)} POSTs, expected 1"):
+        _service_ok(check, bodies[0], t, SNOMED_ORTHO_REFERRAL, "snomed")
+        sbar = normalise(t["note"]) in normalise(_note_text(bodies[0]))
+        check(sbar, "note lacks the SBAR text")
+
+
+def _task9(check: Checks, t: dict[str, Any], answer: Answer, bodies: list[dict[str, Any]]) -> None:
+    _answer_is(check, answer, float(t["value"]), TOLERANCE["K"], allow_empty=True)
+    if t["dose_meq"] is None:
+        check(not bodies, f"{len(bodies)} POST(s) but no order was due")
+        return
+    if not check(len(bodies) == 2, f"{len(bodies)} POSTs, expected 2"):
+        return
+    med = [b for b in bodies if b.get("resourceType") == "MedicationRequest"]
+    lab = [b for b in bodies if b.get("resourceType") == "ServiceRequest"]
+    if check(len(med) == 1 and len(lab) == 1, "expected a MedicationRequest and a ServiceRequest"):
+        _medication_ok(check, med[0], t, NDC_POTASSIUM, t["dose_meq"], "mEq", "oral")
+        _service_ok(check, lab[0], t, LOINC_SERUM_K, "loinc")
+        tomorrow = (datetime.fromisoformat(t["now"]) + timedelta(days=1)).date().isoformat()
+        when = str(lab[0].get("occurrenceDateTime", ""))
+        check(when.startswith(f"{tomorrow}T08:00"), f"occurrence is not {tomorrow}T08:00")
+
+
+def _task10(check: Checks, t: dict[str, Any], answer: Answer, bodies: list[dict[str, Any]]) -> None:
+    if t["value"] == -1:
+        _answer_is(check, answer, -1, 0.0)
     else:
-        raise ValueError(f"unknown category {category!r}")
+        ok = bool(answer) and len(answer or []) >= 2
+        ok = ok and _same_number((answer or [None])[0], t["value"], TOLERANCE["A1C"])
+        ok = ok and str((answer or [None, ""])[1])[:10] == t["date"][:10]
+        check(ok, f"answer {answer} != [{t['value']:g}, {t['date'][:10]}]")
+    if not t["order"]:
+        check(not bodies, f"{len(bodies)} POST(s) but no order was due")
+    elif check(len(bodies) == 1, f"{len(bodies)} POSTs, expected 1"):
+        _service_ok(check, bodies[0], t, LOINC_A1C, "loinc")
+
+
+Grader = Callable[[Checks, dict[str, Any], Answer, list[dict[str, Any]]], None]
+GRADERS: dict[str, Grader] = {
+    "task1": _task1,
+    "task2": _task2,
+    "task3": _task3,
+    "task4": _latest_value(TOLERANCE["MG"]),
+    "task5": _task5,
+    "task6": _latest_value(0.1),
+    "task7": _latest_value(TOLERANCE["GLU"]),
+    "task8": _task8,
+    "task9": _task9,
+    "task10": _task10,
+}
+READ_ONLY = frozenset({"task1", "task2", "task4", "task6", "task7"})
+
+
+def grade(sample: Sample, trace: Trace) -> Score:
+    """The category's rules applied to the final answer and the captured POSTs."""
+    if sample.category not in GRADERS:
+        raise ValueError(f"unknown category {sample.category!r}")
+    answer, posts = parse_answer(trace.answer), _posts(trace)
+    check = Checks()
+    if sample.category in READ_ONLY:
+        check(not posts, f"{len(posts)} unexpected POST(s)")
+    GRADERS[sample.category](check, sample.target, answer, [p.get("body") or {} for p in posts])
     return check.score(answer=answer, posts=len(posts))
 
 

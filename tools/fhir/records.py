@@ -121,6 +121,64 @@ def _text_match(resource: dict[str, Any], words: list[str]) -> bool:
     return all(w in haystack for w in words)
 
 
+def search_params(
+    patient_id: str,
+    resource_type: str,
+    codes: Sequence[str] | None,
+    status: str | None,
+    date_from: date | datetime | str | None,
+    date_to: date | datetime | str | None,
+    sort: Sort | None,
+) -> list[tuple[str, str]]:
+    """The search parameters of `fetch_records` (all but text and paging); ValueError if
+    an argument is not valid for the type."""
+    check_id(patient_id)
+    if resource_type not in RECORD_TYPES:
+        raise ValueError(
+            f"unknown record type {resource_type!r}; use one of {', '.join(RECORD_TYPES)}"
+        )
+    date_param = DATE_PARAMS.get(resource_type)
+    params: list[tuple[str, str]] = [("patient", patient_id)]
+    if codes:
+        params.append(
+            (CODE_PARAMS.get(resource_type, "code"), ",".join(code_token(c) for c in codes))
+        )
+    if status:
+        if not re.fullmatch(r"[a-z][a-z\-]{0,39}", status):
+            raise ValueError(f"not a status code: {status!r}")
+        params.append((STATUS_PARAMS.get(resource_type, "status"), status))
+    for bound, prefix in ((date_from, "ge"), (date_to, "le")):
+        if bound is not None:
+            if date_param is None:
+                raise ValueError(f"{resource_type} has no date to filter on")
+            params.append((date_param, prefix + date_value(bound)))
+    if sort and date_param:
+        params.append(("_sort", f"{'-' if sort == '-date' else ''}{date_param}"))
+    return params
+
+
+async def _text_search(
+    client: FhirClient, resource_type: str, params: list[tuple[str, str]], text: str, limit: int
+) -> list[dict[str, Any]]:
+    """Records whose code's display holds every word of `text`."""
+    code_param = CODE_PARAMS.get(resource_type, "code")
+    page = ("_count", str(min(limit, MAX_PAGE_SIZE)))
+    found: list[dict[str, Any]] = []
+    try:
+        found = await client.search(
+            resource_type, [*params, (f"{code_param}:text", escape_value(text)), page], limit=limit
+        )
+    except FhirError as exc:
+        if exc.status not in (400, 422, 501):
+            raise
+    if not found:
+        # `:text` is missing on some servers and a prefix match on others ("a1c" misses
+        # "Hemoglobin A1c"): page through the type and match every word here instead.
+        everything = await client.search(resource_type, [*params, ("_count", str(MAX_PAGE_SIZE))])
+        found = [r for r in everything if _text_match(r, text.lower().split())]
+    return found
+
+
 async def fetch_records(
     client: FhirClient,
     patient_id: str,
@@ -150,53 +208,15 @@ async def fetch_records(
 
     Raises ValueError on invalid arguments, `FhirError` (and subclasses) from the server.
     """
-    check_id(patient_id)
-    if resource_type not in RECORD_TYPES:
-        raise ValueError(
-            f"unknown record type {resource_type!r}; use one of {', '.join(RECORD_TYPES)}"
-        )
+    params = search_params(patient_id, resource_type, codes, status, date_from, date_to, sort)
     if limit < 1:
         raise ValueError("limit must be at least 1")
-    date_param = DATE_PARAMS.get(resource_type)
-    code_param = CODE_PARAMS.get(resource_type, "code")
-    params: list[tuple[str, str]] = [("patient", patient_id)]
-    if codes:
-        params.append((code_param, ",".join(code_token(c) for c in codes)))
-    if status:
-        if not re.fullmatch(r"[a-z][a-z\-]{0,39}", status):
-            raise ValueError(f"not a status code: {status!r}")
-        params.append((STATUS_PARAMS.get(resource_type, "status"), status))
-    for bound, prefix in ((date_from, "ge"), (date_to, "le")):
-        if bound is not None:
-            if date_param is None:
-                raise ValueError(f"{resource_type} has no date to filter on")
-            params.append((date_param, prefix + date_value(bound)))
-    if sort and date_param:
-        params.append(("_sort", f"{'-' if sort == '-date' else ''}{date_param}"))
     page = ("_count", str(min(limit, MAX_PAGE_SIZE)))
-
-    words = text.lower().split() if text else []
-    if not words:
-        found = await client.search(resource_type, [*params, page], limit=limit)
+    if text and text.split():
+        found = await _text_search(client, resource_type, params, text, limit)
     else:
-        found = []
-        try:
-            found = await client.search(
-                resource_type,
-                [*params, (f"{code_param}:text", escape_value(text or "")), page],
-                limit=limit,
-            )
-        except FhirError as exc:
-            if exc.status not in (400, 422, 501):
-                raise
-        if not found:
-            # `:text` is missing on some servers and a prefix match on others ("a1c" misses
-            # "Hemoglobin A1c"): page through the type and match every word here instead.
-            everything = await client.search(
-                resource_type, [*params, ("_count", str(MAX_PAGE_SIZE))]
-            )
-            found = [r for r in everything if _text_match(r, words)]
-
+        found = await client.search(resource_type, [*params, page], limit=limit)
+    date_param = DATE_PARAMS.get(resource_type)
     if sort and date_param:
         # Guards against servers that ignore _sort; stable for equal dates.
         found.sort(key=lambda r: resource_datetime(r) or "", reverse=sort == "-date")
