@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,44 +123,64 @@ def describe_errors(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app(
-    settings: Settings,
-    *,
-    model: BaseChatModel | None = None,
-    fhir: FhirClient | None = None,
-    checkpointer: BaseCheckpointSaver | None = None,
-    extra_tools: Sequence[BaseTool] | None = None,
-    audit: AuditLog | None = None,
-    max_steps: int = 8,
-) -> FastAPI:
-    """The API + page. Pass `model`, `fhir`, ... to use those instead of building from settings."""
+@dataclass(frozen=True)
+class Overrides:
+    """Parts to use instead of building them from settings (tests, embedding applications)."""
+
+    model: BaseChatModel | None = None
+    fhir: FhirClient | None = None
+    checkpointer: BaseCheckpointSaver | None = None
+    extra_tools: Sequence[BaseTool] | None = None
+    audit: AuditLog | None = None
+    max_steps: int = 8
+
+
+async def start_copilot(
+    app: FastAPI, settings: Settings, given: Overrides, stack: AsyncExitStack
+) -> None:
+    """Build the copilot service into `app.state` (what is not given comes from settings)."""
+    client = given.fhir
+    if client is None:
+        client = FhirClient.from_settings(settings)
+        stack.push_async_callback(client.aclose)
+    saver = given.checkpointer or await stack.enter_async_context(open_checkpointer(settings))
+    chat = given.model or await asyncio.to_thread(_make_model, settings)
+    extra = given.extra_tools
+    if extra is None:
+        extra = await asyncio.to_thread(registry.extra_tools, settings)
+    tools = CopilotTools(client, list(extra))
+    audit = given.audit or AuditLog(audit_path(settings))
+    graph = copilot_graph(
+        chat,
+        tools,
+        checkpointer=saver,
+        audit=audit,
+        max_steps=given.max_steps,
+        history_tokens=history_budget(settings.model_ctx, settings.max_tokens),
+    )
+    app.state.copilot = CopilotService(graph, tools, audit)
+    app.state.tool_names = [t.name for t in tools.for_model()]
+
+
+async def health(request: Request) -> dict[str, Any]:
+    state = request.app.state
+    ready = hasattr(state, "copilot")
+    return {"status": "ok" if ready else "starting", "tools": getattr(state, "tool_names", [])}
+
+
+async def page() -> FileResponse:
+    return FileResponse(STATIC / "index.html")
+
+
+def create_app(settings: Settings, **overrides: Any) -> FastAPI:
+    """The API + page. Keyword arguments (see `Overrides`: model, fhir, checkpointer,
+    extra_tools, audit, max_steps) replace what would be built from settings."""
+    given = Overrides(**overrides)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            client = fhir
-            if client is None:
-                client = FhirClient.from_settings(settings)
-                stack.push_async_callback(client.aclose)
-            saver = checkpointer or await stack.enter_async_context(open_checkpointer(settings))
-            chat = model or await asyncio.to_thread(_make_model, settings)
-            extra = (
-                list(extra_tools)
-                if extra_tools is not None
-                else await asyncio.to_thread(registry.extra_tools, settings)
-            )
-            tools = CopilotTools(client, extra)
-            log_ = audit or AuditLog(audit_path(settings))
-            graph = copilot_graph(
-                chat,
-                tools,
-                checkpointer=saver,
-                audit=log_,
-                max_steps=max_steps,
-                history_tokens=history_budget(settings.model_ctx, settings.max_tokens),
-            )
-            app.state.copilot = CopilotService(graph, tools, log_)
-            app.state.tool_names = [t.name for t in tools.for_model()]
+            await start_copilot(app, settings, given, stack)
             try:
                 yield
             finally:
@@ -182,19 +203,10 @@ def create_app(
     install_error_handlers(app)
     describe_errors(app)
     app.include_router(router)
-
-    @app.get("/api/health", summary="Liveness (no auth)", tags=["meta"])
-    async def health() -> dict[str, Any]:
-        ready = hasattr(app.state, "copilot")
-        return {
-            "status": "ok" if ready else "starting",
-            "tools": getattr(app.state, "tool_names", []),
-        }
-
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
-
+    app.add_api_route(
+        "/api/health", health, methods=["GET"], summary="Liveness (no auth)", tags=["meta"]
+    )
+    app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
