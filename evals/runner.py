@@ -111,6 +111,35 @@ def _progress(show: bool) -> Progress:
     )
 
 
+@dataclass
+class _Tally:
+    """Correct, finished and failed samples so far, for the progress bar."""
+
+    k: int = 0
+    n: int = 0
+    err: int = 0
+
+    def add(self, record: SampleRecord) -> None:
+        self.k += int(record.correct)
+        self.n += 1
+        self.err += int(record.error is not None)
+
+    def accuracy(self) -> str:
+        return f"{self.k / self.n:.1%}" if self.n else "-"
+
+
+def _finished(
+    log: ResultsLog, chosen: Sequence[Sample], retry_errors: bool
+) -> dict[str, SampleRecord]:
+    """The chosen samples the results file already holds (errors too, unless retried)."""
+    wanted = {s.id for s in chosen}
+    return {
+        i: r
+        for i, r in log.load().items()
+        if i in wanted and not (retry_errors and r.error is not None)
+    }
+
+
 async def run_task(
     task: Task,
     *,
@@ -128,43 +157,26 @@ async def run_task(
         raise ValueError("concurrency must be at least 1")
     chosen = list(samples if samples is not None else task.samples)
     log = ResultsLog(results_path)
-    done = log.load()
-    wanted = {s.id for s in chosen}
-    finished = {
-        i: r for i, r in done.items() if i in wanted and not (retry_errors and r.error is not None)
-    }
+    finished = _finished(log, chosen, retry_errors)
     pending = [s for s in chosen if s.id not in finished]
-    state = {
-        "k": sum(r.correct for r in finished.values()),
-        "n": len(finished),
-        "err": sum(r.error is not None for r in finished.values()),
-    }
+    tally = _Tally()
+    for record in finished.values():
+        tally.add(record)
     semaphore = asyncio.Semaphore(concurrency)
     started = time.perf_counter()
-
-    def acc_text() -> str:
-        return f"{state['k'] / state['n']:.1%}" if state["n"] else "-"
-
     log.open()
     try:
         with _progress(progress) as bar:
-            bar_id = bar.add_task(
-                f"{task.name} · {model}",
-                total=len(chosen),
-                completed=len(finished),
-                acc=acc_text(),
-                err=state["err"],
-            )
+            bar_id = bar.add_task(f"{task.name} · {model}", total=len(chosen), completed=tally.n,
+                                  acc=tally.accuracy(), err=tally.err)  # fmt: skip
 
             async def one(sample: Sample) -> None:
                 async with semaphore:
                     record = await run_sample(task, sample, model, timeout_s=timeout_s)
                 await log.append(record)
                 finished[sample.id] = record
-                state["n"] += 1
-                state["k"] += int(record.correct)
-                state["err"] += int(record.error is not None)
-                bar.update(bar_id, advance=1, acc=acc_text(), err=state["err"])
+                tally.add(record)
+                bar.update(bar_id, advance=1, acc=tally.accuracy(), err=tally.err)
                 if on_record is not None:
                     on_record(record)
 
@@ -174,15 +186,9 @@ async def run_task(
     finally:
         log.close()
     records = [finished[s.id] for s in chosen]
-    return RunResult(
-        task=task.name,
-        model=model,
-        path=results_path,
-        records=records,
-        ran=len(pending),
-        wall_s=time.perf_counter() - started,
-        by_id={r.id: r for r in records},
-    )
+    return RunResult(task=task.name, model=model, path=results_path, records=records,
+                     ran=len(pending), wall_s=time.perf_counter() - started,
+                     by_id={r.id: r for r in records})  # fmt: skip
 
 
 def load_records(results_path: Path) -> dict[str, SampleRecord]:

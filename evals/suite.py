@@ -218,7 +218,6 @@ async def compare_eval(
     reusing finished runs, and write the comparison report. `base_urls` gives a preset its
     own OpenAI-compatible endpoint (two vLLM servers side by side)."""
     options = dict(options or {})
-    base_urls = base_urls or {}
     layout = Layout(root, taskdef.name, options)
     records: dict[str, dict[str, Any]] = {}
     scoring = ""
@@ -229,38 +228,19 @@ async def compare_eval(
             scoring = scoring or _saved_scoring(layout, preset)
             continue
         side = settings
-        if base_urls.get(preset):
-            side = settings.model_copy(update={"model_base_url": base_urls[preset]})
-        async with eval_env(
-            taskdef,
-            side,
-            preset=preset,
-            options=options,
-            make_model=make_model,
-            make_fhir=make_fhir,
-        ) as env:
-            result, summary = await run_eval(
-                taskdef,
-                env,
-                preset=preset,
-                root=root,
-                limit=limit,
-                concurrency=concurrency,
-                timeout_s=timeout_s,
-                progress=progress,
-            )
+        if (base_urls or {}).get(preset):
+            side = settings.model_copy(update={"model_base_url": (base_urls or {})[preset]})
+        factories = {"make_model": make_model, "make_fhir": make_fhir}
+        async with eval_env(taskdef, side, preset=preset, options=options, **factories) as env:
+            result, summary = await run_eval(taskdef, env, preset=preset, root=root, limit=limit,
+                                             concurrency=concurrency, timeout_s=timeout_s,
+                                             progress=progress)  # fmt: skip
         scoring = summary["scoring"]
         records[preset] = result.by_id
     order = [s.id for s in stratified(read_samples(layout.samples), limit)]
-    summary = compare_records(
-        taskdef.name,
-        layout.run_name(a),
-        layout.run_name(b),
-        records[a],
-        records[b],
-        order=order,
-        scoring=scoring,
-    )
+    names = (layout.run_name(a), layout.run_name(b))
+    summary = compare_records(taskdef.name, *names, records[a], records[b], order=order,
+                              scoring=scoring)  # fmt: skip
     paths = write_compare_report(summary, layout.compare_dir(a, b))
     return summary, paths
 
