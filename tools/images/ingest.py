@@ -144,6 +144,86 @@ def describe(meta: Mapping[str, Any]) -> str:
     return " ".join(parts) or "Image without description."
 
 
+@dataclass
+class _Ingest:
+    """One ingest in progress: what was decided per file, and the batch waiting for vectors."""
+
+    index: ImageIndex
+    extra: dict[Path, dict[str, Any]]
+    studies: Mapping[str, Mapping[str, str]]
+    on_file: Callable[[Path, str | None], None] | None
+    summary: IngestSummary = field(default_factory=IngestSummary)
+    pending: list[tuple[Path, str, LoadedImage]] = field(default_factory=list)
+    seen: dict[str, Path] = field(default_factory=dict)
+
+    def note(self, path: Path, reason: str | None) -> None:
+        if reason is None:
+            self.summary.indexed.append(path)
+        else:
+            self.summary.skipped.append((path, reason))
+        if self.on_file is not None:
+            self.on_file(path, reason)
+
+    def record(self, path: Path, image_id: str, image: LoadedImage, vector: Any) -> ImageRecord:
+        meta = dict(image.metadata)
+        meta.update(self.extra.get(path.resolve(), {}))
+        meta["source_path"] = str(path)
+        meta["encoder"] = self.index.encoder.name
+        study = self.studies.get(str(meta.get("study_uid", "")))
+        if study:
+            meta.update(study)
+        return ImageRecord(image_id, vector, meta, describe(meta))
+
+    def flush(self) -> None:
+        """Embed and store the waiting batch; one bad batch must not end the ingest."""
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        try:
+            vectors = self.index.encoder.embed_images([img.pixels for _, _, img in batch])
+        except Exception as exc:
+            for path, _, _ in batch:
+                self.note(path, f"encoder failed: {exc}")
+            return
+        records = [self.record(*item, vector) for item, vector in zip(batch, vectors, strict=True)]
+        self.index.add(records)
+        for path, _, _ in batch:
+            self.note(path, None)
+
+    def skip_reason(self, path: Path, image_id: str, stored: set[str]) -> str | None:
+        if image_id in stored:
+            return f"{ALREADY_INDEXED}: same content as image:{image_id}"
+        if image_id in self.seen:
+            return f"{ALREADY_INDEXED}: same content as {self.seen[image_id]}"
+        return None
+
+    def load(self, path: Path, image_id: str) -> None:
+        try:
+            image = load_image(path)
+        except ImageLoadError as exc:
+            return self.note(path, str(exc))
+        except Exception as exc:  # decoders raise anything on malformed input
+            return self.note(path, f"unexpected error: {type(exc).__name__}: {str(exc)[:120]}")
+        self.seen[image_id] = path
+        self.pending.append((path, image_id, image))
+
+    def chunk(self, paths: list[Path]) -> None:
+        ids: dict[Path, str] = {}
+        for path in paths:
+            try:
+                ids[path] = content_id(path)
+            except OSError as exc:
+                self.note(path, f"unreadable file: {exc.strerror or exc}")
+        stored = set(self.index.existing_ids(list(set(ids.values()))))
+        for path, image_id in ids.items():
+            reason = self.skip_reason(path, image_id, stored)
+            if reason:
+                self.note(path, reason)
+            else:
+                self.load(path, image_id)
+        self.flush()
+
+
 def ingest(
     index: ImageIndex,
     files: Iterable[Path],
@@ -157,75 +237,13 @@ def ingest(
 
     `on_file(path, reason)` is called once per file (reason None when indexed), for progress.
     """
-    summary = IngestSummary()
     index.count()  # an index built by another encoder is refused before any work is done
     extra = {Path(k).resolve(): dict(v) for k, v in (metadata or {}).items()}
-    studies = imaging_studies or {}
-    pending: list[tuple[Path, str, LoadedImage]] = []
-    seen: dict[str, Path] = {}
-
-    def note(path: Path, reason: str | None) -> None:
-        if reason is None:
-            summary.indexed.append(path)
-        else:
-            summary.skipped.append((path, reason))
-        if on_file is not None:
-            on_file(path, reason)
-
-    def flush() -> None:
-        if not pending:
-            return
-        try:
-            vectors = index.encoder.embed_images([img.pixels for _, _, img in pending])
-        except Exception as exc:  # one bad batch must not end the ingest
-            for path, _, _ in pending:
-                note(path, f"encoder failed: {exc}")
-            pending.clear()
-            return
-        records = []
-        for (path, image_id, image), vector in zip(pending, vectors, strict=True):
-            meta = dict(image.metadata)
-            meta.update(extra.get(path.resolve(), {}))
-            meta["source_path"] = str(path)
-            meta["encoder"] = index.encoder.name
-            study = studies.get(str(meta.get("study_uid", "")))
-            if study:
-                meta.update(study)
-            records.append(ImageRecord(image_id, vector, meta, describe(meta)))
-        index.add(records)
-        for path, _, _ in pending:
-            note(path, None)
-        pending.clear()
-
+    run = _Ingest(index, extra, imaging_studies or {}, on_file)
     file_list = [Path(f) for f in files]
     for start in range(0, len(file_list), batch_size):
-        chunk = file_list[start : start + batch_size]
-        ids: dict[Path, str] = {}
-        for path in chunk:
-            try:
-                ids[path] = content_id(path)
-            except OSError as exc:
-                note(path, f"unreadable file: {exc.strerror or exc}")
-        stored = index.existing_ids(list(set(ids.values())))
-        for path, image_id in ids.items():
-            if image_id in stored:
-                note(path, f"{ALREADY_INDEXED}: same content as image:{image_id}")
-                continue
-            if image_id in seen:
-                note(path, f"{ALREADY_INDEXED}: same content as {seen[image_id]}")
-                continue
-            try:
-                image = load_image(path)
-            except ImageLoadError as exc:
-                note(path, str(exc))
-                continue
-            except Exception as exc:  # decoders raise anything on malformed input
-                note(path, f"unexpected error: {type(exc).__name__}: {str(exc)[:120]}")
-                continue
-            seen[image_id] = path
-            pending.append((path, image_id, image))
-        flush()
-    return summary
+        run.chunk(file_list[start : start + batch_size])
+    return run.summary
 
 
 def ingest_builtin(
