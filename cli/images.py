@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from .common import clean_errors, console, fail, load_settings, progress_bar
+
+if TYPE_CHECKING:
+    from wardround.tools.images.index import ImageIndex
+    from wardround.tools.images.ingest import IngestSummary
 
 app = typer.Typer(
     help="Medical image search: index DICOM/PNG/JPEG folders, search by text or by image.",
@@ -68,6 +73,40 @@ def _open_index(encoder: str, model: str | None, collection: str | None, allow_d
         )
 
 
+def _files_to_index(directory: Path | None, builtin: bool) -> tuple[list[Path], dict[Path, dict]]:
+    from wardround.tools.images.corpus import builtin_images, builtin_metadata
+    from wardround.tools.images.ingest import discover
+
+    files: list[Path] = []
+    metadata: dict[Path, dict] = {}
+    if builtin:
+        for image, path in builtin_images():
+            files.append(path)
+            metadata[path] = builtin_metadata(image)
+    if directory is not None:
+        files.extend(discover([directory]))
+    return files, metadata
+
+
+def _report(
+    summary: IngestSummary, total: int, target: str, index: ImageIndex, verbose: bool
+) -> None:
+    """What was indexed and why the rest was skipped (20 reasons unless `verbose`)."""
+    console.print(
+        f"[bold]{len(summary.indexed)}[/] indexed, {summary.duplicates} already indexed, "
+        f"{len(summary.skipped) - summary.duplicates} skipped, from {total} file(s) in "
+        f"{target} -> collection {index.name!r} ({index.count()} images) in {index.chroma_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    problems = [(p, r) for p, r in summary.skipped if not r.startswith("already indexed")]
+    shown = problems if verbose else problems[:20]
+    for path, reason in shown:
+        console.print(f"  skipped {path}: {reason}", highlight=False, soft_wrap=True)
+    if len(shown) < len(problems):
+        console.print(f"... and {len(problems) - len(shown)} more (--verbose lists all)")
+
+
 @app.command("index")
 def index(
     directory: Path | None = DirArg,
@@ -82,8 +121,7 @@ def index(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="list every skipped file"),
 ) -> None:
     """Index images; files that cannot be used are skipped with a reason, never fatal."""
-    from wardround.tools.images.corpus import builtin_images, builtin_metadata
-    from wardround.tools.images.ingest import discover, ingest, load_imaging_studies
+    from wardround.tools.images.ingest import ingest, load_imaging_studies
 
     if directory is None and not builtin:
         fail("give a DIR to index, or --builtin for the bundled real images")
@@ -94,14 +132,7 @@ def index(
         with clean_errors(OSError, ValueError):
             studies = load_imaging_studies(imaging_studies)
 
-    files: list[Path] = []
-    metadata: dict[Path, dict] = {}
-    if builtin:
-        for image, path in builtin_images():
-            files.append(path)
-            metadata[path] = builtin_metadata(image)
-    if directory is not None:
-        files.extend(discover([directory]))
+    files, metadata = _files_to_index(directory, builtin)
     target = "the bundled images" if directory is None else str(directory)
     if not files:
         console.print(f"Nothing to index: {target} holds no files (empty folder).")
@@ -119,21 +150,7 @@ def index(
 
         summary = ingest(index, files, metadata=metadata, imaging_studies=studies, on_file=step)
 
-    fresh = len(summary.indexed)
-    console.print(
-        f"[bold]{fresh}[/] indexed, {summary.duplicates} already indexed, "
-        f"{len(summary.skipped) - summary.duplicates} skipped, from {len(files)} file(s) in "
-        f"{target} -> collection {index.name!r} ({index.count()} images) in {index.chroma_dir}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    problems = [(p, r) for p, r in summary.skipped if not r.startswith("already indexed")]
-    if problems:
-        shown = problems if verbose else problems[:20]
-        for path, reason in shown:
-            console.print(f"  skipped {path}: {reason}", highlight=False, soft_wrap=True)
-        if len(shown) < len(problems):
-            console.print(f"... and {len(problems) - len(shown)} more (--verbose lists all)")
+    _report(summary, len(files), target, index, verbose)
 
 
 @app.command("search")
