@@ -10,17 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
-from wardround.tools.fhir.chart_summary import (
-    NoResults,
-    chart_summary,
-    patient_record,
-    result_trend,
-)
-from wardround.tools.fhir.client import escape_value
-from wardround.tools.fhir.render import render_resource
-
 from .auth import current_user, require_token
-from .order_preview import order_resource
 from .schemas import (
     CODE_TOKEN_PATTERN,
     FHIR_ID_PATTERN,
@@ -37,7 +27,7 @@ from .schemas import (
     ThreadView,
     Trend,
 )
-from .service import ApiError, CopilotService, events_of, message_json
+from .service import CopilotService, events_of, message_json
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
 
@@ -76,13 +66,7 @@ async def list_patients(
     name: Annotated[str | None, Query(max_length=100, description="Part of a name")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[PatientItem]:
-    params: list[tuple[str, str | int]] = [("_count", min(limit, 100))]
-    params += [("name", escape_value(word)) for word in (name or "").split()]
-    found = await copilot.tools.fhir.search("Patient", params, limit=limit)
-    copilot.audit.record(
-        user=user, action="list_patients", resources=[f"Patient/{p.get('id')}" for p in found]
-    )
-    return [PatientItem(id=str(p.get("id")), line=render_resource(p)) for p in found]
+    return [PatientItem(**p) for p in await copilot.patients(name, limit, user)]
 
 
 @router.post("/threads", status_code=201, response_model=ThreadInfo, summary="Start a conversation")
@@ -137,12 +121,7 @@ async def approval_resource(
     copilot: Service,
     user: User,
 ) -> dict[str, Any]:
-    state = await copilot.snapshot(thread_id, user)
-    pending = [p for p in copilot.pending(state) if p.get("call_id") == call_id]
-    if not pending:
-        raise ApiError(404, f"no order {call_id!r} is waiting for a decision in this thread")
-    patient_id = state.values["patient_id"]
-    return await order_resource(copilot.tools.fhir, patient_id, thread_id, pending[0])
+    return await copilot.order_preview(thread_id, call_id, user)
 
 
 @router.post(
@@ -217,11 +196,7 @@ async def get_evidence(
     summary="The chart at a glance: header, problems, medications, allergies, vitals, labs",
 )
 async def get_chart(patient_id: PatientId, copilot: Service, user: User) -> ChartSummary:
-    summary = await chart_summary(copilot.tools.fhir, patient_id)
-    copilot.audit.record(
-        user=user, action="view_chart", patient=patient_id, resources=[f"Patient/{patient_id}"]
-    )
-    return summary
+    return await copilot.chart(patient_id, user)
 
 
 @router.get(
@@ -238,13 +213,7 @@ async def get_trend(
         Query(pattern=CODE_TOKEN_PATTERN, description="system|code, e.g. http://loinc.org|4548-4"),
     ],
 ) -> Trend:
-    try:
-        trend = await result_trend(copilot.tools.fhir, patient_id, code)
-    except NoResults as exc:
-        raise ApiError(404, str(exc)) from None
-    refs = sorted({p.ref for s in trend.series for p in s.points})
-    copilot.audit.record(user=user, action="view_trend", patient=patient_id, resources=refs)
-    return trend
+    return await copilot.trend(patient_id, code, user)
 
 
 @router.get(
@@ -260,9 +229,4 @@ async def get_patient_record(
     user: User,
 ) -> RecordView:
     reference = f"{resource_type}/{resource_id}"
-    try:
-        resource = await patient_record(copilot.tools.fhir, patient_id, reference)
-    except PermissionError as exc:
-        raise ApiError(403, str(exc)) from None
-    copilot.audit.record(user=user, action="view_record", patient=patient_id, resources=[reference])
-    return RecordView(ref=reference, line=render_resource(resource), resource=resource)
+    return RecordView(**await copilot.patient_record(patient_id, reference, user))

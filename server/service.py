@@ -24,9 +24,17 @@ from wardround.graphs.copilot.events import Event, approval_events, event, run_e
 from wardround.graphs.copilot.orders import Decision, check_decision
 from wardround.graphs.copilot.toolset import CopilotTools
 from wardround.graphs.trace import message_record
+from wardround.tools.fhir.chart_summary import (
+    NoResults,
+    chart_summary,
+    patient_record,
+    result_trend,
+)
+from wardround.tools.fhir.client import escape_value
 from wardround.tools.fhir.errors import FhirError
-from wardround.tools.fhir.fields import patient_reference
 from wardround.tools.fhir.render import render_resource
+
+from .order_preview import order_resource
 
 log = logging.getLogger(__name__)
 RECURSION_LIMIT = 60
@@ -144,21 +152,53 @@ class CopilotService:
     async def record(self, thread_id: str, reference: str, user: str) -> dict[str, Any]:
         """A record of the thread's patient: its compact line and its JSON."""
         state = await self.snapshot(thread_id, user)
-        patient_id = state.values["patient_id"]
-        resource = await self.tools.fhir.read(reference)
-        owner = patient_reference(resource)
-        if owner is not None and not (
-            owner == f"Patient/{patient_id}" or owner.endswith(f"/Patient/{patient_id}")
-        ):
-            raise ApiError(403, f"{reference} is not a record of this thread's patient")
-        self.audit.record(
-            user=user,
-            action="view_record",
-            patient=patient_id,
-            resources=[reference],
-            thread=thread_id,
-        )
+        return await self.patient_record(state.values["patient_id"], reference, user, thread_id)
+
+    async def patient_record(
+        self, patient_id: str, reference: str, user: str, thread: str | None = None
+    ) -> dict[str, Any]:
+        """One record of the patient (403 for another patient's), its line and its JSON."""
+        try:
+            resource = await patient_record(self.tools.fhir, patient_id, reference)
+        except PermissionError as exc:
+            whose = f"{reference} is not a record of this thread's patient"
+            raise ApiError(403, whose if thread else str(exc)) from None
+        self.audit.record(user=user, action="view_record", patient=patient_id,
+                          resources=[reference], thread=thread)  # fmt: skip
         return {"ref": reference, "line": render_resource(resource), "resource": resource}
+
+    async def patients(self, name: str | None, limit: int, user: str) -> list[dict[str, str]]:
+        """Patients on the server whose names hold every word of `name`."""
+        params: list[tuple[str, str | int]] = [("_count", min(limit, 100))]
+        params += [("name", escape_value(word)) for word in (name or "").split()]
+        found = await self.tools.fhir.search("Patient", params, limit=limit)
+        refs = [f"Patient/{p.get('id')}" for p in found]
+        self.audit.record(user=user, action="list_patients", resources=refs)
+        return [{"id": str(p.get("id")), "line": render_resource(p)} for p in found]
+
+    async def chart(self, patient_id: str, user: str) -> Any:
+        summary = await chart_summary(self.tools.fhir, patient_id)
+        self.audit.record(user=user, action="view_chart", patient=patient_id,
+                          resources=[f"Patient/{patient_id}"])  # fmt: skip
+        return summary
+
+    async def trend(self, patient_id: str, code: str, user: str) -> Any:
+        try:
+            trend = await result_trend(self.tools.fhir, patient_id, code)
+        except NoResults as exc:
+            raise ApiError(404, str(exc)) from None
+        refs = sorted({p.ref for s in trend.series for p in s.points})
+        self.audit.record(user=user, action="view_trend", patient=patient_id, resources=refs)
+        return trend
+
+    async def order_preview(self, thread_id: str, call_id: str, user: str) -> dict[str, Any]:
+        """The resource the pending order `call_id` would write."""
+        state = await self.snapshot(thread_id, user)
+        pending = [p for p in self.pending(state) if p.get("call_id") == call_id]
+        if not pending:
+            raise ApiError(404, f"no order {call_id!r} is waiting for a decision in this thread")
+        patient_id = state.values["patient_id"]
+        return await order_resource(self.tools.fhir, patient_id, thread_id, pending[0])
 
     async def evidence(self, thread_id: str, ref: str, user: str) -> dict[str, Any]:
         """What a tool said about a non-FHIR reference (a guideline passage, an image hit)."""

@@ -21,8 +21,8 @@ from pydantic import BaseModel, Field
 
 from .fields import (
     age_on,
+    belongs_to,
     concept_text,
-    patient_reference,
     primary_concept,
     reference_of,
     resource_date,
@@ -584,8 +584,6 @@ async def result_trend(client: FhirClient, patient_id: str, code: str) -> Trend:
 async def patient_record(client: FhirClient, patient_id: str, reference: str) -> dict[str, Any]:
     """Read `reference`; PermissionError if it belongs to another patient."""
     resource = await client.read(reference)
-    owner = patient_reference(resource)
-    mine = f"Patient/{patient_id}"
-    if owner is not None and owner != mine and not owner.endswith(f"/{mine}"):
-        raise PermissionError(f"{reference} is not a record of {mine}")
+    if not belongs_to(resource, patient_id):
+        raise PermissionError(f"{reference} is not a record of Patient/{patient_id}")
     return resource

@@ -156,6 +156,14 @@ def patient_reference(resource: dict[str, Any]) -> str | None:
     return None
 
 
+def belongs_to(resource: dict[str, Any], patient_id: str) -> bool:
+    """Whether `resource` is a record of Patient/`patient_id` (shared records such as a
+    Practitioner or a Medication, which name no patient, belong to every chart)."""
+    owner = patient_reference(resource)
+    mine = f"Patient/{patient_id}"
+    return owner is None or owner == mine or owner.endswith(f"/{mine}")
+
+
 def status_code(resource: dict[str, Any], field_name: str) -> str | None:
     """A status element's code: the string itself, or a CodeableConcept's first coding."""
     value = resource.get(field_name)

@@ -44,7 +44,7 @@ from .args import (
     with_patient,
 )
 from .client import FHIR_ID, FhirClient, FhirError, FhirNotFound, escape_value, parse_reference
-from .fields import patient_reference, reference_of
+from .fields import belongs_to, reference_of
 from .manifest import build_manifest
 from .records import fetch_records
 from .render import render_resource, render_resources
@@ -104,13 +104,6 @@ class ChartScope:
 
 
 # -------------------------------------------------------------------- reads
-
-
-def _belongs_to(resource: dict[str, Any], patient_id: str) -> bool:
-    owner = patient_reference(resource)
-    if owner is None:  # shared records (Practitioner, Medication, ...) have no owner
-        return True
-    return owner == f"Patient/{patient_id}" or owner.endswith(f"/Patient/{patient_id}")
 
 
 def _describe_search(args: SearchRecordsArgs) -> str:
@@ -179,7 +172,7 @@ async def read_record(scope: ChartScope, args: ReadRecordArgs) -> ToolOutput:
     parse_reference(args.reference)
     resource = await scope.fhir.read(args.reference)
     bound = scope.patient_id
-    if bound and not _belongs_to(resource, bound):
+    if bound and not belongs_to(resource, bound):
         return tool_result(f"Error: {args.reference} is not a record of Patient/{bound}.")
     lines = [render_resource(resource, note_chars=DETAIL_NOTE_CHARS)]
     ids = [reference_of(resource)]
