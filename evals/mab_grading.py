@@ -71,12 +71,9 @@ def parse_answer(text: str) -> list[Any] | None:
                 continue
             if isinstance(value, list):
                 return value
-    if not text:
-        return None
-    try:
-        return [float(text)]
-    except ValueError:
-        return [text]
+    # A lone value stays text: numbers are compared through `_num`, and an identifier such
+    # as the MRN 4068113 must not become "4068113.0".
+    return [text] if text else None
 
 
 def _num(value: Any) -> float | None:

@@ -8,16 +8,20 @@ from datetime import datetime, timedelta
 import pytest
 from langchain_core.messages import ToolMessage
 
-from eval_fixtures import BENCHMARK_DATA, EvalFhir
-from fakes import ScriptedChatModel
 from wardround.evals import mab_grading as grading
 from wardround.evals import medagentbench as mab
 from wardround.evals.chart import fetch_chart
-from wardround.evals.mab_tools import TOOL_NAMES, OrderLog, make_mab_tools
 from wardround.evals.task import EvalEnv, Sample, Trace
 from wardround.settings import Settings
-from wardround.stack.sample_charts import ANN_MRN
+from wardround.tests.eval_fixtures import (  # noqa: F401
+    ANN_MRN,
+    BENCHMARK_DATA,
+    EvalFhir,
+    eval_fhir_fixture,
+)
+from wardround.tests.fakes import ScriptedChatModel
 from wardround.tools.evidence import REQUIRES_APPROVAL
+from wardround.evals.mab_tools import TOOL_NAMES, OrderLog, make_mab_tools
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 DATA = BENCHMARK_DATA
@@ -106,7 +110,7 @@ async def test_samples_on_the_fixture_charts(eval_fhir: EvalFhir):
         ('Done. FINISH(["1234567"])', ["1234567"]),
         ('FINISH([7.2, "2023-06-01T09:00:00+00:00"])', [7.2, "2023-06-01T09:00:00+00:00"]),
         ("[-1]", [-1]),
-        ("54", [54.0]),
+        ("54", ["54"]),
         ("Patient not found", ["Patient not found"]),
         ("", None),
     ],
@@ -236,6 +240,10 @@ async def test_grader_read_only_tasks_refuse_posts():
     lookup = target(expected="1234567")
     assert grade("task1", lookup, 'FINISH(["1234567"])').correct
     assert not grade("task1", lookup, 'FINISH(["7654321"])').correct
+    # an MRN given bare or as a JSON number is the same MRN (not "1234567.0")
+    assert grade("task1", lookup, "1234567").correct
+    assert grade("task1", lookup, "FINISH([1234567])").correct
+    assert grade("task2", target(age=54), "54").correct
     assert grade(
         "task1", target(expected=grading.NOT_FOUND), 'FINISH(["patient not found"])'
     ).correct
