@@ -8,20 +8,16 @@ from datetime import datetime, timedelta
 import pytest
 from langchain_core.messages import ToolMessage
 
+from eval_fixtures import BENCHMARK_DATA, EvalFhir
+from fakes import ScriptedChatModel
 from wardround.evals import mab_grading as grading
 from wardround.evals import medagentbench as mab
 from wardround.evals.chart import fetch_chart
+from wardround.evals.mab_tools import TOOL_NAMES, OrderLog, make_mab_tools
 from wardround.evals.task import EvalEnv, Sample, Trace
 from wardround.settings import Settings
-from wardround.tests.eval_fixtures import (  # noqa: F401
-    ANN_MRN,
-    BENCHMARK_DATA,
-    EvalFhir,
-    eval_fhir_fixture,
-)
-from wardround.tests.fakes import ScriptedChatModel
+from wardround.stack.sample_charts import ANN_MRN
 from wardround.tools.evidence import REQUIRES_APPROVAL
-from wardround.evals.mab_tools import TOOL_NAMES, OrderLog, make_mab_tools
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 DATA = BENCHMARK_DATA
