@@ -90,7 +90,9 @@ def _value(holder: dict[str, Any]) -> str:
         low, high = (quantity_text(holder["valueRange"].get(k)) for k in ("low", "high"))
         return f"{low}-{high}".strip("-")
     if "valueRatio" in holder:
-        num, den = (quantity_text(holder["valueRatio"].get(k)) for k in ("numerator", "denominator"))
+        num, den = (
+            quantity_text(holder["valueRatio"].get(k)) for k in ("numerator", "denominator")
+        )
         return f"{num}/{den}"
     for key in ("valueDateTime", "valueTime"):
         if key in holder:
