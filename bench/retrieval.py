@@ -41,14 +41,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from wardround.evals.image_retrieval_set import TRANSFORMS, transform_image
 from wardround.tools.guidelines.index import GuidelineIndex
 from wardround.tools.guidelines.ingest import Chunk, corpus_dir, discover, load_chunks
-from wardround.tools.images.corpus import (
-    TRANSFORMS,
-    builtin_images,
-    builtin_metadata,
-    transform_image,
-)
+from wardround.tools.images.corpus import builtin_images, builtin_metadata
 from wardround.tools.images.dicom import load_image
 from wardround.tools.images.encoders import load_encoder
 from wardround.tools.images.index import ImageIndex, ImageRecord, build_where

@@ -208,7 +208,7 @@ def retrieval_set(
     seed: int = typer.Option(0, help="random seed"),
 ) -> None:
     """Write the image-retrieval eval set: transformed copies of the bundled real images."""
-    from wardround.tools.images.corpus import build_retrieval_set
+    from wardround.evals.image_retrieval_set import build_retrieval_set
 
     with clean_errors(OSError), console.status("writing transformed copies"):
         result = build_retrieval_set(out, variants_per_image=variants, seed=seed)

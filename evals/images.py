@@ -1,6 +1,6 @@
 """Image retrieval: recall@k on the retrieval set built from the real images that ship on PyPI.
 
-The set (tools/images/corpus.py `build_retrieval_set`) holds the original images, which are
+The set (`image_retrieval_set.build_retrieval_set`) holds the original images, which are
 indexed, and queries: transformed copies of each original (crop, rotation, contrast,
 recompression; the right answer is the original) and text queries with their relevant
 images. A sample is correct when every relevant image is among the top k hits (k=5 unless
@@ -26,7 +26,7 @@ def _retrieval_dir(env: EvalEnv) -> Any:
 
 
 async def dataset(env: EvalEnv) -> list[Sample]:
-    from wardround.tools.images.corpus import build_retrieval_set
+    from .image_retrieval_set import build_retrieval_set
 
     rs = await asyncio.to_thread(build_retrieval_set, _retrieval_dir(env))
     samples = [

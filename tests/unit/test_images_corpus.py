@@ -6,16 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from wardround.tools.images.corpus import (
-    BUILTIN_IMAGES,
+from wardround.evals.image_retrieval_set import (
     TEXT_QUERIES,
     TRANSFORMS,
     RetrievalSet,
     build_retrieval_set,
-    builtin_images,
-    content_id,
     transform_image,
 )
+from wardround.tools.images.corpus import BUILTIN_IMAGES, builtin_images, content_id
 from wardround.tools.images.dicom import load_image
 
 

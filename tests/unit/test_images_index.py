@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
+from wardround.evals.image_retrieval_set import transform_image
 from wardround.tiny_models import TINY_DIM, make_tiny_siglip
-from wardround.tools.images.corpus import builtin_images, content_id, transform_image
+from wardround.tools.images.corpus import builtin_images, content_id
 from wardround.tools.images.dicom import load_image
 from wardround.tools.images.encoders import SiglipEncoder, load_encoder
 from wardround.tools.images.index import EmptyIndex, EncoderMismatch, ImageIndex, build_where
