@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wardround.tools.files import files_under
+
 SUFFIXES = {".md", ".markdown", ".html", ".htm", ".pdf", ".txt"}
 # About 200 word pieces: under MiniLM's 256 with the title and section prepended.
 MAX_CHARS = 900
@@ -73,18 +75,7 @@ def corpus_dir() -> Path:
 
 
 def discover(paths: Iterable[Path]) -> list[Path]:
-    files: list[Path] = []
-    for root in paths:
-        root = Path(root).expanduser()
-        if root.is_file():
-            files.append(root)
-        elif root.is_dir():
-            files.extend(
-                p
-                for p in sorted(root.rglob("*"))
-                if p.is_file() and not any(x.startswith(".") for x in p.relative_to(root).parts)
-            )
-    return files
+    return files_under(paths)
 
 
 def load_document(path: Path) -> Document:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wardround.tools.files import files_under
 from wardround.tools.images.corpus import builtin_images, builtin_metadata, content_id
 from wardround.tools.images.dicom import (
     DICOM_SUFFIXES,
@@ -68,19 +69,7 @@ class IngestSummary:
 def discover(paths: Iterable[Path]) -> list[Path]:
     """Every file under the given files and directories, sorted, without hidden files
     and without the `.json`/`.txt` sidecars that describe an image next to them."""
-    files: list[Path] = []
-    for root in paths:
-        root = Path(root).expanduser()
-        if root.is_file():
-            files.append(root)
-        elif root.is_dir():
-            files.extend(
-                p
-                for p in sorted(root.rglob("*"))
-                if p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(root).parts)
-            )
-    return [p for p in files if not _is_sidecar(p)]
+    return [p for p in files_under(paths) if not _is_sidecar(p)]
 
 
 def _is_sidecar(path: Path) -> bool:
