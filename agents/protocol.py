@@ -14,6 +14,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any, Literal, TypeVar
 
 import openai
@@ -119,6 +120,17 @@ def _hoist_defs(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+@lru_cache(maxsize=512)
+def _json_schema_text(model: type[BaseModel]) -> str:
+    return json.dumps(model.model_json_schema())
+
+
+def json_schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema, a fresh copy each time; generated once per class (pydantic's
+    generation cost a copilot turn tens of milliseconds under load)."""
+    return json.loads(_json_schema_text(model))
+
+
 def tool_args_model(tool: BaseTool) -> type[BaseModel]:
     schema = tool.tool_call_schema
     if isinstance(schema, type) and issubclass(schema, BaseModel):
@@ -133,7 +145,7 @@ def tool_choice_schema(
     defs: dict[str, Any] = {}
     options: list[dict[str, Any]] = []
     for tool in tools:
-        args = _hoist_defs(tool_args_model(tool).model_json_schema(), defs)
+        args = _hoist_defs(json_schema_of(tool_args_model(tool)), defs)
         options.append(
             {
                 "type": "object",
@@ -144,7 +156,7 @@ def tool_choice_schema(
     final_props: dict[str, Any] = {"answer": {"type": "string"}}
     final_required = ["answer"]
     if final is not None:
-        final_schema = _hoist_defs(final.model_json_schema(), defs)
+        final_schema = _hoist_defs(json_schema_of(final), defs)
         final_props = final_schema.get("properties", {})
         final_required = list(final_schema.get("required", []))
     options.append(
@@ -163,7 +175,7 @@ def tool_choice_schema(
 def describe_tools(tools: Sequence[BaseTool]) -> str:
     lines = []
     for tool in tools:
-        props = tool_args_model(tool).model_json_schema().get("properties", {})
+        props = json_schema_of(tool_args_model(tool)).get("properties", {})
         args = ", ".join(
             f"{name}: {spec.get('type', 'value')}"
             + (f" ({spec['description']})" if spec.get("description") else "")

@@ -128,6 +128,13 @@ def serve(port: int, home: Path, ready: Path) -> None:
         uvicorn.run(api, host="127.0.0.1", port=port, log_level="warning")
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used: the server's cost per request, which
+    unlike latency does not depend on what else the machine is doing."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -356,10 +363,10 @@ def run(
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         patients = asyncio.run(_ready(url, process, ready))
-        baseline = _rss_kb(process.pid)
+        baseline, cpu_before = _rss_kb(process.pid), _cpu_s(process.pid)
         with MemoryWatch(process.pid) as memory:
             results, wall = asyncio.run(_load(url, patients, conversations))
-        after = _rss_kb(process.pid)
+        after, cpu = _rss_kb(process.pid), _cpu_s(process.pid) - cpu_before
     finally:
         process.terminate()
         try:
@@ -374,6 +381,7 @@ def run(
             "peak": round(memory.peak / 1024, 1),
             "after": round(after / 1024, 1),
         },
+        "server_cpu_ms_per_request": round(1000 * cpu / max(len(results), 1), 1),
         "thread_store_mb": round((home / "copilot.sqlite").stat().st_size / 2**20, 2),
         "audit_lines": len((home / "audit.jsonl").read_text().splitlines()),
     }
@@ -391,7 +399,8 @@ def run(
     console.print(
         f"{report['requests_per_s']} requests/s; server RSS {mem['baseline']} MB at rest, "
         f"{mem['peak']} MB peak, {mem['after']} MB after; thread store "
-        f"{report['thread_store_mb']} MB; {report['audit_lines']} audit lines"
+        f"{report['thread_store_mb']} MB; {report['audit_lines']} audit lines; server CPU "
+        f"{report['server_cpu_ms_per_request']} ms per request (FHIR server included)"
     )
     for error in report["errors"]:
         console.print(f"[red]error:[/] {error}")

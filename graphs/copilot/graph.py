@@ -16,6 +16,7 @@ import asyncio
 import re
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -70,7 +71,8 @@ class CopilotState(TypedDict, total=False):
     error: str | None
 
 
-def _answer_model(citable: list[str], must_cite: bool) -> type[BaseModel]:
+@lru_cache(maxsize=256)
+def _answer_model(citable: tuple[str, ...], must_cite: bool) -> type[BaseModel]:
     """The final-answer object; citations limited to references the thread retrieved, and
     required when this turn read records (an answer after reading rests on something)."""
     if not citable:
@@ -227,7 +229,7 @@ async def agent(
     protocol = (ctx.model.metadata or {}).get("protocol", "json")
     writes = ctx.tools.write_names
     read_now = evidence_ids(m for m in turn if isinstance(m, ToolMessage) and m.name not in writes)
-    final = _answer_model(citable, bool(read_now))
+    final = _answer_model(tuple(citable), bool(read_now))
     caller = tool_calling_model(ctx.model, ctx.tools.for_model(), final=final).with_config(
         tags=[REPLY_TAG, f"{REPLY_TAG}:{protocol}"]
     )

@@ -23,7 +23,7 @@ from pydantic import BaseModel, create_model
 
 from wardround.tools.evidence import REQUIRES_APPROVAL
 from wardround.tools.fhir.client import FhirClient
-from wardround.tools.fhir.tools import make_fhir_tools
+from wardround.tools.fhir.tools import ChartScope, bind_tool, make_fhir_tools, write_spec
 from wardround.tools.registry import SPEC_PATIENT
 
 LEFT_OUT = frozenset({"find_patient"})
@@ -127,7 +127,4 @@ class CopilotTools:
 
     def write_tool(self, patient_id: str, name: str, key: str) -> BaseTool:
         """The write tool `name` for this patient whose create happens once per `key`."""
-        for tool in make_fhir_tools(self.fhir, patient_id=patient_id, order_key=key):
-            if tool.name == name and needs_approval(tool):
-                return tool
-        raise KeyError(f"no write tool named {name!r}")
+        return bind_tool(write_spec(name), ChartScope(self.fhir, patient_id, key))
