@@ -119,13 +119,25 @@ async def test_status_and_date_filters(fhir: FhirFixture) -> None:
     assert "Allergy to peanut active high criticality" in allergies.content
 
 
-async def test_empty_result_says_what_to_do_next(fhir: FhirFixture) -> None:
+async def test_empty_result_lists_the_codes_the_chart_holds(fhir: FhirFixture) -> None:
     message = await call(
         tools_for(fhir)["search_records"], resource_type="Observation", code="2345-7"
     )
-    assert "No Observation records match (code=2345-7)" in message.content
-    assert "patient_manifest" in message.content
-    assert message.artifact == []
+    assert message.content.startswith("No Observation records match (code=2345-7).")
+    assert "4548-4" in message.content  # the chart's HbA1c code, to search next
+    assert message.artifact == [f"Patient/{fhir.patients['handmade']}"]
+    unfiltered = await call(tools_for(fhir)["search_records"], resource_type="Goal")
+    assert unfiltered.content == "No Goal records match (no filters)."
+
+
+async def test_a_status_the_type_does_not_have_is_refused_with_its_codes(
+    fhir: FhirFixture,
+) -> None:
+    message = await call(
+        tools_for(fhir)["search_records"], resource_type="Observation", status="active"
+    )
+    assert "Observation has no status 'active'" in message.content
+    assert "final" in message.content and message.artifact == []
 
 
 async def test_manifest_tool_cites_the_patient(fhir: FhirFixture) -> None:
@@ -248,7 +260,12 @@ async def test_search_text_is_sent_as_one_escaped_value(fhir: FhirFixture) -> No
     tools, transport = recorded_tools(fhir)
     smuggled = f"hemoglobin&patient={fhir.patients['diabetes']},x"
     message = await call(tools["search_records"], resource_type="Observation", text=smuggled)
-    assert message.artifact == []
+    assert message.content.startswith("No Observation records match")
+    assert message.artifact == [f"Patient/{fhir.patients['handmade']}"]  # only its own chart
+    other = fhir.patients["diabetes"]
+    assert not [
+        r for r in transport.requests if other in r.url.path or r.url.params.get("patient") == other
+    ]
     first = transport.requests[0].url.params
     assert first.get_list("patient") == [fhir.patients["handmade"]]
     assert first.get_list("code:text") == [

@@ -20,6 +20,7 @@ __all__ = [
     "CODE_PARAMS",
     "DATE_PARAMS",
     "RECORD_TYPES",
+    "STATUS_CODES",
     "STATUS_PARAMS",
     "SYSTEM_CHARS",
     "Sort",
@@ -74,6 +75,25 @@ CODE_PARAMS: dict[str, str] = {
     "CarePlan": "category",
     "Device": "type",
 }
+# R4's status codes of the common types (for Condition and AllergyIntolerance: the clinical
+# status searched by STATUS_PARAMS). A status the type does not have matches nothing on every
+# server, so it is refused with the valid codes instead of returning an empty result.
+STATUS_CODES: dict[str, tuple[str, ...]] = {
+    "Observation": ("registered", "preliminary", "final", "amended", "corrected", "cancelled",
+                    "entered-in-error", "unknown"),
+    "DiagnosticReport": ("registered", "partial", "preliminary", "final", "amended",
+                         "corrected", "appended", "cancelled", "entered-in-error", "unknown"),
+    "Condition": ("active", "recurrence", "relapse", "inactive", "remission", "resolved"),
+    "AllergyIntolerance": ("active", "inactive", "resolved"),
+    "MedicationRequest": ("active", "on-hold", "cancelled", "completed", "entered-in-error",
+                          "stopped", "draft", "unknown"),
+    "Procedure": ("preparation", "in-progress", "not-done", "on-hold", "stopped", "completed",
+                  "entered-in-error", "unknown"),
+    "Encounter": ("planned", "arrived", "triaged", "in-progress", "onleave", "finished",
+                  "cancelled", "entered-in-error", "unknown"),
+    "Immunization": ("completed", "entered-in-error", "not-done"),
+}  # fmt: skip
+
 STATUS_PARAMS: dict[str, str] = {
     "Condition": "clinical-status",
     "AllergyIntolerance": "clinical-status",
@@ -146,6 +166,12 @@ def search_params(
     if status:
         if not re.fullmatch(r"[a-z][a-z\-]{0,39}", status):
             raise ValueError(f"not a status code: {status!r}")
+        known = STATUS_CODES.get(resource_type)
+        if known and status not in known:
+            raise ValueError(
+                f"{resource_type} has no status {status!r}: use one of {', '.join(known)}, "
+                "or leave status out"
+            )
         params.append((STATUS_PARAMS.get(resource_type, "status"), status))
     for bound, prefix in ((date_from, "ge"), (date_to, "le")):
         if bound is not None:

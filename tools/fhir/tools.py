@@ -79,6 +79,7 @@ DETAIL_NOTE_CHARS = 2000
 MANIFEST_CODES_PER_TYPE = 5
 MANIFEST_CODES_ONE_TYPE = 60
 MAX_REPORT_RESULTS = 30
+CODES_AFTER_MISS = 15  # codes listed when a filtered search finds nothing
 ToolOutput = tuple[str, list[str]]
 
 
@@ -156,15 +157,25 @@ async def search_records(scope: ChartScope, args: SearchRecordsArgs) -> ToolOutp
     )
     criteria = _describe_search(args)
     if not found:
-        return tool_result(
-            f"No {args.resource_type} records match ({criteria or 'no filters'}). "
-            "Check patient_manifest for the types and codes this chart holds."
-        )
+        return await _nothing_found(scope, args, criteria)
     order = "newest first" if args.sort == "-date" else "oldest first"
     header = f"{len(found)} {args.resource_type} record(s), {order}"
     header += f" [{criteria}]:" if criteria else ":"
     return tool_result(
         "\n".join([header, render_resources(found)]), [reference_of(r) for r in found]
+    )
+
+
+async def _nothing_found(scope: ChartScope, args: SearchRecordsArgs, criteria: str) -> ToolOutput:
+    """An empty search says so; when filters were given, it lists the codes the chart does
+    hold for the type, so the next call can use one of them."""
+    text = f"No {args.resource_type} records match ({criteria or 'no filters'})."
+    if not criteria:
+        return tool_result(text)
+    manifest = await build_manifest(scope.fhir, scope.patient(args))
+    codes = manifest.render(max_codes_per_type=CODES_AFTER_MISS, types=[args.resource_type])
+    return tool_result(
+        f"{text} What this chart holds:\n{codes}", [f"Patient/{scope.patient(args)}"]
     )
 
 
