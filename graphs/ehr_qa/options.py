@@ -23,6 +23,7 @@ LIST_TYPES: dict[str, str] = {
     "Encounter": "all encounters and visits",
     "Procedure": "all procedures",
     "DiagnosticReport": "all diagnostic reports",
+    "DocumentReference": "all clinical notes and documents",
 }
 CODED_TYPES = ("Observation", "Condition", "MedicationRequest", "Procedure", "Immunization")
 

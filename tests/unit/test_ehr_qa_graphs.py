@@ -14,7 +14,7 @@ from fakes import ScriptedChatModel
 from fhir_fixtures import FhirFixture
 from wardround.graphs.ehr_qa import answer_question
 from wardround.graphs.ehr_qa.citations import check_citations
-from wardround.graphs.ehr_qa.options import NOT_IN_CHART
+from wardround.graphs.ehr_qa.options import LIST_TYPES, NOT_IN_CHART
 from wardround.graphs.ehr_qa.prompts import PLAN_SYSTEM
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -46,6 +46,7 @@ def scripted(*replies: dict | str | Callable[[list[BaseMessage]], str]) -> Scrip
 
 A1C = "Hemoglobin A1c/Hemoglobin.total in Blood [Observation]"
 ALLERGIES = "all allergies and intolerances [AllergyIntolerance]"
+NOTES = "all clinical notes and documents [DocumentReference]"
 
 
 def plan(kind: str, about: str) -> dict:
@@ -69,7 +70,8 @@ async def test_latest_value_is_computed_from_the_newest_record(fhir: FhirFixture
     schema = model.calls[0]["kwargs"]["response_format"]["schema"]
     assert "latest_value" in schema["$defs"]["Kind"]["enum"]
     about = schema["properties"]["about"]["enum"]
-    assert A1C in about and NOT_IN_CHART in about and len(about) <= 16
+    assert A1C in about and NOT_IN_CHART in about
+    assert len(about) <= len(LIST_TYPES) + 8 + 1  # whole types, the 8 nearest codes, none
     prompt = model.calls[0]["messages"]
     assert prompt[0].content == PLAN_SYSTEM, "fixed instructions first, for the prompt cache"
 
@@ -155,6 +157,23 @@ async def test_general_questions_cite_then_answer(fhir: FhirFixture) -> None:
     assert items.get("enum", [items.get("const")]) == result.retrieved
     answer_prompt = str(model.calls[2]["messages"][-1].content)
     assert "peanut" in answer_prompt and "Colonoscopy" not in answer_prompt
+
+
+async def test_a_question_about_the_notes_reads_the_notes(fhir: FhirFixture) -> None:
+    def first_ref(messages: list[BaseMessage]) -> str:
+        return json.dumps({"citations": refs_in_prompt(messages)[:1]})
+
+    result, model = await ask(
+        fhir, "summarise the latest progress note", plan("other", NOTES),
+        first_ref, {"answer": "Walking daily; diabetes improving on metformin."},
+    )  # fmt: skip
+    assert (
+        NOTES
+        in model.calls[0]["kwargs"]["response_format"]["schema"]["properties"]["about"]["enum"]
+    )
+    assert result.error is None and result.citations[0].startswith("DocumentReference/")
+    answer_prompt = str(model.calls[2]["messages"][-1].content)
+    assert "walking 30 minutes daily" in answer_prompt  # the note's own text reaches the model
 
 
 async def test_values_not_in_the_cited_records_are_repaired_then_flagged(fhir: FhirFixture) -> None:
