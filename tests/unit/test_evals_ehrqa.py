@@ -7,6 +7,7 @@ import re
 import pytest
 
 from eval_fixtures import EvalFhir
+from fakes import ScriptedChatModel
 from wardround.evals import ehrqa
 from wardround.evals.chart import fetch_chart
 from wardround.evals.task import EvalEnv, Trace
@@ -138,34 +139,27 @@ async def test_scoring_by_kind(kind_target, answer, ok):
     assert score.metadata["cites_evidence"] is True
 
 
-async def test_solver_maps_the_graph_result_to_a_trace(monkeypatch, eval_fhir: EvalFhir):
-    import wardround.graphs.ehr_qa as ehr_qa
-    from wardround.graphs.ehr_qa import QAResult
+async def test_solver_runs_the_graph_and_stores_its_trace(eval_fhir: EvalFhir):
+    """The free loop, for real, on a scripted model: one search, then an answer citing it."""
+    import json
 
-    seen = {}
+    def answer(messages) -> str:
+        refs = re.findall(r"Observation/[A-Za-z0-9\-.]+", str(messages[-1].content))
+        return json.dumps({"action": "final_answer", "answer": "7.2 %", "citations": refs[:1]})
 
-    async def fake_answer(question, patient_id, **kwargs):
-        seen.update(kwargs, question=question, patient_id=patient_id)
-        return QAResult(
-            question=question,
-            patient_id=patient_id,
-            graph=kwargs.get("graph", "planner"),
-            answer="7.2 %",
-            citations=["Observation/x"],
-            steps=3,
-            tokens={"prompt": 100, "completion": 7},
-            latency_s=0.5,
-            messages=[{"type": "human", "data": {"content": question}}],
-        )
-
-    monkeypatch.setattr(ehr_qa, "answer_question", fake_answer)
+    search = {"action": "search_records", "args": {"resource_type": "Observation", "limit": 3}}
+    model = ScriptedChatModel(replies=[json.dumps(search), answer])
+    model.metadata = {"dialect": "none", "protocol": "json"}
     env = EvalEnv(
-        settings=Settings(), model=object(), fhir=eval_fhir.client, options={"graph": "loop"}
+        settings=Settings(), model=model, fhir=eval_fhir.client, options={"graph": "loop"}
     )
     samples = await ehrqa.dataset(env)
     task = ehrqa.bind(env, samples)
     trace = await task.solver(samples[0])
-    assert seen["graph"] == "loop" and seen["patient_id"] == samples[0].metadata["patient_id"]
-    assert trace.answer == "7.2 %" and trace.citations == ["Observation/x"]
-    assert trace.tokens == {"prompt": 100, "completion": 7} and trace.steps == 3
-    assert task.info["graph"] == "loop"
+    assert task.info["graph"] == "loop" and trace.answer == "7.2 %" and trace.steps == 2
+    assert len(trace.citations) == 1 and trace.citations[0] in trace.retrieved
+    roles = [m["role"] for m in trace.messages]
+    assert roles[-3:] == ["ai", "tool", "ai"]  # the stored shape, tool result included
+    tool = next(m for m in trace.messages if m["role"] == "tool")
+    assert tool["name"] == "search_records" and tool["artifact"] == trace.retrieved
+    assert len(model.calls) == 2
