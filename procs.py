@@ -22,6 +22,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pydantic import BaseModel, Field
@@ -269,6 +270,16 @@ def _signal_group(pid: int, sig: signal.Signals) -> bool:
 
 def _group_gone(pid: int) -> bool:
     return not pid_alive(pid) and not group_members(pid)
+
+
+def stop_child(process: subprocess.Popen[Any], timeout_s: float = 20.0) -> None:
+    """Stop a child process this process started: SIGTERM, then SIGKILL if it lingers."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def stop_pid(pid: int, timeout_s: float = 10.0) -> bool:

@@ -352,7 +352,7 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Run N conversations at once against a fresh API process and report."""
-    from wardround.procs import free_port
+    from wardround.procs import free_port, stop_child
 
     home = Path(tempfile.mkdtemp(prefix="wardround-api-load-"))
     ready = home / "ready.json"
@@ -368,11 +368,7 @@ def run(
             results, wall = asyncio.run(_load(url, patients, conversations))
         after, cpu = _rss_kb(process.pid), _cpu_s(process.pid) - cpu_before
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_child(process)
     report = {
         "conversations": conversations,
         **summarize(results, wall),

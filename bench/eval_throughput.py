@@ -32,7 +32,7 @@ from wardround.evals import agentclinic
 from wardround.evals.data import load_jsonl
 from wardround.evals.runner import RunResult, run_task
 from wardround.evals.task import EvalEnv
-from wardround.procs import free_port
+from wardround.procs import free_port, stop_child
 from wardround.settings import Settings
 
 OUT = Path(__file__).parent / "out" / "eval_throughput.json"
@@ -144,8 +144,7 @@ def main() -> int:
         try:
             rows = asyncio.run(measure(base_url, settings, samples, workdir))
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+            stop_child(proc)
     table = Table(title=f"eval runner throughput ({args.latency * 1000:.0f} ms per completion)")
     for column in (
         "concurrency",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from wardround.procs import free_port
+from wardround.procs import free_port, stop_child
 
 
 def _wait_for_heartbeat(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
@@ -44,9 +44,4 @@ def chroma_server(folder: Path) -> Iterator[str]:
         _wait_for_heartbeat(process, url, log)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_child(process)
