@@ -127,20 +127,19 @@ def noisy(vectors: np.ndarray, rng: np.random.Generator, scale: float) -> np.nda
 # --- images ------------------------------------------------------------------------------
 
 
-def bench_images(
-    root: Path, total: int, encode: int, repeat: int, seed: int, store: Store
-) -> dict[str, Any]:
-    rng = np.random.default_rng(seed)
-    encoder = load_encoder("efficientnet-lite0")
-    index = ImageIndex(store.location, encoder)
-    index.text_embedder.embed(["warm up"])
+def _bases() -> list[tuple[Any, np.ndarray]]:
     bases = []
     for image, path in builtin_images():
         pixels = Image.fromarray(load_image(path).pixels)
         pixels.thumbnail((512, 512))
         bases.append((image, np.asarray(pixels)))
+    return bases
 
-    # Real variants as files, then the real ingest pipeline over them.
+
+def _ingest_variants(
+    index: ImageIndex, bases: list, root: Path, encode: int, rng: np.random.Generator
+) -> tuple[list[Path], int, float]:
+    """Real variants as files, then the real ingest pipeline over them."""
     variant_dir = root / "variants"
     variant_dir.mkdir(parents=True)
     metadata: dict[Path, dict[str, Any]] = {}
@@ -159,35 +158,42 @@ def bench_images(
         ingest_s = time.perf_counter() - start
     # Two random JPEG re-encodings can come out byte-identical: deduplicated, as they should.
     assert len(summary.indexed) + summary.duplicates == encode, summary.skipped[:3]
-    encode = len(summary.indexed)
+    return files, len(summary.indexed), ingest_s
 
-    # Bulk: near-duplicates of the real vectors, up to `total`.
+
+def _bulk_fill(
+    index: ImageIndex, total: int, encoded: int, rng: np.random.Generator
+) -> tuple[np.ndarray, float]:
+    """Near-duplicates of the real vectors, up to `total`; returns the real vectors."""
     stored = index.vectors().get(include=["embeddings", "metadatas", "documents"])
     real_vectors = np.asarray(stored["embeddings"], dtype=np.float32)
     texts = index.texts().get(include=["embeddings", "documents"])
     text_cache = dict(zip(texts["documents"], texts["embeddings"], strict=True))
     start = time.perf_counter()
-    added, batch = encode, 1000
+    added, batch = encoded, 1000
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("bulk add", total=total - encode)
+        task = progress.add_task("bulk add", total=total - encoded)
         while added < total:
             n = min(batch, total - added)
             pick = rng.integers(0, len(real_vectors), n)
             vectors = noisy(real_vectors[pick], rng, 0.01)
             records, text_vectors = [], []
             for i, j in enumerate(pick):
-                meta = dict(stored["metadatas"][j])
-                meta["patient_id"] = f"P{(added + i) % 50:03d}"
+                meta = {**stored["metadatas"][j], "patient_id": f"P{(added + i) % 50:03d}"}
                 doc = stored["documents"][j]
                 records.append(ImageRecord(f"bulk-{added + i:06d}", vectors[i], meta, doc))
                 text_vectors.append(text_cache[doc])
             index.add(records, text_vectors=np.asarray(text_vectors, dtype=np.float32))
             added += n
             progress.advance(task, n)
-    bulk_s = time.perf_counter() - start
-    count = index.count()
+    return real_vectors, time.perf_counter() - start
 
-    # Latency. Search only: a query vector is given. End to end: decode + encode + search.
+
+def _image_latencies(
+    index: ImageIndex, real_vectors: np.ndarray, files: list[Path], repeat: int,
+    rng: np.random.Generator,
+) -> dict[str, Any]:  # fmt: skip
+    """Search only (a query vector is given) and end to end (decode + encode + search)."""
     queries = noisy(real_vectors[rng.integers(0, len(real_vectors), repeat)], rng, 0.05)
     cycle = iter(range(10**9))
 
@@ -196,46 +202,58 @@ def bench_images(
 
     def chroma_where(where: dict[str, Any]) -> Callable[[], Any]:
         return lambda: index.vectors().query(
-            query_embeddings=[queries[next(cycle) % repeat]],
-            n_results=10,
-            where=where,
+            query_embeddings=[queries[next(cycle) % repeat]], n_results=10, where=where,
             include=["metadatas", "documents", "distances"],
+        )  # fmt: skip
+
+    probe_files = files[: max(10, repeat // 5)]
+    probe, text_cycle = iter(range(10**9)), iter(range(10**9))
+
+    def image_query() -> Any:
+        return index.search_image(
+            load_image(probe_files[next(probe) % len(probe_files)]).pixels, 10
         )
 
-    results: dict[str, Any] = {}
-    results["image search only"] = timed(vector_query(), repeat)
-    results["image search only, modality=CT"] = timed(vector_query(modality="CT"), repeat)
-    results["image search only, patient=P007"] = timed(vector_query(patient="P007"), repeat)
-    results["(Chroma where filter, modality=CT)"] = timed(chroma_where(build_where("CT")), repeat)
-    results["(Chroma where filter, patient=P007)"] = timed(
-        chroma_where(build_where(patient="P007")), repeat
-    )
-    probe_files = files[: max(10, repeat // 5)]
-    probe = iter(range(10**9))
-    results["image query end to end (PNG)"] = timed(
-        lambda: index.search_image(
-            load_image(probe_files[next(probe) % len(probe_files)]).pixels, 10
-        ),
-        len(probe_files),
-    )
-    text_cycle = iter(range(10**9))
-    results["text query end to end (metadata)"] = timed(
-        lambda: index.search_text(IMAGE_TEXT_QUERIES[next(text_cycle) % 10], 10), repeat
-    )
-    results["text query end to end, modality=US"] = timed(
-        lambda: index.search_text(IMAGE_TEXT_QUERIES[next(text_cycle) % 10], 10, modality="US"),
-        repeat,
-    )
+    def text_query(**filters: str) -> Callable[[], Any]:
+        return lambda: index.search_text(IMAGE_TEXT_QUERIES[next(text_cycle) % 10], 10, **filters)
 
-    # Sanity: fresh transformed copies find an image of the right source among 10,000.
-    hits_at_10 = 0
-    trials = 48
+    return {
+        "image search only": timed(vector_query(), repeat),
+        "image search only, modality=CT": timed(vector_query(modality="CT"), repeat),
+        "image search only, patient=P007": timed(vector_query(patient="P007"), repeat),
+        "(Chroma where filter, modality=CT)": timed(chroma_where(build_where("CT")), repeat),
+        "(Chroma where filter, patient=P007)": timed(
+            chroma_where(build_where(patient="P007")), repeat
+        ),
+        "image query end to end (PNG)": timed(image_query, len(probe_files)),
+        "text query end to end (metadata)": timed(text_query(), repeat),
+        "text query end to end, modality=US": timed(text_query(modality="US"), repeat),
+    }
+
+
+def _same_source_rate(
+    index: ImageIndex, bases: list, rng: np.random.Generator, trials: int = 48
+) -> float:
+    """Fresh transformed copies that find an image of the right source in the top 10."""
+    hits = 0
     for n in range(trials):
         image, pixels = bases[n % len(bases)]
         query = transform_image(pixels, TRANSFORMS[n % len(TRANSFORMS)], rng)
-        found = index.search_image(query, 10)
-        hits_at_10 += any(h.metadata.get("builtin") == image.key for h in found)
+        hits += any(h.metadata.get("builtin") == image.key for h in index.search_image(query, 10))
+    return hits / trials
 
+
+def bench_images(
+    root: Path, total: int, encode: int, repeat: int, seed: int, store: Store
+) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    index = ImageIndex(store.location, load_encoder("efficientnet-lite0"))
+    index.text_embedder.embed(["warm up"])
+    bases = _bases()
+    files, encode, ingest_s = _ingest_variants(index, bases, root, encode, rng)
+    real_vectors, bulk_s = _bulk_fill(index, total, encode, rng)
+    count = index.count()
+    results = _image_latencies(index, real_vectors, files, repeat, rng)
     return {
         "count": count,
         "encoded": encode,
@@ -245,7 +263,7 @@ def bench_images(
         "latency_ms": {
             k: {"p50": pct(v, 50), "p95": pct(v, 95), "n": len(v)} for k, v in results.items()
         },
-        "same_source_in_top10": hits_at_10 / trials,
+        "same_source_in_top10": _same_source_rate(index, bases, rng),
         "disk_mb": dir_mb(store.disk),
     }
 
