@@ -291,6 +291,39 @@ def variant_chunk(chunk: Chunk, n: int, rng: np.random.Generator) -> Chunk:
     )
 
 
+def _guideline_latencies(index: GuidelineIndex, repeat: int) -> dict[str, Any]:
+    """End to end (MiniLM + Chroma + BM25 + RRF), and each part alone."""
+    cycle = iter(range(10**9))
+    queries = GUIDELINE_QUERIES
+    results = {
+        "guideline search end to end (MiniLM + Chroma + BM25 + RRF)": timed(
+            lambda: index.search(queries[next(cycle) % len(queries)], 10), repeat
+        ),
+        "guideline search end to end, source filter": timed(
+            lambda: index.search(
+                queries[next(cycle) % len(queries)], 10, source="potassium-repletion"
+            ),
+            repeat,
+        ),
+    }
+    vectors = index.embedder.embed(queries)
+    results["guideline dense only (query vector given)"] = timed(
+        lambda: index.collection().query(
+            query_embeddings=[vectors[next(cycle) % len(queries)]], n_results=50, include=[]
+        ),
+        repeat,
+    )
+    lexical = index.lexical()
+    results["guideline BM25 only"] = timed(
+        lambda: lexical.top(queries[next(cycle) % len(queries)], 50), repeat
+    )
+    results["MiniLM query embedding"] = timed(
+        lambda: index.embedder.embed([queries[next(cycle) % len(queries)]]), repeat
+    )
+
+    return results
+
+
 def bench_guidelines(
     root: Path, total: int, embed: int, repeat: int, seed: int, store: Store
 ) -> dict[str, Any]:
@@ -324,33 +357,7 @@ def bench_guidelines(
     start = time.perf_counter()
     index.lexical()
     bm25_build_s = time.perf_counter() - start
-    cycle = iter(range(10**9))
-    queries = GUIDELINE_QUERIES
-    results = {
-        "guideline search end to end (MiniLM + Chroma + BM25 + RRF)": timed(
-            lambda: index.search(queries[next(cycle) % len(queries)], 10), repeat
-        ),
-        "guideline search end to end, source filter": timed(
-            lambda: index.search(
-                queries[next(cycle) % len(queries)], 10, source="potassium-repletion"
-            ),
-            repeat,
-        ),
-    }
-    vectors = index.embedder.embed(queries)
-    results["guideline dense only (query vector given)"] = timed(
-        lambda: index.collection().query(
-            query_embeddings=[vectors[next(cycle) % len(queries)]], n_results=50, include=[]
-        ),
-        repeat,
-    )
-    lexical = index.lexical()
-    results["guideline BM25 only"] = timed(
-        lambda: lexical.top(queries[next(cycle) % len(queries)], 50), repeat
-    )
-    results["MiniLM query embedding"] = timed(
-        lambda: index.embedder.embed([queries[next(cycle) % len(queries)]]), repeat
-    )
+    results = _guideline_latencies(index, repeat)
 
     correct = sum(
         any(h.source.endswith(expected) for h in index.search(q, 5))
