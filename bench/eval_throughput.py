@@ -121,6 +121,33 @@ async def measure(base_url: str, settings: Settings, samples: list, workdir: Pat
     return rows
 
 
+def _table(rows: list[dict], latency: float) -> Table:
+    table = Table(title=f"eval runner throughput ({latency * 1000:.0f} ms per completion)")
+    for column in (
+        "concurrency",
+        "samples",
+        "completions",
+        "wall s",
+        "samples/s",
+        "speedup",
+        "accuracy",
+        "identical",
+    ):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(
+            str(r["concurrency"]),
+            str(r["samples"]),
+            str(r["completions"]),
+            f"{r['wall_s']:.2f}",
+            f"{r['samples_per_s']:.2f}",
+            f"{r['speedup']:.1f}x",
+            f"{r['accuracy']:.1%}",
+            "yes" if r["identical_to_sequential"] else "NO",
+        )
+    return table
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -145,31 +172,8 @@ def main() -> int:
             rows = asyncio.run(measure(base_url, settings, samples, workdir))
         finally:
             stop_child(proc)
-    table = Table(title=f"eval runner throughput ({args.latency * 1000:.0f} ms per completion)")
-    for column in (
-        "concurrency",
-        "samples",
-        "completions",
-        "wall s",
-        "samples/s",
-        "speedup",
-        "accuracy",
-        "identical",
-    ):
-        table.add_column(column, justify="right")
-    for r in rows:
-        table.add_row(
-            str(r["concurrency"]),
-            str(r["samples"]),
-            str(r["completions"]),
-            f"{r['wall_s']:.2f}",
-            f"{r['samples_per_s']:.2f}",
-            f"{r['speedup']:.1f}x",
-            f"{r['accuracy']:.1%}",
-            "yes" if r["identical_to_sequential"] else "NO",
-        )
     console = Console()
-    console.print(table)
+    console.print(_table(rows, args.latency))
     top = rows[-1]
     met = top["speedup"] >= GOAL and all(r["identical_to_sequential"] for r in rows)
     console.print(
