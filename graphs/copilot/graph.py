@@ -45,12 +45,14 @@ from wardround.graphs.ehr_qa.citations import check_citations
 from wardround.tools.evidence import evidence_ids
 from wardround.tools.fhir.client import FHIR_ID, FhirError
 from wardround.tools.fhir.render import render_resource
+from wardround.tools.fhir.tools import FHIR_TOOLS
 
 from . import prompts
 from .audit import AuditLog
 from .orders import check_args, check_decision, order_key, resource_type, summarize
 from .toolset import HIDDEN_ARGS, CopilotTools, needs_approval
 
+WRITE_TOOLS = frozenset(spec.name for spec in FHIR_TOOLS if spec.writes)
 # Tag on the model call whose tokens are streamed to the clinician.
 REPLY_TAG = "copilot_reply"
 MAX_CITABLE = 40
@@ -132,12 +134,14 @@ def _context(messages: list[AnyMessage], budget: int) -> list[BaseMessage]:
 class CopilotContext:
     """What a copilot run needs besides its state (LangGraph's runtime context).
 
-    model: the chat model; tools: the conversation's tools; audit: where reads and orders are
-    recorded; user: who is asking (LangGraph's server names its user in the config instead).
+    model: the chat model; tools: the conversation's tools (both required: a context without
+    them, as LangGraph's server sends, stands for the one `serve_with` set); audit: where reads
+    and orders are recorded; user: who is asking (LangGraph's server names its user in the
+    config instead).
     """
 
-    model: BaseChatModel
-    tools: CopilotTools
+    model: BaseChatModel | None = None
+    tools: CopilotTools | None = None
     audit: AuditLog = field(default_factory=lambda: AuditLog(None))
     max_steps: int = 8
     history_tokens: int = 1600
@@ -153,12 +157,14 @@ def serve_with(context: CopilotContext) -> None:
     _served[:] = [context]
 
 
-def _ctx(runtime: Runtime[CopilotContext]) -> CopilotContext:
-    if isinstance(runtime.context, CopilotContext):
-        return runtime.context
+def _ctx(runtime: Runtime[CopilotContext]) -> Any:
+    """The run's context; LangGraph's server passes none (or an empty one): the served one."""
+    given = runtime.context
+    if isinstance(given, CopilotContext) and given.model is not None and given.tools is not None:
+        return given
     if _served:
         return _served[0]
-    raise RuntimeError("run the copilot with context=CopilotContext(...)")
+    raise RuntimeError("run the copilot with context=CopilotContext(model, tools)")
 
 
 def _user(ctx: CopilotContext, config: RunnableConfig) -> str | None:
@@ -243,12 +249,13 @@ async def agent(
     return {**update, "messages": [reply]}
 
 
-def route(state: CopilotState, runtime: Runtime[CopilotContext]) -> str:
+def route(state: CopilotState) -> str:
+    """No runtime here: LangGraph also runs this edge on `update_state`, without a context.
+    Only FHIR writes need approval (CopilotTools refuses any other), so their names suffice."""
     last = state["messages"][-1] if state.get("messages") else None
     if state.get("error") or not (isinstance(last, AIMessage) and last.tool_calls):
         return "finish"
-    tools = _ctx(runtime).tools.by_name(state["patient_id"])
-    return "review" if _write_calls(last, tools) else "act"
+    return "review" if any(c["name"] in WRITE_TOOLS for c in last.tool_calls) else "act"
 
 
 async def review(state: CopilotState, runtime: Runtime[CopilotContext]) -> dict[str, Any]:
