@@ -80,29 +80,9 @@ def _status(system: str, code: str) -> dict[str, Any]:
     return {"coding": [{"system": system, "code": code}]}
 
 
-def handmade_resources() -> list[dict]:
-    """One chart covering every rendered type, with local ids ("ex-*") and urn references.
-
-    Valid R4 (the fixture tests check it with fhir.resources.R4B and SEKMET's strict mode).
-    """
-    pat = {"reference": "urn:uuid:00000000-0000-4000-8000-000000000001"}
-    enc = {"reference": "urn:uuid:00000000-0000-4000-8000-000000000002"}
-    hba1c_new = {"reference": "urn:uuid:00000000-0000-4000-8000-000000000003"}
+def _handmade_results(pat: dict, enc: dict, hba1c_new: dict) -> list[dict]:
+    """The hand-made chart's results: HbA1c twice, a blood pressure panel, smoking status."""
     return [
-        {
-            "resourceType": "Patient", "id": "ex-patient",
-            "identifier": [{"type": _cc("http://terminology.hl7.org/CodeSystem/v2-0203", "MR", "Medical Record Number"),
-                            "system": "urn:oid:1.2.3.4.5.1", "value": "MRN-0042"}],
-            "name": [{"use": "official", "family": "Testwell", "given": ["Ada"]}],
-            "gender": "female", "birthDate": "1960-02-29",
-        },
-        {
-            "resourceType": "Encounter", "id": "ex-encounter", "status": "finished",
-            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory"},
-            "type": [_cc(SNOMED, "185349003", "Encounter for check up")],
-            "subject": pat, "period": {"start": "2023-11-12T09:00:00Z", "end": "2023-11-12T09:30:00Z"},
-            "reasonCode": [{"text": "Diabetes review"}],
-        },
         {
             "resourceType": "Observation", "id": "ex-hba1c-new", "status": "final",
             "category": [_cc("http://terminology.hl7.org/CodeSystem/observation-category", "laboratory", "Laboratory")],
@@ -134,6 +114,12 @@ def handmade_resources() -> list[dict]:
             "subject": pat, "effectiveDateTime": "2023-11-12",
             "valueCodeableConcept": _cc(SNOMED, "8517006", "Ex-smoker"),
         },
+    ]  # fmt: skip
+
+
+def _handmade_problems_and_medicines(pat: dict, enc: dict, hba1c_new: dict) -> list[dict]:
+    """Its conditions, prescriptions, a medication statement and an allergy."""
+    return [
         {
             "resourceType": "Condition", "id": "ex-diabetes",
             "clinicalStatus": _cc("http://terminology.hl7.org/CodeSystem/condition-clinical", "active", "Active"),
@@ -173,6 +159,12 @@ def handmade_resources() -> list[dict]:
             "patient": pat, "recordedDate": "2019-04-01",
             "reaction": [{"manifestation": [_cc(SNOMED, "247472004", "Hives")], "severity": "moderate"}],
         },
+    ]  # fmt: skip
+
+
+def _handmade_care(pat: dict, enc: dict, hba1c_new: dict) -> list[dict]:
+    """Its procedure, immunization, report and progress note."""
+    return [
         {
             "resourceType": "Procedure", "id": "ex-colonoscopy", "status": "completed",
             "code": _cc(SNOMED, "73761001", "Colonoscopy"), "subject": pat, "performedDateTime": "2022-06-15",
@@ -194,6 +186,35 @@ def handmade_resources() -> list[dict]:
             "content": [{"attachment": {"contentType": "text/plain; charset=utf-8",
                                         "data": base64.b64encode(NOTE_TEXT.encode()).decode()}}],
         },
+    ]  # fmt: skip
+
+
+def handmade_resources() -> list[dict]:
+    """One chart covering every rendered type, with local ids ("ex-*") and urn references.
+
+    Valid R4 (the fixture tests check it with fhir.resources.R4B and SEKMET's strict mode).
+    """
+    pat = {"reference": "urn:uuid:00000000-0000-4000-8000-000000000001"}
+    enc = {"reference": "urn:uuid:00000000-0000-4000-8000-000000000002"}
+    hba1c_new = {"reference": "urn:uuid:00000000-0000-4000-8000-000000000003"}
+    return [
+        {
+            "resourceType": "Patient", "id": "ex-patient",
+            "identifier": [{"type": _cc("http://terminology.hl7.org/CodeSystem/v2-0203", "MR", "Medical Record Number"),
+                            "system": "urn:oid:1.2.3.4.5.1", "value": "MRN-0042"}],
+            "name": [{"use": "official", "family": "Testwell", "given": ["Ada"]}],
+            "gender": "female", "birthDate": "1960-02-29",
+        },
+        {
+            "resourceType": "Encounter", "id": "ex-encounter", "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory"},
+            "type": [_cc(SNOMED, "185349003", "Encounter for check up")],
+            "subject": pat, "period": {"start": "2023-11-12T09:00:00Z", "end": "2023-11-12T09:30:00Z"},
+            "reasonCode": [{"text": "Diabetes review"}],
+        },
+        *_handmade_results(pat, enc, hba1c_new),
+        *_handmade_problems_and_medicines(pat, enc, hba1c_new),
+        *_handmade_care(pat, enc, hba1c_new),
     ]  # fmt: skip
 
 
