@@ -40,6 +40,21 @@ def test_a_registered_tool_reaches_every_consumer(registered: None, tmp_path: Pa
     assert "convert_glucose" in {t.name for t in registry.tool_specs()}
 
 
+def test_a_registered_tool_is_in_the_apis_tool_list(registered: None, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from fakes import ScriptedChatModel
+    from wardround.server.app import create_app
+    from wardround.tools.fhir.client import FhirClient
+
+    settings = Settings(home=tmp_path)
+    fhir = FhirClient("http://127.0.0.1:9/fhir")  # never called: the list is built at start
+    app = create_app(settings, model=ScriptedChatModel(replies=[]), fhir=fhir)
+    with TestClient(app) as client:
+        tools = client.get("/api/health").json()["tools"]
+    assert "convert_glucose" in tools and "search_records" in tools
+
+
 def test_specs_hold_every_agent_tool_and_writes_need_approval() -> None:
     specs = {t.name: t for t in registry.tool_specs()}
     assert {"patient_manifest", "search_records", "read_record", "search_images",
