@@ -8,11 +8,13 @@ busy-model drill uses the real embedded llama.cpp server with the smallest prese
 
     python bench/drills.py run                   # every drill, one table
     python bench/drills.py run --only fhir-killed --only api-killed --json
+    python bench/drills.py run --only eval-sigkill --save eval-sigkill.json
 
 Columns: trials; lost (a sample or order that never completed); repeated (a sample recorded
 as finished twice, an order written twice, a second server started); errors (failures the
 user saw as a clear message: recorded sample errors, error events, one-line CLI errors);
-tracebacks (in any process's output).
+tracebacks (in any process's output); score != clean (eval drills: samples whose final
+score, after the rerun, differs from a clean run's).
 """
 
 from __future__ import annotations
@@ -56,10 +58,16 @@ class Outcome:
     repeated: int = 0
     errors: int = 0
     tracebacks: int = 0
+    differ: int = 0  # samples whose final score differs from a clean run's
     notes: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
         self.notes.append(text)
+
+
+def progress(text: str) -> None:
+    """A line on stderr while a long drill runs (stdout may be the JSON answer)."""
+    print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
 
 
 def count_tracebacks(*texts: str) -> int:
@@ -250,6 +258,7 @@ class EvalRun:
     out: Path
     limit: int = 24
     concurrency: int = 4
+    timeout_s: float = 300  # generous: on a loaded machine a slow sample is not the fault
 
     @property
     def results(self) -> Path:
@@ -258,7 +267,7 @@ class EvalRun:
     def argv(self, retry_errors: bool = False) -> list[str]:
         argv = [WARDROUND, "eval", "run", "ehrqa", "--model", SIM_MODEL, "--base-url",
                 f"{self.stack.url('model-sim')}/v1", "--out", str(self.out), "--limit",
-                str(self.limit), "--concurrency", str(self.concurrency), "--timeout", "120"]  # fmt: skip
+                str(self.limit), "--concurrency", str(self.concurrency), "--timeout", str(self.timeout_s)]  # fmt: skip
         return argv + (["--retry-errors"] if retry_errors else [])
 
     def start(self, retry_errors: bool = False) -> subprocess.Popen[str]:
@@ -334,17 +343,36 @@ def eval_stack(prefix: str, latency: float = 0.2) -> Stack:
     return stack
 
 
-def reference_scores(stack: Stack, limit: int) -> dict[str, bool]:
-    """A clean run's verdicts, to compare every faulted run with."""
+Score = tuple[bool, float, str, tuple[str, ...], tuple[str, ...]]
+Scores = dict[str, Score]
+
+
+def scores(audit: FileAudit) -> Scores:
+    """Each sample's final verdict, value, answer, and the records it read and cited (the
+    stand-in model is deterministic, so a clean rerun gives all of them again; an outage
+    swallowed into "nothing is recorded" would show as fewer records read)."""
+    return {
+        i: (r.correct, r.value, r.answer, tuple(r.trace.retrieved), tuple(r.trace.citations))
+        for i, r in audit.final.items()
+    }
+
+
+def reference_scores(stack: Stack, limit: int) -> Scores:
+    """A clean run's scores, to compare every faulted run with. A reference with failed
+    samples would let a faulted run's failures pass as "the same": refused."""
     clean = EvalRun(stack, stack.root / "clean", limit=limit)
     code, output = clean.run()
     if code != 0:
         raise RuntimeError(f"the clean eval run failed (exit {code}): {output[-2000:]}")
-    final = audit_results(clean.results).final
-    graph_errors = sum(bool(r.trace.artifacts.get("solver_error")) for r in final.values())
-    if graph_errors:  # the stand-in must answer every schema the planner asks
-        raise RuntimeError(f"{graph_errors} clean-run samples ended in a graph error")
-    return {i: r.correct for i, r in final.items()}
+    audit = audit_results(clean.results)
+    failed = [i for i, r in audit.final.items() if r.error is not None]
+    graph_errors = [i for i, r in audit.final.items() if r.trace.artifacts.get("solver_error")]
+    missing = set(clean.sample_ids()) - set(audit.final)
+    if failed or graph_errors or missing:  # the stand-in must answer every schema asked
+        raise RuntimeError(f"clean run not clean: {len(failed)} samples recorded as errors "
+                           f"(e.g. {audit.errors[:1]}), {len(graph_errors)} graph errors, "
+                           f"{len(missing)} missing")  # fmt: skip
+    return scores(audit)
 
 
 # ------------------------------------------------------------------ drills: eval runs
@@ -366,7 +394,8 @@ def drill_service_killed(
     try:
         reference = reference_scores(stack, limit) if compare else None
         if reference is not None:
-            outcome.note(f"clean run: {sum(reference.values())}/{len(reference)} correct")
+            right = sum(score[0] for score in reference.values())
+            outcome.note(f"clean run: {right}/{len(reference)} correct, 0 errors")
         for trial in range(trials):
             run = EvalRun(stack, stack.root / f"trial{trial}", limit=limit)
             proc = run.start()
@@ -379,11 +408,14 @@ def drill_service_killed(
             first = audit_results(run.results)
             code, again = run.run(retry_errors=True)
             final = audit_results(run.results)
+            lost, repeated, differ = outcome.lost, outcome.repeated, outcome.differ
             tally_run(outcome, run, first, final, reference, proc.returncode, code)
             outcome.tracebacks += count_tracebacks(out, err, again)
             outcome.trials += 1
             outcome.note(f"trial {trial}: killed after {at_kill}/{limit} samples; "
-                         f"{len(first.errors)} recorded as errors")  # fmt: skip
+                         f"{len(first.errors)} recorded as errors; after --retry-errors "
+                         f"{outcome.lost - lost} lost, {outcome.repeated - repeated} repeated, "
+                         f"{outcome.differ - differ} scores != clean")  # fmt: skip
     finally:
         left = stack.down()
     if left:
@@ -403,10 +435,13 @@ def tally_run(
     run: EvalRun,
     first: FileAudit,
     final: FileAudit,
-    reference: dict[str, bool] | None,
+    reference: Scores | None,
     code_first: int,
     code_retry: int,
 ) -> None:
+    """Count one faulted run: errors of the first pass; after the --retry-errors pass,
+    samples never finished (lost), finished more than once (repeated), and finished with a
+    score other than the clean run's (differ)."""
     ids = run.sample_ids()
     outcome.errors += len(first.errors)
     outcome.lost += sum(1 for i in ids if final.ok[i] == 0)
@@ -414,11 +449,8 @@ def tally_run(
     unnamed = [e for e in first.errors if not re.search(r"FHIR server|model server", e)]
     if unnamed:
         outcome.note(f"errors not naming the cause: {unnamed[:2]}")
-    changed = reference is not None and sum(
-        1 for i in ids if i in final.final and final.final[i].correct != reference.get(i)
-    )
-    if changed:
-        outcome.note(f"{changed} verdicts differ from the clean run")
+    if reference is not None:
+        compare_scores(outcome, ids, final, reference)
     if code_first != 0 or code_retry != 0:
         outcome.note(f"exit codes {code_first}/{code_retry}")
     if first.corrupt or final.corrupt:
@@ -427,38 +459,102 @@ def tally_run(
         outcome.note(f"e.g. {first.errors[0][:90]}")
 
 
-def drill_eval_sigkill(trials: int = 20, limit: int = 120, seed: int = 2) -> Outcome:
-    """SIGKILL the eval process at random points; after each kill the results file must read
-    back whole, and the run that finally completes has every sample exactly once."""
+def compare_scores(outcome: Outcome, ids: list[str], final: FileAudit, reference: Scores) -> None:
+    """Every finished sample's score against the clean run's (lost ones are counted apart)."""
+    odd = sorted(set(ids) ^ set(reference))
+    if odd:
+        outcome.note(f"sample sets differ from the clean run: {odd[:4]}")
+    got = scores(final)
+    changed = [i for i in ids if final.ok[i] and got[i] != reference.get(i)]
+    outcome.differ += len(changed)
+    for i in changed[:2]:
+        outcome.note(
+            f"score of {i} differs from the clean run: {got[i]} vs {reference.get(i)}"[:300]
+        )
+
+
+@dataclass
+class KillTally:
+    kills: int = 0
+    early: int = 0  # kills before the run had written a line
+    finished_first: int = 0  # runs that ended before their kill came: not counted as kills
+    corrupt_files: int = 0  # reads after a kill that found a complete line not parsing
+    partial_tails: int = 0  # reads after a kill that found a partial last line
+
+
+def kill_once(run: EvalRun, rng: random.Random, tally: KillTally) -> str:
+    """Start the run and SIGKILL it at a random point: a quarter of the time in its first
+    4 s (start-up, freezing the dataset, first samples), otherwise 0-1.5 s after its next
+    result line. Returns its stderr."""
+    proc = run.start()
+    before = run.lines()
+    if rng.random() < 0.25:
+        time.sleep(rng.uniform(0.0, 4.0))
+    else:
+        wait_for_lines(run, proc, before + 1)  # past its start-up and writing
+        time.sleep(rng.uniform(0.0, 1.5))
+    if proc.poll() is not None:  # it finished before the kill
+        tally.finished_first += 1
+        return proc.communicate()[1]
+    proc.kill()
+    _, err = proc.communicate(timeout=60)
+    tally.kills += 1
+    tally.early += run.lines() == before
+    data = run.results.read_bytes() if run.results.exists() else b""
+    tally.partial_tails += bool(data) and not data.endswith(b"\n")
+    tally.corrupt_files += audit_results(run.results).corrupt > 0
+    return err
+
+
+def remaining(run: EvalRun) -> int:
+    """Samples this results file still lacks (all of them before the dataset is frozen)."""
+    if not (run.out / "ehrqa" / "samples.jsonl").exists():
+        return run.limit
+    return len(set(run.sample_ids()) - set(audit_results(run.results).ok))
+
+
+def finish_round(outcome: Outcome, run: EvalRun) -> None:
+    """Run to the end; every sample must be in the file exactly once, finished."""
+    code, output = run.run()
+    outcome.tracebacks += count_tracebacks(output)
+    final = audit_results(run.results)
+    ids = run.sample_ids()
+    outcome.lost += sum(1 for i in ids if final.ok[i] == 0)
+    outcome.repeated += sum(max(0, c - 1) for c in final.ok.values())
+    outcome.errors += len(final.errors)
+    outcome.note(f"{run.out.name}: {len(ids)} samples; final run exit {code}, "
+                 f"{len(final.errors)} sample errors, {final.corrupt} corrupt lines")  # fmt: skip
+    if code != 0:
+        outcome.errors += 1
+
+
+def drill_eval_sigkill(trials: int = 20, limit: int = 60, seed: int = 2) -> Outcome:
+    """SIGKILL the eval process at random points until `trials` kills have landed; after each
+    kill the results file must read back whole. A results file close to complete is run to
+    the end (every sample exactly once) and a fresh one started, so no kill is wasted on a
+    run with nothing left to do."""
     rng = random.Random(seed)
     outcome = Outcome("eval process SIGKILLed")
-    stack = eval_stack("sigkill", latency=1.0)  # slow replies: many kills before it ends
-    run = EvalRun(stack, stack.root / "runs", limit=limit, concurrency=4)
+    tally = KillTally()
+    stack = eval_stack("sigkill", latency=1.0)  # slow replies: kills land mid-run
+    rounds = 0
+    run = EvalRun(stack, stack.root / "round0", limit=limit)
     try:
-        for _ in range(trials):
-            proc = run.start()
-            before = run.lines()
-            wait_for_lines(run, proc, before + 1)  # it is past its start-up and writing
-            time.sleep(rng.uniform(0.0, 1.5))
-            if proc.poll() is not None:  # it finished before the kill
-                break
-            proc.kill()
-            _, err = proc.communicate(timeout=60)
-            outcome.tracebacks += count_tracebacks(err)
-            outcome.trials += 1
-            audit = audit_results(run.results)
-            if audit.corrupt:
-                outcome.note(f"corrupt lines after kill {outcome.trials}: {audit.corrupt}")
-        code, output = run.run()
-        outcome.tracebacks += count_tracebacks(output)
-        final = audit_results(run.results)
-        ids = run.sample_ids()
-        outcome.lost = sum(1 for i in ids if final.ok[i] == 0)
-        outcome.repeated = sum(max(0, c - 1) for c in final.ok.values())
-        outcome.errors = len(final.errors) + final.corrupt
-        outcome.note(f"{len(ids)} samples; final run exit {code}")
+        while tally.kills < trials:
+            if remaining(run) < 2 * run.concurrency:
+                finish_round(outcome, run)
+                rounds += 1
+                run = EvalRun(stack, stack.root / f"round{rounds}", limit=limit)
+            outcome.tracebacks += count_tracebacks(kill_once(run, rng, tally))
+            progress(f"{run.out.name}: {tally}, {run.lines()} lines")
+        finish_round(outcome, run)
     finally:
         stack.down()
+    outcome.trials = tally.kills
+    outcome.note(f"{tally.kills} kills ({tally.early} before a line was written) over "
+                 f"{rounds + 1} results files; {tally.finished_first} runs ended before "
+                 f"their kill; corrupt results files after a kill: {tally.corrupt_files}; "
+                 f"partial last lines: {tally.partial_tails}")  # fmt: skip
     return outcome
 
 
@@ -804,12 +900,12 @@ DRILLS = {
 
 def print_table(outcomes: list[Outcome]) -> None:
     table = Table(title="fault drills")
-    for column in ("drill", "trials", "lost", "repeated", "errors", "tracebacks"):
+    columns = ("drill", "trials", "lost", "repeated", "errors", "tracebacks", "score != clean")
+    for column in columns:
         table.add_column(column, justify="left" if column == "drill" else "right")
     for o in outcomes:
-        table.add_row(
-            o.drill, *(str(v) for v in (o.trials, o.lost, o.repeated, o.errors, o.tracebacks))
-        )
+        figures = (o.trials, o.lost, o.repeated, o.errors, o.tracebacks, o.differ)
+        table.add_row(o.drill, *(str(v) for v in figures))
     console.print(table)
     for o in outcomes:
         for text in o.notes:
