@@ -233,8 +233,9 @@ async def agent(
             return {"error": f"cannot read Patient/{patient_id}: {exc}"}
     citable = evidence_ids(state.get("messages", []))[-MAX_CITABLE:]
     protocol = (ctx.model.metadata or {}).get("protocol", "json")
-    writes = ctx.tools.write_names
-    read_now = evidence_ids(m for m in turn if isinstance(m, ToolMessage) and m.name not in writes)
+    read_now = evidence_ids(
+        m for m in turn if isinstance(m, ToolMessage) and m.name not in WRITE_TOOLS
+    )
     final = _answer_model(tuple(citable), bool(read_now))
     caller = tool_calling_model(ctx.model, ctx.tools.for_model(), final=final).with_config(
         tags=[REPLY_TAG, f"{REPLY_TAG}:{protocol}"]

@@ -101,7 +101,6 @@ class CopilotTools:
         spec = self.for_patient(SPEC_PATIENT)
         self._for_model = [model_facing(t) for t in spec]
         self.fhir_names = frozenset(t.name for t in spec if t not in self.extra)
-        self.write_names = frozenset(t.name for t in spec if needs_approval(t))
 
     def for_patient(self, patient_id: str) -> list[BaseTool]:
         """All tools the model may call in this patient's conversation, reads first."""
