@@ -1,5 +1,6 @@
 """Fixtures shared by the unit and integration tests: SEKMET in this process with small
-synthetic charts loaded. Each is module-scoped: a test file gets its own server.
+synthetic charts loaded (module-scoped: a test file gets its own server), a fresh
+WARDROUND_HOME, and recorded FHIR backoff pauses.
 
 Helper modules beside this file (fakes.py, copilot_fakes.py, ...) are imported by their
 bare names: pytest puts this folder on sys.path (`pythonpath` in pyproject.toml), and the
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
@@ -22,32 +25,39 @@ from wardround.stack.sample_charts import (
     synthea_chart,
 )
 from wardround.stack.sekmet_inprocess import asgi_client, load_chart, sekmet_app
+from wardround.tools.fhir import client as fhir_client
+
+
+@asynccontextmanager
+async def _sekmet(folder: Path, charts: dict[str, dict]) -> AsyncIterator[FhirFixture]:
+    """SEKMET in-process at `folder` with `charts` loaded; each is loaded from a copy, so
+    `bundles` keeps them as given."""
+    app = sekmet_app(folder)
+    client = asgi_client(app)
+    fixture = FhirFixture(app=app, client=client)
+    try:
+        for label, bundle in charts.items():
+            fixture.bundles[label] = bundle
+            fixture.patients[label] = await load_chart(client, json.loads(json.dumps(bundle)))
+        yield fixture
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture(scope="module")
 async def fhir(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FhirFixture]:
     """SEKMET in-process with the carebundle charts and the hand-made chart loaded."""
-    app = sekmet_app(tmp_path_factory.mktemp("sekmet"))
-    client = asgi_client(app)
-    fixture = FhirFixture(app=app, client=client)
     charts = {**carebundle_charts(), "handmade": handmade_chart()}
-    for label, bundle in charts.items():
-        fixture.bundles[label] = bundle
-        fixture.patients[label] = await load_chart(client, json.loads(json.dumps(bundle)))
-    yield fixture
-    await client.aclose()
+    async with _sekmet(tmp_path_factory.mktemp("sekmet"), charts) as fixture:
+        yield fixture
 
 
 @pytest.fixture(scope="module")
 async def synthea_fhir(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FhirFixture]:
     """SEKMET in-process with one PySynthea patient (whole-life record) loaded."""
-    app = sekmet_app(tmp_path_factory.mktemp("sekmet-synthea"))
-    client = asgi_client(app)
-    bundle = json.loads(synthea_chart())
-    fixture = FhirFixture(app=app, client=client, bundles={"synthea": bundle})
-    fixture.patients["synthea"] = await load_chart(client, json.loads(json.dumps(bundle)))
-    yield fixture
-    await client.aclose()
+    charts = {"synthea": json.loads(synthea_chart())}
+    async with _sekmet(tmp_path_factory.mktemp("sekmet-synthea"), charts) as fixture:
+        yield fixture
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +68,23 @@ async def eval_fhir(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[E
     ids = await load_ann_and_bob(client)
     yield EvalFhir(app=app, client=client, ids=ids)
     await client.aclose()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh WARDROUND_HOME under `tmp_path` (returned), with no Chroma path set outside it."""
+    monkeypatch.setenv("WARDROUND_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("WARDROUND_CHROMA_PATH", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the FHIR client's backoff pauses instead of waiting them out."""
+    recorded: list[float] = []
+
+    async def fake_sleep(delay: float) -> None:
+        recorded.append(delay)
+
+    monkeypatch.setattr(fhir_client.asyncio, "sleep", fake_sleep)
+    return recorded

@@ -26,6 +26,18 @@ def final(answer: str, citations: list[str] | None = None) -> str:
     return json.dumps(body)
 
 
+def hba1c_answer_model(answer: str, citations: list[str], **search: Any) -> ScriptedChatModel:
+    """Searches the HbA1c results (`search`: further arguments), then answers; streamed in
+    4-character chunks so token events can be counted."""
+    return ScriptedChatModel(
+        chunk_chars=4,
+        replies=[
+            call("search_records", resource_type="Observation", code="4548-4", **search),
+            final(answer, citations),
+        ],
+    )
+
+
 HBA1C_ORDER = {
     "code": "4548-4",
     "system": "http://loinc.org",

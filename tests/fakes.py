@@ -5,7 +5,8 @@ AIMessage, or a function of the messages sent, for replies that must quote ids a
 assigned); `respond` answers every call with a function of the conversation (stateless, so
 safe under concurrency); `chunk_chars` > 0 streams each reply in pieces, like a served model.
 
-`TOOLS` are two toy tools for the tool-call protocol tests.
+`TOOLS` are two toy tools for the tool-call protocol tests; `cited_tool_call` checks a real
+tool's contract and builds a call to it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.tools import tool
+from langchain_core.tools import BaseTool, tool
 from pydantic import Field
 
 
@@ -111,3 +112,11 @@ def read_record(reference: str) -> str:
 
 
 TOOLS = [search_records, read_record]
+
+
+def cited_tool_call(tool: BaseTool, name: str, **args: Any) -> dict[str, Any]:
+    """A call to `tool` as a graph sends it, so `invoke` returns a ToolMessage; first checks
+    the tool is `name` and returns its citations as the message's artifact."""
+    assert tool.name == name
+    assert tool.response_format == "content_and_artifact"
+    return {"type": "tool_call", "id": "1", "name": name, "args": args}

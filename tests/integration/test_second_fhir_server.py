@@ -23,6 +23,7 @@ import pytest
 from langchain_core.messages import BaseMessage
 
 from fakes import ScriptedChatModel
+from fhir_fixtures import RecordingTransport
 from wardround.graphs.ehr_qa import answer_question
 from wardround.stack import medplum_server
 from wardround.stack.sample_charts import (
@@ -39,18 +40,6 @@ pytestmark = pytest.mark.integration
 
 SERVERS = ["sekmet", "medplum"]
 A1C = "Hemoglobin A1c/Hemoglobin.total in Blood [Observation]"
-
-
-class RecordingTransport(httpx.AsyncBaseTransport):
-    """Passes requests to a real transport and keeps them, to count pages and read queries."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport):
-        self.inner = inner
-        self.requests: list[httpx.Request] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return await self.inner.handle_async_request(request)
 
 
 @dataclass

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from copilot_fakes import call, final
+from copilot_fakes import final, hba1c_answer_model
 from fakes import ScriptedChatModel
-from fhir_fixtures import FhirFixture
+from fhir_fixtures import FhirFixture, hba1c_refs
 from wardround.stack.api_inprocess import api_harness, first, kinds, parse_sse
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -24,24 +24,11 @@ EVENT_FIELDS = {
 }
 
 
-async def hba1c_refs(fhir: FhirFixture) -> list[str]:
-    found = await fhir.client.search(
-        "Observation", {"patient": fhir.patients["handmade"], "code": "4548-4", "_sort": "-date"}
-    )
-    return [f"Observation/{r['id']}" for r in found]
-
-
 async def test_a_conversation_streams_events_and_keeps_its_history(
     fhir: FhirFixture, tmp_path: Path
 ) -> None:
     refs = await hba1c_refs(fhir)
-    model = ScriptedChatModel(
-        chunk_chars=4,
-        replies=[
-            call("search_records", resource_type="Observation", code="4548-4"),
-            final("Latest HbA1c 6.1 % (2023-11-12).", refs[:1]),
-        ],
-    )
+    model = hba1c_answer_model("Latest HbA1c 6.1 % (2023-11-12).", refs[:1])
     pid = fhir.patients["handmade"]
     async with api_harness(tmp_path, fhir.client, model) as api:
         created = await api.client.post("/api/threads", json={"patient_id": pid})

@@ -11,9 +11,9 @@ import pytest
 from langchain_core.messages import ToolMessage
 from langgraph.types import Command
 
-from copilot_fakes import HBA1C_ORDER, call, final
+from copilot_fakes import HBA1C_ORDER, call, final, hba1c_answer_model
 from fakes import ScriptedChatModel
-from fhir_fixtures import FhirFixture
+from fhir_fixtures import FhirFixture, hba1c_refs
 from wardround.graphs.copilot import (
     ORDER_SYSTEM,
     AuditLog,
@@ -52,14 +52,6 @@ async def service_requests(fhir: FhirFixture, patient_id: str) -> list[dict[str,
     return await fhir.client.search("ServiceRequest", {"patient": patient_id})
 
 
-async def hba1c_refs(fhir: FhirFixture) -> list[str]:
-    found = await fhir.client.search(
-        "Observation",
-        {"patient": fhir.patients["handmade"], "code": "4548-4", "_sort": "-date"},
-    )
-    return [f"Observation/{r['id']}" for r in found]
-
-
 async def propose_order(
     fhir: FhirFixture, tmp_path: Path, replies_after: list[str]
 ) -> tuple[Any, dict[str, Any], dict[str, Any], ScriptedChatModel]:
@@ -95,13 +87,8 @@ async def test_answer_streams_tokens_and_cites_retrieved_records(
     fhir: FhirFixture, tmp_path: Path
 ) -> None:
     refs = await hba1c_refs(fhir)
-    model = ScriptedChatModel(
-        chunk_chars=4,
-        replies=[
-            call("search_records", resource_type="Observation", code="4548-4", limit=5),
-            final('HbA1c 6.1 % on 2023-11-12, down from 7.4 %. "Improving".', refs[:2]),
-        ],
-    )
+    reply = 'HbA1c 6.1 % on 2023-11-12, down from 7.4 %. "Improving".'
+    model = hba1c_answer_model(reply, refs[:2], limit=5)
     audit = AuditLog(tmp_path / "audit.jsonl")
     graph = copilot_graph(
         model, CopilotTools(fhir.client), checkpointer=InMemory.get(), audit=audit

@@ -36,6 +36,11 @@ def refs_in_prompt(messages: list[BaseMessage]) -> list[str]:
     return REF.findall(str(messages[-1].content))
 
 
+def cite_first(messages: list[BaseMessage]) -> str:
+    """The citation step's reply: the first record the prompt listed."""
+    return json.dumps({"citations": refs_in_prompt(messages)[:1]})
+
+
 def scripted(*replies: dict | str | Callable[[list[BaseMessage]], str]) -> ScriptedChatModel:
     model = ScriptedChatModel(
         replies=[r if isinstance(r, str) or callable(r) else json.dumps(r) for r in replies]
@@ -143,12 +148,9 @@ async def test_not_in_chart_is_an_answer_without_citations(fhir: FhirFixture) ->
 
 
 async def test_general_questions_cite_then_answer(fhir: FhirFixture) -> None:
-    def first_ref(messages: list[BaseMessage]) -> str:
-        return json.dumps({"citations": refs_in_prompt(messages)[:1]})
-
     result, model = await ask(
         fhir, "what reaction does she get from peanuts", plan("other", ALLERGIES),
-        first_ref, {"answer": "Hives (Allergy to peanut)"},
+        cite_first, {"answer": "Hives (Allergy to peanut)"},
     )  # fmt: skip
     assert result.error is None and not result.computed and result.supported
     assert result.citations[0].startswith("AllergyIntolerance/") and result.steps == 3
@@ -160,12 +162,9 @@ async def test_general_questions_cite_then_answer(fhir: FhirFixture) -> None:
 
 
 async def test_a_question_about_the_notes_reads_the_notes(fhir: FhirFixture) -> None:
-    def first_ref(messages: list[BaseMessage]) -> str:
-        return json.dumps({"citations": refs_in_prompt(messages)[:1]})
-
     result, model = await ask(
         fhir, "summarise the latest progress note", plan("other", NOTES),
-        first_ref, {"answer": "Walking daily; diabetes improving on metformin."},
+        cite_first, {"answer": "Walking daily; diabetes improving on metformin."},
     )  # fmt: skip
     assert (
         NOTES
@@ -177,17 +176,14 @@ async def test_a_question_about_the_notes_reads_the_notes(fhir: FhirFixture) -> 
 
 
 async def test_values_not_in_the_cited_records_are_repaired_then_flagged(fhir: FhirFixture) -> None:
-    def cite_all(messages: list[BaseMessage]) -> str:
-        return json.dumps({"citations": refs_in_prompt(messages)[:1]})
-
     fixed, model = await ask(
-        fhir, "tell me about the hemoglobin a1c in blood", plan("other", A1C), cite_all,
+        fhir, "tell me about the hemoglobin a1c in blood", plan("other", A1C), cite_first,
         {"answer": "7.9 % on 2023-11-12"}, {"answer": "6.1 % on 2023-11-12"},
     )  # fmt: skip
     assert fixed.answer == "6.1 % on 2023-11-12" and fixed.supported
     assert "7.9" in str(model.calls[3]["messages"][-1].content)
     flagged, _ = await ask(
-        fhir, "tell me about the hemoglobin a1c in blood", plan("other", A1C), cite_all,
+        fhir, "tell me about the hemoglobin a1c in blood", plan("other", A1C), cite_first,
         {"answer": "7.9 %"}, {"answer": "still 7.9 %"},
     )  # fmt: skip
     assert flagged.unsupported == ["7.9"] and not flagged.supported
@@ -197,7 +193,7 @@ async def test_values_not_in_the_cited_records_are_repaired_then_flagged(fhir: F
 async def test_a_date_kind_without_a_date_goes_to_the_general_path(fhir: FhirFixture) -> None:
     result, _ = await ask(
         fhir, "hemoglobin a1c in blood on the day of her check up", plan("value_on_date", A1C),
-        lambda m: json.dumps({"citations": refs_in_prompt(m)[:1]}), {"answer": "6.1 %"},
+        cite_first, {"answer": "6.1 %"},
     )  # fmt: skip
     assert not result.computed and result.answer == "6.1 %" and result.steps == 3
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from wardround.evals.results import ResultsLog, SampleRecord, read_samples, write_samples
-from wardround.evals.runner import run_task, stratified
+from wardround.evals.runner import RunResult, run_task, stratified
 from wardround.evals.task import Sample, Score, Task, Trace
 
 
@@ -49,20 +51,16 @@ async def double_scorer(sample: Sample, trace: Trace) -> Score:
     return Score.of(int(trace.answer) == sample.target * 2 and sample.target % 3 != 0)
 
 
-def make_task(solver: Counting, samples: list[Sample]) -> Task:
-    return Task(name="toy", samples=samples, solver=solver, scorer=double_scorer)
+async def run_toy(solver: Counting, samples: list[Sample], path: Path, **options: Any) -> RunResult:
+    """The toy task (solved by `solver`, scored by `double_scorer`) run quietly as model "m"."""
+    task = Task(name="toy", samples=samples, solver=solver, scorer=double_scorer)
+    return await run_task(task, model="m", results_path=path, progress=False, **options)
 
 
 async def test_runs_all_samples_with_bounded_concurrency(tmp_path):
     samples = make_samples()
     solver = Counting()
-    result = await run_task(
-        make_task(solver, samples),
-        model="m",
-        results_path=tmp_path / "r.jsonl",
-        concurrency=3,
-        progress=False,
-    )
+    result = await run_toy(solver, samples, tmp_path / "r.jsonl", concurrency=3)
     assert solver.max_in_flight == 3
     assert [r.id for r in result.records] == [s.id for s in samples]
     lines = (tmp_path / "r.jsonl").read_text().splitlines()
@@ -83,7 +81,7 @@ async def test_resume_after_a_kill_neither_loses_nor_repeats(tmp_path):
     samples = make_samples()
     path = tmp_path / "r.jsonl"
     first = Counting()
-    await run_task(make_task(first, samples[:5]), model="m", results_path=path, progress=False)
+    await run_toy(first, samples[:5], path)
     # simulate a kill in the middle of writing the sixth line
     record = SampleRecord(id="s05", task="toy", model="m", category="odd", input="q5")
     with path.open("a") as handle:
@@ -91,27 +89,23 @@ async def test_resume_after_a_kill_neither_loses_nor_repeats(tmp_path):
     assert len(ResultsLog(path).load()) == 5  # the partial line does not count
 
     second = Counting()
-    result = await run_task(
-        make_task(second, samples), model="m", results_path=path, concurrency=4, progress=False
-    )
+    result = await run_toy(second, samples, path, concurrency=4)
     assert sorted(second.calls) == [s.id for s in samples[5:]]
     assert result.ran == 7 and result.n == 12
     ids = [json.loads(line)["id"] for line in path.read_text().splitlines()]
     assert sorted(ids) == [s.id for s in samples]  # every sample exactly once
 
     third = Counting()
-    again = await run_task(make_task(third, samples), model="m", results_path=path, progress=False)
+    again = await run_toy(third, samples, path)
     assert third.calls == [] and again.ran == 0 and again.n == 12
 
 
 async def test_retry_errors_runs_failed_samples_again(tmp_path):
     samples = make_samples(6)
     path = tmp_path / "r.jsonl"
-    await run_task(make_task(Counting(), samples), model="m", results_path=path, progress=False)
+    await run_toy(Counting(), samples, path)
     retry = Counting()
-    result = await run_task(
-        make_task(retry, samples), model="m", results_path=path, retry_errors=True, progress=False
-    )
+    result = await run_toy(retry, samples, path, retry_errors=True)
     assert retry.calls == ["s05"]
     assert result.by_id["s05"].error is not None  # it still fails; the last line wins
     assert len(ResultsLog(path).load()) == 6
@@ -120,13 +114,7 @@ async def test_retry_errors_runs_failed_samples_again(tmp_path):
 async def test_timeout_is_recorded_as_an_error(tmp_path):
     samples = make_samples(2)
     slow = Counting(delay=2.0)
-    result = await run_task(
-        make_task(slow, samples),
-        model="m",
-        results_path=tmp_path / "r.jsonl",
-        timeout_s=0.05,
-        progress=False,
-    )
+    result = await run_toy(slow, samples, tmp_path / "r.jsonl", timeout_s=0.05)
     assert all("did not finish within" in (r.error or "") for r in result.records)
 
 
@@ -157,13 +145,7 @@ def test_samples_file_round_trip(tmp_path):
 
 async def test_concurrency_must_be_positive(tmp_path):
     with pytest.raises(ValueError):
-        await run_task(
-            make_task(Counting(), make_samples(1)),
-            model="m",
-            results_path=tmp_path / "r.jsonl",
-            concurrency=0,
-            progress=False,
-        )
+        await run_toy(Counting(), make_samples(1), tmp_path / "r.jsonl", concurrency=0)
 
 
 KILLED_RUN = """

@@ -9,13 +9,12 @@ from typing import Any
 import httpx
 import pytest
 
-from fhir_fixtures import FhirFixture
+from fhir_fixtures import FhirFixture, RecordingTransport
 from wardround.procs import free_port
 from wardround.settings import Settings
 from wardround.stack.loopback import LoopbackServer
 from wardround.stack.sample_charts import bundle_resources, handmade_chart
 from wardround.stack.sekmet_inprocess import BASE_URL, load_chart, sekmet_app
-from wardround.tools.fhir import client as client_module
 from wardround.tools.fhir.client import (
     FhirClient,
     FhirError,
@@ -26,18 +25,6 @@ from wardround.tools.fhir.client import (
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-class RecordingTransport(httpx.AsyncBaseTransport):
-    """Passes requests to a real transport and keeps them, to count pages and inspect queries."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport):
-        self.inner = inner
-        self.requests: list[httpx.Request] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return await self.inner.handle_async_request(request)
 
 
 def recording_client(fixture: FhirFixture, **kwargs: Any) -> tuple[FhirClient, RecordingTransport]:
@@ -248,18 +235,6 @@ def scripted(*replies: int | Exception, retry_after: str | None = None):
                               "issue": [{"severity": "error", "code": "transient", "diagnostics": "busy"}]})  # fmt: skip
 
     return httpx.MockTransport(handler), calls
-
-
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record backoff pauses instead of waiting them out."""
-    recorded: list[float] = []
-
-    async def fake_sleep(delay: float) -> None:
-        recorded.append(delay)
-
-    monkeypatch.setattr(client_module.asyncio, "sleep", fake_sleep)
-    return recorded
 
 
 def mock_client(transport: httpx.MockTransport, **kwargs: Any) -> FhirClient:

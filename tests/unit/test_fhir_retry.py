@@ -8,7 +8,6 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from wardround.tools.fhir import client as client_module
 from wardround.tools.fhir.client import FhirClient, FhirUnavailable, retry_after_s
 
 
@@ -25,17 +24,6 @@ def replies(*statuses: int, retry_after: str | None = None) -> tuple[httpx.MockT
         return httpx.Response(status, headers=headers, text="slow down")
 
     return httpx.MockTransport(handler), calls
-
-
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    recorded: list[float] = []
-
-    async def fake_sleep(delay: float) -> None:
-        recorded.append(delay)
-
-    monkeypatch.setattr(client_module.asyncio, "sleep", fake_sleep)
-    return recorded
 
 
 def test_retry_after_forms() -> None:

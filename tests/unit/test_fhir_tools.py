@@ -10,7 +10,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
 
-from fhir_fixtures import FhirFixture
+from fhir_fixtures import FhirFixture, RecordingTransport
 from wardround.procs import free_port
 from wardround.stack.sekmet_inprocess import BASE_URL
 from wardround.tools.evidence import REQUIRES_APPROVAL
@@ -24,16 +24,6 @@ NAMES = [
     "find_patient", "patient_manifest", "search_records", "read_record",
     "create_observation", "create_medication_request", "create_service_request",
 ]  # fmt: skip
-
-
-class RecordingTransport(httpx.AsyncBaseTransport):
-    def __init__(self, inner: httpx.AsyncBaseTransport):
-        self.inner = inner
-        self.requests: list[httpx.Request] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return await self.inner.handle_async_request(request)
 
 
 def tools_for(fixture: FhirFixture, label: str | None = "handmade") -> dict[str, BaseTool]:

@@ -27,13 +27,6 @@ Peripheral potassium infusion at most 10 mmol per hour.
 """
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("WARDROUND_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("WARDROUND_CHROMA_PATH", raising=False)
-    return tmp_path
-
-
 def test_index_search_and_list(home: Path) -> None:
     folder = home / "docs"
     folder.mkdir()

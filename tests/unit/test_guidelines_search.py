@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fakes import cited_tool_call
 from wardround.tools.guidelines.index import (
     GuidelineIndex,
     GuidelineIndexError,
@@ -161,14 +162,9 @@ def test_missing_and_empty_index_messages(tmp_path: Path) -> None:
 
 def test_lookup_guideline_tool_contract(index: GuidelineIndex, tmp_path: Path) -> None:
     [tool] = make_guideline_tools(index)
-    assert tool.name == "lookup_guideline"
-    assert tool.response_format == "content_and_artifact"
-    call = {
-        "type": "tool_call",
-        "id": "1",
-        "name": "lookup_guideline",
-        "args": {"query": "INR target for a mechanical mitral valve", "k": 2},
-    }
+    call = cited_tool_call(
+        tool, "lookup_guideline", query="INR target for a mechanical mitral valve", k=2
+    )
     message = tool.invoke(call)
     assert message.artifact[0] == "guideline:warfarin-inr#target-ranges"
     assert "[guideline:warfarin-inr#target-ranges]" in message.content

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
@@ -15,13 +14,6 @@ from typer.testing import CliRunner
 from wardround.cli.images import app
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("WARDROUND_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("WARDROUND_CHROMA_PATH", raising=False)
-    return tmp_path
 
 
 def test_index_then_search(home: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
+from fakes import cited_tool_call
 from wardround.evals.image_retrieval_set import transform_image
 from wardround.tiny_models import TINY_DIM, make_tiny_siglip
 from wardround.tools.images.corpus import builtin_images, content_id
@@ -276,14 +277,7 @@ def test_medsiglip_path_stores_and_searches_in_chroma(tmp_path: Path) -> None:
 def test_search_images_tool_contract(built: tuple[ImageIndex, object], tmp_path: Path) -> None:
     index, _ = built
     [tool] = make_image_tools(index)
-    assert tool.name == "search_images"
-    assert tool.response_format == "content_and_artifact"
-    call = {
-        "type": "tool_call",
-        "id": "1",
-        "name": "search_images",
-        "args": {"text": "echocardiogram", "k": 3, "modality": "US"},
-    }
+    call = cited_tool_call(tool, "search_images", text="echocardiogram", k=3, modality="US")
     message = tool.invoke(call)
     assert message.content.startswith("3 image(s)")
     assert len(message.artifact) == 3 and all(a.startswith("image:") for a in message.artifact)
