@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from .task import Sample, Trace
+from .task import Sample, Score, Trace
 
 
 class SampleRecord(BaseModel):
@@ -39,9 +39,10 @@ class SampleRecord(BaseModel):
     finished_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     @classmethod
-    def failed(
-        cls, sample: Sample, task: str, model: str, error: str, trace: Trace
+    def of(
+        cls, sample: Sample, task: str, model: str, trace: Trace, **outcome: Any
     ) -> SampleRecord:
+        """The record of `sample` solved as `trace`; `outcome` holds its verdict or error."""
         return cls(
             id=sample.id,
             task=task,
@@ -50,9 +51,30 @@ class SampleRecord(BaseModel):
             input=sample.input,
             target=sample.target,
             answer=trace.answer,
-            error=error,
             trace=trace,
+            **outcome,
         )
+
+    @classmethod
+    def scored(
+        cls, sample: Sample, task: str, model: str, trace: Trace, score: Score
+    ) -> SampleRecord:
+        return cls.of(
+            sample,
+            task,
+            model,
+            trace,
+            correct=score.correct,
+            value=score.value,
+            explanation=score.explanation,
+            score=score.metadata,
+        )
+
+    @classmethod
+    def failed(
+        cls, sample: Sample, task: str, model: str, trace: Trace, error: str
+    ) -> SampleRecord:
+        return cls.of(sample, task, model, trace, error=error)
 
 
 class ResultsLog:

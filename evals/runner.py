@@ -80,21 +80,8 @@ async def run_sample(
         if isinstance(err, TimeoutError):
             err = TimeoutError(f"sample did not finish within {timeout_s} s")
         trace.latency_s = trace.latency_s or time.perf_counter() - started
-        return SampleRecord.failed(sample, task.name, model, _error_text(err), trace)
-    return SampleRecord(
-        id=sample.id,
-        task=task.name,
-        model=model,
-        category=sample.category,
-        input=sample.input,
-        target=sample.target,
-        answer=trace.answer,
-        correct=score.correct,
-        value=score.value,
-        explanation=score.explanation,
-        score=score.metadata,
-        trace=trace,
-    )
+        return SampleRecord.failed(sample, task.name, model, trace, _error_text(err))
+    return SampleRecord.scored(sample, task.name, model, trace, score)
 
 
 def _progress(show: bool) -> Progress:
