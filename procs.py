@@ -204,41 +204,43 @@ def start_service(
                 f"{name} already runs as pid {current.pid} ({current.base_url}) with other "
                 f"settings; stop it first (wardround stack down); log: {current.log}"
             )
-        return _spawn(name, argv, run_dir, base_url, ready_url, log, timeout_s, env, cwd, info)
+        tags = {RUN_DIR_ENV: str(run_dir.resolve()), SERVICE_ENV: name}
+        proc = _launch(argv, log, {**os.environ, **(env or {}), **tags}, cwd)
+        record = ServiceRecord(
+            name=name,
+            pid=proc.pid,
+            base_url=base_url,
+            log=str(log),
+            info=info or {},
+            start_ticks=start_ticks(proc.pid),
+        )
+        _wait_ready(proc, name, ready_url, timeout_s, log)
+        write_record(run_dir, record)
+        return record
 
 
-def _spawn(
-    name: str,
-    argv: Sequence[str],
-    run_dir: Path,
-    base_url: str,
-    ready_url: str,
-    log: Path,
-    timeout_s: float,
-    env: dict[str, str] | None,
-    cwd: Path | None,
-    info: dict[str, str | int] | None,
-) -> ServiceRecord:
+def _launch(
+    argv: Sequence[str], log: Path, env: dict[str, str], cwd: Path | None
+) -> subprocess.Popen[bytes]:
+    """`argv` started with its output appended to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    tags = {RUN_DIR_ENV: str(run_dir.resolve()), SERVICE_ENV: name}
     with log.open("ab") as out:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             list(argv),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {}), **tags},
+            env=env,
             cwd=cwd,
             start_new_session=True,  # survives the CLI that started it; stopped by group
         )
-    record = ServiceRecord(
-        name=name,
-        pid=proc.pid,
-        base_url=base_url,
-        log=str(log),
-        info=info or {},
-        start_ticks=start_ticks(proc.pid),
-    )
+
+
+def _wait_ready(
+    proc: subprocess.Popen[bytes], name: str, ready_url: str, timeout_s: float, log: Path
+) -> None:
+    """Return once `ready_url` answers; stop `proc` and raise ServiceError if it exits first
+    or does not answer within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -248,8 +250,7 @@ def _spawn(
                 f"({log_tail(log) or 'no output'}); log: {log}"
             )
         if url_ok(ready_url):
-            write_record(run_dir, record)
-            return record
+            return
         time.sleep(0.25)
     stop_pid(proc.pid)
     raise ServiceError(f"{name} did not answer {ready_url} within {timeout_s:.0f} s; log: {log}")
