@@ -59,15 +59,18 @@ def _word_tokenizer(vocab: dict[str, int], special: list[str], **kwargs: Any) ->
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", **kwargs)
 
 
-def _vision_config(image_size: int = TINY_IMAGE_SIZE) -> dict[str, int]:
+def _tiny_layers(heads: int = 4) -> dict[str, int]:
+    """The size of every tiny tower, text or vision: two TINY_DIM-wide layers."""
     return {
-        "image_size": image_size,
-        "patch_size": 8,
         "hidden_size": TINY_DIM,
         "intermediate_size": 64,
         "num_hidden_layers": 2,
-        "num_attention_heads": 4,
+        "num_attention_heads": heads,
     }
+
+
+def _vision_config(image_size: int = TINY_IMAGE_SIZE) -> dict[str, int]:
+    return {"image_size": image_size, "patch_size": 8, **_tiny_layers()}
 
 
 def make_tiny_siglip(
@@ -87,10 +90,7 @@ def make_tiny_siglip(
     config = SiglipConfig(
         text_config={
             "vocab_size": len(vocab),
-            "hidden_size": TINY_DIM,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
+            **_tiny_layers(),
             "max_position_embeddings": TINY_TEXT_TOKENS,
             "projection_size": TINY_DIM,
             "pad_token_id": 0,
@@ -126,10 +126,7 @@ def make_tiny_gemma3(directory: Path, seed: int = 0) -> Path:
     config = Gemma3Config(
         text_config={
             "vocab_size": len(vocab),
-            "hidden_size": TINY_DIM,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
+            **_tiny_layers(heads=2),
             "num_key_value_heads": 1,
             "head_dim": 16,
             "sliding_window": 8,
