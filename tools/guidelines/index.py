@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from wardround.tools.guidelines.ingest import Chunk, guideline_ref
+from wardround.tools.guidelines.ingest import Chunk, Passage
 from wardround.tools.text_embeddings import MiniLMEmbeddingFunction, TextEmbedder
 
 DEFAULT_COLLECTION = "guidelines"
@@ -119,20 +119,10 @@ def tokenize(text: str) -> list[str]:
 
 
 @dataclass
-class GuidelineHit:
-    id: str
-    source: str
-    title: str
-    section: str
-    text: str
-    citation: str
+class GuidelineHit(Passage):
     score: float  # fused reciprocal-rank score
     dense_rank: int | None  # 1-based rank in each retriever, None when outside its candidates
     lexical_rank: int | None
-
-    @property
-    def ref(self) -> str:
-        return guideline_ref(self.source, self.section)
 
 
 class _Lexical:

@@ -42,19 +42,27 @@ class Document:
 
 
 @dataclass
-class Chunk:
+class Passage:
+    """Text from one section of a guideline, with what an answer needs to cite it."""
+
     id: str
     source: str
     title: str
     section: str
     text: str
     citation: str
-    path: str
-    position: int
 
     @property
     def ref(self) -> str:
         return guideline_ref(self.source, self.section)
+
+
+@dataclass
+class Chunk(Passage):
+    """A passage as indexed: from the file at `path`, at `position` in its document."""
+
+    path: str
+    position: int
 
     def embedding_text(self) -> str:
         """What is embedded and indexed: title and section give short passages context."""
