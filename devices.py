@@ -9,7 +9,10 @@ as given, e.g. to leave a GPU to a vLLM server on the same machine.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class DeviceUnavailable(RuntimeError):
@@ -118,3 +121,12 @@ def host_ram_warning(device: str) -> str | None:
 def move_if_needed(model: Any, device: str) -> Any:
     """The model on `device`: a no-op (no copy) when `device_map` already placed it there."""
     return model.to(device)
+
+
+def load_pretrained(auto: Any, model_id: str, device: str, dtype: Any, **kwargs: Any) -> Any:
+    """`auto.from_pretrained(model_id, **kwargs)` in `dtype` on `device`, in eval mode; warns
+    first when the weights will be staged in host RAM."""
+    if warning := host_ram_warning(device):
+        log.warning(warning)
+    model = auto.from_pretrained(model_id, dtype=dtype, **kwargs, **placement_kwargs(device))
+    return move_if_needed(model, device).eval()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import io
-import logging
 import os
 import threading
 from typing import Any
@@ -25,15 +24,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
-from wardround.devices import (
-    host_ram_warning,
-    move_if_needed,
-    placement_kwargs,
-    preferred_dtype,
-    resolve_device,
-)
-
-log = logging.getLogger(__name__)
+from wardround.devices import load_pretrained, preferred_dtype, resolve_device
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "user"}
 
@@ -121,15 +112,9 @@ class TransformersChatModel(BaseChatModel):
             if chat._multimodal
             else transformers.AutoModelForCausalLM
         )
-        if warning := host_ram_warning(target):
-            log.warning(warning)
-        model = auto.from_pretrained(
-            model_id,
-            dtype=preferred_dtype(target),
-            local_files_only=local,
-            **placement_kwargs(target),
+        chat._model = load_pretrained(
+            auto, model_id, target, preferred_dtype(target), local_files_only=local
         )
-        chat._model = move_if_needed(model, target).eval()
         return chat
 
     @property

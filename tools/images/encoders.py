@@ -16,7 +16,6 @@ collection, so a reopened collection knows which encoder produced it.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,17 +27,9 @@ import numpy as np
 from chromadb.api.types import Embeddable, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import register_embedding_function
 
-from wardround.devices import (
-    DeviceUnavailable,
-    host_ram_warning,
-    move_if_needed,
-    placement_kwargs,
-    preferred_dtype,
-    resolve_device,
-)
+from wardround.devices import DeviceUnavailable, load_pretrained, preferred_dtype, resolve_device
 from wardround.tools.text_embeddings import query_threads
 
-log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 16
 
 DEFAULT_ENCODER = "efficientnet-lite0"
@@ -207,21 +198,19 @@ class SiglipEncoder:
         self.prefetch = prefetch
         self._dtype = preferred_dtype(self.device)
         self.dtype = str(self._dtype).removeprefix("torch.")
-        if warning := host_ram_warning(self.device):
-            log.warning(warning)
         try:
-            loaded = SiglipModel.from_pretrained(
+            self._model = load_pretrained(
+                SiglipModel,
                 self.model,
+                self.device,
+                self._dtype,
                 local_files_only=not allow_download,
-                dtype=self._dtype,
-                **placement_kwargs(self.device),
             )
             self.processor = AutoProcessor.from_pretrained(
                 self.model, local_files_only=not allow_download
             )
         except (OSError, ValueError) as exc:
             raise EncoderUnavailable(siglip_help(self.model, exc)) from exc
-        self._model = move_if_needed(loaded, self.device).eval()
         config = self._model.config
         self.dim = int(
             getattr(config.vision_config, "projection_size", None)
