@@ -78,6 +78,15 @@ def _attempt(report: Report, name: str, run: Callable[[], str]) -> bool:
         return False
 
 
+def _vs_cpu(report: Report, name: str, agree: Callable[[], str], device: str, ran: bool) -> None:
+    """Check `agree` (the device computes what the CPU computes) once the device's own check
+    `ran`; skipped when the CPU is the only device."""
+    if device == "cpu":
+        report.add(name, "skipped", "no GPU: the CPU is the only device here")
+    elif ran:
+        _attempt(report, name, agree)
+
+
 def sample_images(n: int, size: int = 64, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, (size, size + 8 * i % 24, 3), dtype=np.uint8) for i in range(n)]
@@ -152,10 +161,7 @@ def siglip_checks(report: Report, workdir: Path, device: str, batch_size: int) -
             f"norms {norms.min():.4f}..{norms.max():.4f}"
         )
 
-    if not _attempt(report, "siglip embeddings", embed) or device == "cpu":
-        if device == "cpu":
-            report.add("siglip vs cpu", "skipped", "no GPU: the CPU is the only device here")
-        return
+    ran = _attempt(report, "siglip embeddings", embed)
 
     def agree() -> str:
         cpu = SiglipEncoder(path, device="cpu", batch_size=batch_size)
@@ -165,7 +171,7 @@ def siglip_checks(report: Report, workdir: Path, device: str, batch_size: int) -
         _require(worst > MIN_COSINE, f"cosine {worst:.4f} <= {MIN_COSINE}")
         return f"{device} ({encoder.dtype}) vs cpu (float32): min cosine {worst:.5f}"
 
-    _attempt(report, "siglip vs cpu", agree)
+    _vs_cpu(report, "siglip vs cpu", agree, device, ran)
 
 
 def _image_message(text: str = "what is this image ?") -> Any:
@@ -222,10 +228,7 @@ def gemma3_checks(report: Report, workdir: Path, device: str) -> None:
             f"{usage.get('input_tokens')} tokens, {marked} image tokens marked for generate"
         )
 
-    if not _attempt(report, "gemma3 image chat", image_chat) or device == "cpu":
-        if device == "cpu":
-            report.add("gemma3 vs cpu", "skipped", "no GPU: the CPU is the only device here")
-        return
+    ran = _attempt(report, "gemma3 image chat", image_chat)
 
     def agree() -> str:
         cpu = TransformersChatModel.load(path, max_new_tokens=4, device="cpu")
@@ -234,7 +237,7 @@ def gemma3_checks(report: Report, workdir: Path, device: str) -> None:
         dtype = str(chat._model.dtype).removeprefix("torch.")
         return f"next-token logits, {device} ({dtype}) vs cpu (float32): cosine {cosine:.5f}"
 
-    _attempt(report, "gemma3 vs cpu", agree)
+    _vs_cpu(report, "gemma3 vs cpu", agree, device, ran)
 
 
 def medsiglip_timing(report: Report, device: str, batch_size: int) -> None:
