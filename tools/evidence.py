@@ -8,10 +8,13 @@ is the list of record references ("Observation/abc", "guideline:<source>#<sectio
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
+from typing import Any
 
 from langchain_core.messages import BaseMessage, ToolMessage
-from pydantic import ValidationError
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, ValidationError
 
 # Key in `BaseTool.metadata` marking write tools that a graph must put through approval.
 REQUIRES_APPROVAL = "requires_approval"
@@ -47,3 +50,26 @@ def invalid_arguments(tool_name: str, error: Exception) -> str:
     """What a tool tells the model when its arguments do not validate."""
     problems = validation_problems(error) if isinstance(error, ValidationError) else str(error)
     return f"Error: invalid arguments for {tool_name}: {problems}. Fix them and call again."
+
+
+def cited_tool(
+    name: str,
+    description: str,
+    schema: type[BaseModel],
+    *,
+    coroutine: Callable[..., Awaitable[tuple[str, list[str]]]],
+    func: Callable[..., tuple[str, list[str]]] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> BaseTool:
+    """A tool keeping this contract (its `(text, ids)` become content and artifact) whose
+    arguments are `schema`; arguments that do not validate come back to the model as text."""
+    return StructuredTool.from_function(
+        func=func,
+        coroutine=coroutine,
+        name=name,
+        description=description,
+        args_schema=schema,
+        response_format="content_and_artifact",
+        handle_validation_error=partial(invalid_arguments, name),
+        metadata=metadata,
+    )

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from langchain_core.tools import BaseTool, StructuredTool
+from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ValidationError
 
 from wardround.tools.evidence import (
     REQUIRES_APPROVAL,
     WRITES_RESOURCE,
+    cited_tool,
     invalid_arguments,
     tool_result,
 )
@@ -348,15 +349,7 @@ def checked_tool(
     async def call(**kwargs: Any) -> ToolOutput:
         return await _guarded(name, schema, run, kwargs)
 
-    return StructuredTool.from_function(
-        coroutine=call,
-        name=name,
-        description=description,
-        args_schema=schema,
-        response_format="content_and_artifact",
-        handle_validation_error=partial(invalid_arguments, name),
-        metadata=metadata,
-    )
+    return cited_tool(name, description, schema, coroutine=call, metadata=metadata)
 
 
 def bind_tool(spec: FhirTool, scope: ChartScope) -> BaseTool:

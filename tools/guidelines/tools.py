@@ -7,18 +7,12 @@ Problems (no index yet, empty query) come back as text the model can act on.
 
 from __future__ import annotations
 
-import asyncio
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from langchain_core.tools import BaseTool
+from pydantic import BaseModel, Field
 
-from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, Field, ValidationError
-
-from wardround.tools.evidence import invalid_arguments, tool_result
+from wardround.tools.evidence import tool_result
 from wardround.tools.guidelines.index import GuidelineHit, GuidelineIndex, GuidelineIndexError
-
-if TYPE_CHECKING:
-    pass
+from wardround.tools.index_tool import index_tool
 
 PASSAGE_CHARS = 700
 
@@ -52,34 +46,25 @@ def render_hits(query: str, hits: list[GuidelineHit], chars: int = PASSAGE_CHARS
 def make_guideline_tools(index: GuidelineIndex) -> list[BaseTool]:
     """[lookup_guideline] over `index`; works with `invoke` and `ainvoke`."""
 
-    def lookup(**kwargs: Any) -> tuple[str, list[str]]:
-        try:
-            args = LookupGuidelineArgs.model_validate(kwargs)
-            hits = index.search(args.query, args.k, source=args.source)
-        except ValidationError as exc:
-            return tool_result(invalid_arguments("lookup_guideline", exc))
-        except GuidelineIndexError as exc:
-            return tool_result(f"Error: {exc}")
-        except Exception as exc:  # a tool error is text for the model, never a crashed graph
-            return tool_result(f"Error: guideline lookup failed ({type(exc).__name__}: {exc})")
+    def lookup(args: LookupGuidelineArgs) -> list[GuidelineHit]:
+        return index.search(args.query, args.k, source=args.source)
+
+    def render(args: LookupGuidelineArgs, hits: list[GuidelineHit]) -> tuple[str, list[str]]:
         return tool_result(render_hits(args.query, hits), [h.ref for h in hits])
 
-    async def alookup(**kwargs: Any) -> tuple[str, list[str]]:
-        # Embedding is CPU-bound; keep the event loop free for other graph branches.
-        return await asyncio.to_thread(lookup, **kwargs)
-
+    description = (
+        "Look up clinical guideline recommendations (thresholds, doses, targets, "
+        "monitoring intervals, screening). Returns passages with their source; cite "
+        "the [guideline:...] ids you use."
+    )
     return [
-        StructuredTool.from_function(
-            func=lookup,
-            coroutine=alookup,
-            name="lookup_guideline",
-            description=(
-                "Look up clinical guideline recommendations (thresholds, doses, targets, "
-                "monitoring intervals, screening). Returns passages with their source; cite "
-                "the [guideline:...] ids you use."
-            ),
-            args_schema=LookupGuidelineArgs,
-            response_format="content_and_artifact",
-            handle_validation_error=partial(invalid_arguments, "lookup_guideline"),
+        index_tool(
+            "lookup_guideline",
+            description,
+            LookupGuidelineArgs,
+            lookup,
+            render,
+            known=(GuidelineIndexError,),
+            what="guideline lookup",
         )
     ]

@@ -7,21 +7,15 @@ description, patient, study); the artifact is the "image:<id>" references an ans
 
 from __future__ import annotations
 
-import asyncio
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from langchain_core.tools import BaseTool
+from pydantic import BaseModel, Field, model_validator
 
-from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, Field, ValidationError, model_validator
-
-from wardround.tools.evidence import invalid_arguments, tool_result
+from wardround.tools.evidence import tool_result
 from wardround.tools.images.dicom import ImageLoadError
 from wardround.tools.images.encoders import EncoderUnavailable
 from wardround.tools.images.index import ImageHit, ImageIndex, ImageIndexError
 from wardround.tools.images.search import hit_line, search_images
-
-if TYPE_CHECKING:
-    pass
+from wardround.tools.index_tool import index_tool
 
 
 class SearchImagesArgs(BaseModel):
@@ -59,10 +53,9 @@ def render_hits(hits: list[ImageHit], what: str) -> str:
 def make_image_tools(index: ImageIndex) -> list[BaseTool]:
     """[search_images] over `index`; works with `invoke` and `ainvoke`."""
 
-    def search(**kwargs: Any) -> tuple[str, list[str]]:
+    def search(args: SearchImagesArgs) -> list[ImageHit]:
         try:
-            args = SearchImagesArgs.model_validate(kwargs)
-            hits = search_images(
+            return search_images(
                 index,
                 text=args.text,
                 image=args.image_path,
@@ -71,33 +64,26 @@ def make_image_tools(index: ImageIndex) -> list[BaseTool]:
                 modality=args.modality,
                 patient=args.patient,
             )
-        except ValidationError as exc:
-            return tool_result(invalid_arguments("search_images", exc))
-        except (ImageIndexError, ImageLoadError, EncoderUnavailable) as exc:
-            return tool_result(f"Error: {exc}")
         except FileNotFoundError as exc:
-            return tool_result(f"Error: no such image file: {exc.filename}")
-        except Exception as exc:  # a tool error is text for the model, never a crashed graph
-            return tool_result(f"Error: image search failed ({type(exc).__name__}: {exc})")
+            raise ImageLoadError(f"no such image file: {exc.filename}") from exc
+
+    def render(args: SearchImagesArgs, hits: list[ImageHit]) -> tuple[str, list[str]]:
         what = repr(args.text or args.image_path or args.image_id)
         return tool_result(render_hits(hits, what), [h.ref for h in hits])
 
-    async def asearch(**kwargs: Any) -> tuple[str, list[str]]:
-        # Decoding and embedding are CPU-bound; keep the event loop free.
-        return await asyncio.to_thread(search, **kwargs)
-
+    description = (
+        "Search the medical image index by a description (text), by an image file "
+        "(image_path) or by an indexed image (image_id), optionally for one modality "
+        "or patient. Returns image ids with scores and what each image shows."
+    )
     return [
-        StructuredTool.from_function(
-            func=search,
-            coroutine=asearch,
-            name="search_images",
-            description=(
-                "Search the medical image index by a description (text), by an image file "
-                "(image_path) or by an indexed image (image_id), optionally for one modality "
-                "or patient. Returns image ids with scores and what each image shows."
-            ),
-            args_schema=SearchImagesArgs,
-            response_format="content_and_artifact",
-            handle_validation_error=partial(invalid_arguments, "search_images"),
+        index_tool(
+            "search_images",
+            description,
+            SearchImagesArgs,
+            search,
+            render,
+            known=(ImageIndexError, ImageLoadError, EncoderUnavailable),
+            what="image search",
         )
     ]
