@@ -138,18 +138,33 @@ def tool_args_model(tool: BaseTool) -> type[BaseModel]:
     raise TypeError(f"tool {tool.name!r} needs a pydantic argument schema")
 
 
+ToolsKey = tuple[tuple[str, type[BaseModel], str], ...]
+
+
+def _tools_key(tools: Sequence[BaseTool]) -> ToolsKey:
+    """What a tool list's schema and description depend on, hashable (tools are not)."""
+    return tuple((t.name, tool_args_model(t), t.description) for t in tools)
+
+
 def tool_choice_schema(
     tools: Sequence[BaseTool], final: type[BaseModel] | None = None
 ) -> dict[str, Any]:
-    """One JSON schema admitting a call of any tool (with its arguments) or a final answer."""
+    """One JSON schema admitting a call of any tool (with its arguments) or a final answer.
+
+    Built once per tool list and answer model and shared: read it, don't change it."""
+    return _choice_schema(_tools_key(tools), final)
+
+
+@lru_cache(maxsize=256)
+def _choice_schema(key: ToolsKey, final: type[BaseModel] | None) -> dict[str, Any]:
     defs: dict[str, Any] = {}
     options: list[dict[str, Any]] = []
-    for tool in tools:
-        args = _hoist_defs(json_schema_of(tool_args_model(tool)), defs)
+    for name, args_model, _ in key:
+        args = _hoist_defs(json_schema_of(args_model), defs)
         options.append(
             {
                 "type": "object",
-                "properties": {"action": {"const": tool.name}, "args": args},
+                "properties": {"action": {"const": name}, "args": args},
                 "required": ["action", "args"],
             }
         )
@@ -173,15 +188,20 @@ def tool_choice_schema(
 
 
 def describe_tools(tools: Sequence[BaseTool]) -> str:
+    return _description(_tools_key(tools))
+
+
+@lru_cache(maxsize=64)
+def _description(key: ToolsKey) -> str:
     lines = []
-    for tool in tools:
-        props = json_schema_of(tool_args_model(tool)).get("properties", {})
+    for name, args_model, description in key:
+        props = json_schema_of(args_model).get("properties", {})
         args = ", ".join(
-            f"{name}: {spec.get('type', 'value')}"
+            f"{arg}: {spec.get('type', 'value')}"
             + (f" ({spec['description']})" if spec.get("description") else "")
-            for name, spec in props.items()
+            for arg, spec in props.items()
         )
-        lines.append(f"- {tool.name}({args}): {tool.description.strip().splitlines()[0]}")
+        lines.append(f"- {name}({args}): {description.strip().splitlines()[0]}")
     return "\n".join(lines)
 
 

@@ -1,12 +1,15 @@
 """Load on the copilot API: N concurrent conversations, each a question, an order, an approval.
 
-The API runs in a child process (uvicorn, the default SQLite thread store, the audit log)
-next to an in-process SEKMET holding small synthetic charts; its model is a fast scripted
+The servers run as they would in a hospital: SEKMET holding small synthetic charts as its own
+process, the API under uvicorn (one process with the default SQLite thread store, or several
+workers sharing a private Postgres cluster), the audit log. The model is a fast scripted
 stand-in that streams JSON replies, so the numbers measure the API, LangGraph, the thread
 store and FHIR, not a language model. Reported: errors, latency per request (p50/p95/max,
-time to the first event and to `done`), throughput, and the server process's memory.
+time to the first event and to `done`), throughput, the API's memory, and the CPU each
+process spent per request (unlike latency, that does not depend on what else runs).
 
-    python bench/api_load.py run                      # 50 conversations
+    python bench/api_load.py run                      # 50 conversations, one API process
+    python bench/api_load.py run --workers 2 --store postgres
     python bench/api_load.py run --conversations 100 --json
     python bench/api_load.py soak --conversations 50 --minutes 10   # memory over time
 """
@@ -23,13 +26,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
-from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -78,6 +86,13 @@ class BenchModel(BaseChatModel):
         message.usage_metadata = {"input_tokens": 100, "output_tokens": 20, "total_tokens": 120}
         return ChatResult(generations=[ChatGeneration(message=message)])
 
+    def _chunks(self, messages: list[BaseMessage]) -> Iterator[ChatGenerationChunk]:
+        text = self._reply(messages)
+        for i in range(0, len(text), self.chunk_chars):
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(content=text[i : i + self.chunk_chars])
+            )
+
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -85,61 +100,157 @@ class BenchModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        text = self._reply(messages)
-        for i in range(0, len(text), self.chunk_chars):
-            chunk = ChatGenerationChunk(
-                message=AIMessageChunk(content=text[i : i + self.chunk_chars])
-            )
+        for chunk in self._chunks(messages):
             if run_manager:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
 
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """Streams in the event loop, as an HTTP model client does (without this, LangChain
+        runs `_stream` in a thread pool and the bench measured thread hand-offs per chunk)."""
+        for chunk in self._chunks(messages):
+            if run_manager:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
 
-# ------------------------------------------------------------------ the server
+
+# ------------------------------------------------------------------ the servers
 
 
-@app.command(hidden=True)
-def serve(port: int, home: Path, ready: Path) -> None:
-    """(internal) SEKMET with charts on a loopback port, and the API on `port`."""
-    import uvicorn
-
-    from wardround.procs import free_port
+def bench_app() -> Any:
+    """The API for `uvicorn --factory`: settings from the environment (WARDROUND_HOME, the FHIR
+    URL, the thread store), the scripted model; any worker can take any request."""
     from wardround.server.app import create_app
     from wardround.settings import Settings
-    from wardround.stack.loopback import LoopbackServer
+
+    return create_app(Settings(), model=BenchModel(), extra_tools=[])
+
+
+@dataclass
+class Servers:
+    """The processes under load: the API (one uvicorn process, or a master and its workers),
+    SEKMET as its own process (as a hospital's FHIR server is), Postgres when asked for."""
+
+    url: str
+    api: subprocess.Popen[bytes]
+    fhir_pid: int
+    postgres_pid: int | None
+    patients: list[str]
+    home: Path
+
+    def cpu_s(self) -> dict[str, float]:
+        out = {"api": _tree_cpu_s(self.api.pid), "fhir": _tree_cpu_s(self.fhir_pid)}
+        if self.postgres_pid is not None:
+            out["postgres"] = _tree_cpu_s(self.postgres_pid)
+        return out
+
+
+async def _load_charts(fhir_url: str) -> list[str]:
     from wardround.stack.sample_charts import carebundle_charts, handmade_chart
-    from wardround.stack.sekmet_inprocess import asgi_client, load_chart, sekmet_app
+    from wardround.stack.sekmet_inprocess import load_chart
+    from wardround.tools.fhir.client import FhirClient
 
-    fhir_port = free_port()
-    fhir_app = sekmet_app(home / "sekmet", base_url=f"http://127.0.0.1:{fhir_port}/fhir")
-
-    async def load() -> list[str]:
-        client = asgi_client(fhir_app)
+    client = FhirClient(fhir_url)
+    try:
         charts = [*carebundle_charts().values(), handmade_chart()]
-        ids = [await load_chart(client, chart) for chart in charts]
+        return [await load_chart(client, chart) for chart in charts]
+    finally:
         await client.aclose()
-        return ids
 
-    patients = asyncio.run(load())
-    with LoopbackServer(fhir_app, port=fhir_port) as fhir:
-        settings = Settings(home=home, fhir_base_url=f"{fhir.url}/fhir")
-        api = create_app(settings, model=BenchModel(), extra_tools=[])
-        ready.write_text(json.dumps({"patients": patients}))
-        uvicorn.run(api, host="127.0.0.1", port=port, log_level="warning")
+
+def _start_api(
+    home: Path, env: dict[str, str], workers: int
+) -> tuple[str, subprocess.Popen[bytes]]:
+    from wardround.procs import free_port
+
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "--factory", "wardround.bench.api_load:bench_app",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+            "--log-level", "warning"]  # fmt: skip
+    log = (home / "api.log").open("wb")
+    process = subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=log)
+    return f"http://127.0.0.1:{port}", process
+
+
+@contextmanager
+def servers(workers: int = 1, store: str = "sqlite") -> Iterator[Servers]:
+    """SEKMET with small charts, the thread store, and the API, all stopped at the end."""
+    from wardround.procs import free_port, stop_child, stop_service
+    from wardround.settings import Settings
+    from wardround.stack.fhir_server import ensure_fhir_server
+    from wardround.stack.postgres import postgres_cluster
+
+    home = Path(tempfile.mkdtemp(prefix="wardround-api-load-"))
+    settings = Settings(home=home, fhir_port=free_port())
+    try:
+        fhir = ensure_fhir_server(settings)
+        patients = asyncio.run(_load_charts(fhir.base_url))
+        with ExitStack() as stack:
+            env = {"WARDROUND_HOME": str(home), "WARDROUND_FHIR_BASE_URL": fhir.base_url}
+            postgres_pid = None
+            if store == "postgres":
+                cluster = stack.enter_context(postgres_cluster())
+                env["WARDROUND_CHECKPOINT_URL"] = cluster.url
+                postgres_pid = cluster.pid()
+            url, api = _start_api(home, env, workers)
+            stack.callback(stop_child, api)
+            asyncio.run(_ready(url, api, workers))
+            yield Servers(url, api, fhir.pid, postgres_pid, patients, home)
+    finally:
+        stop_service(settings.run_dir, "fhir")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (uvicorn's workers, Postgres's backends)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += _children(current)
+    return found
 
 
 def _cpu_s(pid: int) -> float:
     """CPU seconds (user + system) a process has used: the server's cost per request, which
     unlike latency does not depend on what else the machine is doing."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _tree_cpu_s(pid: int) -> float:
+    return sum(_cpu_s(p) for p in _tree(pid))
+
+
 def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    total = 0
+    for member in _tree(pid):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) for line in lines if line.startswith("VmRSS:"))
+    return total
 
 
 class MemoryWatch:
@@ -275,18 +386,21 @@ async def _load(url: str, patients: list[str], n: int) -> tuple[list[dict[str, A
         return [r for batch in batches for r in batch], time.perf_counter() - started
 
 
-async def _ready(url: str, process: subprocess.Popen[bytes], ready: Path) -> list[str]:
+async def _ready(url: str, process: subprocess.Popen[bytes], workers: int) -> None:
+    """Wait for the API's health check (uvicorn's workers start one after another)."""
     deadline = time.monotonic() + 120
+    answered = 0
     async with httpx.AsyncClient(base_url=url, timeout=5) as client:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"the API process exited ({process.returncode})")
-            if ready.exists():
-                try:
-                    if (await client.get("/api/health")).json().get("status") == "ok":
-                        return list(json.loads(ready.read_text())["patients"])
-                except httpx.HTTPError:
-                    pass
+            try:
+                if (await client.get("/api/health")).json().get("status") == "ok":
+                    answered += 1
+                    if answered >= 3 * workers:
+                        return
+            except httpx.HTTPError:
+                pass
             await asyncio.sleep(0.2)
     raise RuntimeError("the API did not come up in 120 s")
 
@@ -310,38 +424,50 @@ async def _soak(
         return [r for batch in batches for r in batch], time.perf_counter() - started
 
 
+WORKERS = Annotated[int, typer.Option(min=1, help="API worker processes (uvicorn --workers)")]
+STORE = Annotated[
+    str,
+    typer.Option(
+        help="thread store: sqlite, postgres (a private cluster), auto (postgres for 2+ workers)"
+    ),
+]
+
+
+def _store(workers: int, store: str) -> str:
+    if store == "auto":
+        return "postgres" if workers > 1 else "sqlite"
+    if store not in ("sqlite", "postgres"):
+        raise typer.BadParameter("--store is sqlite, postgres or auto")
+    if workers > 1 and store != "postgres":
+        raise typer.BadParameter("several workers share threads through Postgres: --store postgres")
+    return store
+
+
 @app.command()
 def soak(
     conversations: Annotated[int, typer.Option(min=1, help="concurrent conversations")] = 50,
     minutes: Annotated[float, typer.Option(min=0.1, help="how long")] = 10.0,
+    workers: WORKERS = 1,
+    store: STORE = "auto",
 ) -> None:
     """Keep N conversations going for M minutes; print one JSON object (latency, errors,
-    the server's RSS at start, peak and end, and a sample every 10 s)."""
-    from wardround.procs import free_port
-
-    home = Path(tempfile.mkdtemp(prefix="wardround-api-soak-"))
-    ready, port = home / "ready.json", free_port()
-    argv = [sys.executable, __file__, "serve", str(port), str(home), str(ready)]
-    env = {**os.environ, "WARDROUND_HOME": str(home)}
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        patients = asyncio.run(_ready(url, process, ready))
-        start = _rss_kb(process.pid)
-        with MemoryWatch(process.pid) as memory:
-            results, wall = asyncio.run(_soak(url, patients, conversations, minutes * 60))
-        end = _rss_kb(process.pid)
-    finally:
-        process.terminate()
-        _, stderr = process.communicate(timeout=30)
+    the API's RSS at start, peak and end, and a sample every 10 s)."""
+    store = _store(workers, store)
+    with servers(workers, store) as up:
+        start = _rss_kb(up.api.pid)
+        with MemoryWatch(up.api.pid) as memory:
+            results, wall = asyncio.run(_soak(up.url, up.patients, conversations, minutes * 60))
+        end = _rss_kb(up.api.pid)
+        log = up.home / "api.log"
     report = {
         "conversations": conversations,
         "minutes": minutes,
+        "workers": workers,
         **summarize(results, wall),
         "rss_mb": {"start": round(start / 1024, 1), "peak": round(memory.peak / 1024, 1),
                    "end": round(end / 1024, 1)},
         "rss_series_mb": [(t, round(kb / 1024, 1)) for t, kb in memory.series],
-        "server_tracebacks": stderr.decode(errors="replace").count("Traceback"),
+        "server_tracebacks": log.read_text(errors="replace").count("Traceback"),
     }  # fmt: skip
     print(json.dumps(report))
 
@@ -349,54 +475,60 @@ def soak(
 @app.command()
 def run(
     conversations: Annotated[int, typer.Option(min=1, help="concurrent conversations")] = 50,
+    workers: WORKERS = 1,
+    store: STORE = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Run N conversations at once against a fresh API process and report."""
-    from wardround.procs import free_port, stop_child
-
-    home = Path(tempfile.mkdtemp(prefix="wardround-api-load-"))
-    ready = home / "ready.json"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, __file__, "serve", str(port), str(home), str(ready)]
-    env = {**os.environ, "WARDROUND_HOME": str(home)}
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        patients = asyncio.run(_ready(url, process, ready))
-        baseline, cpu_before = _rss_kb(process.pid), _cpu_s(process.pid)
-        with MemoryWatch(process.pid) as memory:
-            results, wall = asyncio.run(_load(url, patients, conversations))
-        after, cpu = _rss_kb(process.pid), _cpu_s(process.pid) - cpu_before
-    finally:
-        stop_child(process)
+    """Run N conversations at once against fresh servers and report."""
+    store = _store(workers, store)
+    with servers(workers, store) as up:
+        baseline, cpu_before = _rss_kb(up.api.pid), {**up.cpu_s(), "client": _cpu_s(os.getpid())}
+        with MemoryWatch(up.api.pid) as memory:
+            results, wall = asyncio.run(_load(up.url, up.patients, conversations))
+        after, cpu_after = _rss_kb(up.api.pid), {**up.cpu_s(), "client": _cpu_s(os.getpid())}
+        audit = (up.home / "audit.jsonl").read_text().splitlines()
+        store_file = up.home / "copilot.sqlite"
+        store_mb = store_file.stat().st_size / 2**20 if store_file.exists() else None
+    per_request = {
+        name: round(1000 * (cpu_after[name] - cpu_before[name]) / max(len(results), 1), 1)
+        for name in cpu_before
+    }
     report = {
         "conversations": conversations,
+        "workers": workers,
+        "store": store,
         **summarize(results, wall),
         "memory_mb": {
             "baseline": round(baseline / 1024, 1),
             "peak": round(memory.peak / 1024, 1),
             "after": round(after / 1024, 1),
         },
-        "server_cpu_ms_per_request": round(1000 * cpu / max(len(results), 1), 1),
-        "thread_store_mb": round((home / "copilot.sqlite").stat().st_size / 2**20, 2),
-        "audit_lines": len((home / "audit.jsonl").read_text().splitlines()),
+        "server_cpu_ms_per_request": per_request["api"],
+        "cpu_ms_per_request": per_request,
+        "thread_store_mb": round(store_mb, 2) if store_mb is not None else None,
+        "audit_lines": len(audit),
     }
     if as_json:
         print(json.dumps(report))
         return
-    table = Table(title=f"{conversations} concurrent conversations ({report['wall_s']} s)")
+    _print_report(report)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    title = (f"{report['conversations']} concurrent conversations, {report['workers']} API "
+             f"worker(s), {report['store']} threads ({report['wall_s']} s)")  # fmt: skip
+    table = Table(title=title)
     for column in ("request", "n", "errors", "p50 s", "p95 s", "max s", "first event p50 s"):
         table.add_column(column, justify="right")
     for kind, row in report["by_kind"].items():
         table.add_row(kind, str(row["requests"]), str(row["errors"]), str(row["p50_s"]),
                       str(row["p95_s"]), str(row["max_s"]), str(row["first_event_p50_s"]))  # fmt: skip
     console.print(table)
-    mem = report["memory_mb"]
+    mem, cpu = report["memory_mb"], report["cpu_ms_per_request"]
     console.print(
-        f"{report['requests_per_s']} requests/s; server RSS {mem['baseline']} MB at rest, "
-        f"{mem['peak']} MB peak, {mem['after']} MB after; thread store "
-        f"{report['thread_store_mb']} MB; {report['audit_lines']} audit lines; server CPU "
-        f"{report['server_cpu_ms_per_request']} ms per request (FHIR server included)"
+        f"{report['requests_per_s']} requests/s; API RSS {mem['baseline']} MB at rest, "
+        f"{mem['peak']} MB peak, {mem['after']} MB after; {report['audit_lines']} audit "
+        "lines; CPU ms per request: " + ", ".join(f"{k} {v}" for k, v in cpu.items())
     )
     for error in report["errors"]:
         console.print(f"[red]error:[/] {error}")

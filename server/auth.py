@@ -13,7 +13,7 @@ USER_HEADER = "X-Wardround-User"
 _USER = re.compile(r"[\w .@\-]{1,100}")
 
 
-def require_token(request: Request) -> None:
+async def require_token(request: Request) -> None:
     """401 unless the request carries `Authorization: Bearer <api_token>` (if one is set)."""
     expected: str | None = request.app.state.api_token
     if expected is None:
@@ -29,7 +29,7 @@ def require_token(request: Request) -> None:
         )
 
 
-def current_user(request: Request) -> str:
+async def current_user(request: Request) -> str:
     """Who the audit log names: the `X-Wardround-User` header (the API's clients set it to the
     clinician signed in to them), else "token" for an authenticated call, else anonymous."""
     named = request.headers.get(USER_HEADER, "").strip()

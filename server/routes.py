@@ -41,7 +41,8 @@ Stream = Annotated[
 ]
 
 
-def service(request: Request) -> CopilotService:
+async def service(request: Request) -> CopilotService:
+    # Dependencies are async so FastAPI runs them in the event loop, not a worker thread.
     return request.app.state.copilot
 
 

@@ -250,9 +250,10 @@ async def agent(
     return {**update, "messages": [reply]}
 
 
-def route(state: CopilotState) -> str:
+async def route(state: CopilotState) -> str:
     """No runtime here: LangGraph also runs this edge on `update_state`, without a context.
-    Only FHIR writes need approval (CopilotTools refuses any other), so their names suffice."""
+    Only FHIR writes need approval (CopilotTools refuses any other), so their names suffice.
+    Async, like every node here: LangGraph runs a plain function in a worker thread."""
     last = state["messages"][-1] if state.get("messages") else None
     if state.get("error") or not (isinstance(last, AIMessage) and last.tool_calls):
         return "finish"
@@ -346,7 +347,7 @@ async def act(
     return {"messages": list(messages)}
 
 
-def finish(state: CopilotState) -> dict[str, Any]:
+async def finish(state: CopilotState) -> dict[str, Any]:
     last = state["messages"][-1] if state.get("messages") else None
     if state.get("error") or not isinstance(last, AIMessage) or last.tool_calls:
         return {"answer": "", "citations": [], "flagged": []}

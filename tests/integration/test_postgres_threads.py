@@ -21,15 +21,13 @@ from infra import (
     ORDER_TEXT,
     ApiProcess,
     LoopbackFhir,
-    PostgresCluster,
     call,
     fresh_connections,
-    postgres_bin,
-    postgres_cluster,
     running_api,
     sekmet_on_loopback,
 )
 from wardround.graphs.copilot.orders import ORDER_SYSTEM
+from wardround.stack.postgres import PostgresCluster, postgres_bin, postgres_cluster
 
 pytestmark = [
     pytest.mark.integration,
