@@ -23,10 +23,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from langchain_core.tools import BaseTool
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from wardround.tools.evidence import REQUIRES_APPROVAL, tool_result
 from wardround.tools.fhir.client import FHIR_ID, FhirClient, escape_value
@@ -94,63 +94,52 @@ def _text(value: str | None) -> str | None:
     return value
 
 
-class ConditionSearch(BaseModel):
-    patient: str = Field(description="The patient's FHIR id or MRN")
-    category: str | None = Field(None, description="e.g. 'problem-list-item'")
+# The checked strings of the searches; a check runs after type validation (None skips it).
+Token = Annotated[str, AfterValidator(_token)]
+DateFilter = Annotated[str, AfterValidator(_date)]
+PlainText = Annotated[str, AfterValidator(_text)]
+PatientRef = Annotated[str, Field(description="The patient's FHIR id or MRN")]
 
-    _checks = field_validator("category")(_token)
+
+class ConditionSearch(BaseModel):
+    patient: PatientRef
+    category: Token | None = Field(None, description="e.g. 'problem-list-item'")
 
 
 class LabSearch(BaseModel):
-    patient: str = Field(description="The patient's FHIR id or MRN")
-    code: str = Field(description="The lab's code, e.g. '4548-4'")
-    date: str | None = Field(
+    patient: PatientRef
+    code: Token = Field(description="The lab's code, e.g. '4548-4'")
+    date: DateFilter | None = Field(
         None, description="FHIR date filter, e.g. 'ge2023-11-12T10:15:00+00:00'"
     )
 
-    _code = field_validator("code")(_token)
-    _dates = field_validator("date")(_date)
-
 
 class VitalSearch(BaseModel):
-    patient: str = Field(description="The patient's FHIR id or MRN")
-    category: str = Field("vital-signs", description="Use 'vital-signs'")
-    date: str | None = Field(None, description="FHIR date filter")
-
-    _category = field_validator("category")(_token)
-    _dates = field_validator("date")(_date)
+    patient: PatientRef
+    category: Token = Field("vital-signs", description="Use 'vital-signs'")
+    date: DateFilter | None = Field(None, description="FHIR date filter")
 
 
 class MedicationSearch(BaseModel):
-    patient: str = Field(description="The patient's FHIR id or MRN")
-    category: str | None = Field(None, description="Inpatient, Outpatient, Community, Discharge")
-    date: str | None = Field(None, description="FHIR date filter")
-
-    _category = field_validator("category")(_token)
-    _dates = field_validator("date")(_date)
+    patient: PatientRef
+    category: Token | None = Field(None, description="Inpatient, Outpatient, Community, Discharge")
+    date: DateFilter | None = Field(None, description="FHIR date filter")
 
 
 class ProcedureSearch(BaseModel):
-    patient: str = Field(description="The patient's FHIR id or MRN")
-    date: str | None = Field(None, description="FHIR date filter")
-    code: str | None = Field(None, description="Procedure code")
-
-    _code = field_validator("code")(_token)
-    _dates = field_validator("date")(_date)
+    patient: PatientRef
+    date: DateFilter | None = Field(None, description="FHIR date filter")
+    code: Token | None = Field(None, description="Procedure code")
 
 
 class PatientSearch(BaseModel):
-    name: str | None = Field(None, description="Any part of the name")
-    family: str | None = Field(None, description="Family (last) name")
-    given: str | None = Field(None, description="Given (first) name")
-    birthdate: str | None = Field(None, description="YYYY-MM-DD")
-    identifier: str | None = Field(None, description="An identifier, e.g. an MRN")
+    name: PlainText | None = Field(None, description="Any part of the name")
+    family: PlainText | None = Field(None, description="Family (last) name")
+    given: PlainText | None = Field(None, description="Given (first) name")
+    birthdate: DateFilter | None = Field(None, description="YYYY-MM-DD")
+    identifier: Token | None = Field(None, description="An identifier, e.g. an MRN")
     gender: Literal["male", "female", "other", "unknown"] | None = None
-    telecom: str | None = Field(None, description="Phone number or email")
-
-    _texts = field_validator("name", "family", "given", "telecom")(_text)
-    _identifier = field_validator("identifier")(_token)
-    _birthdate = field_validator("birthdate")(_date)
+    telecom: PlainText | None = Field(None, description="Phone number or email")
 
 
 class Reference(_Loose):
@@ -338,30 +327,18 @@ def _pairs(**values: str | None) -> list[tuple[str, str]]:
     return [(k, v) for k, v in values.items() if v]
 
 
-async def get_conditions(scope: MabScope, a: ConditionSearch) -> ToolOutput:
-    params = _pairs(patient=await resolve(scope, a.patient), category=a.category)
-    return await listing(scope, "Condition", params)
+Run = Callable[[MabScope, Any], Awaitable[ToolOutput]]
 
 
-async def get_lab_observations(scope: MabScope, a: LabSearch) -> ToolOutput:
-    params = _pairs(patient=await resolve(scope, a.patient), code=a.code, date=a.date)
-    return await listing(scope, "Observation", params)
+def patient_search(resource_type: str, *fields: str) -> Run:
+    """A search of the patient's `resource_type` records by the arguments `fields` given."""
 
+    async def run(scope: MabScope, a: Any) -> ToolOutput:
+        given = {name: getattr(a, name) for name in fields}
+        params = _pairs(patient=await resolve(scope, a.patient), **given)
+        return await listing(scope, resource_type, params)
 
-async def get_vital_signs(scope: MabScope, a: VitalSearch) -> ToolOutput:
-    params = _pairs(patient=await resolve(scope, a.patient), category=a.category, date=a.date)
-    return await listing(scope, "Observation", params)
-
-
-async def get_medication_requests(scope: MabScope, a: MedicationSearch) -> ToolOutput:
-    # `date` is Epic's dosage-period filter; FHIR servers call it `authoredon` at best.
-    params = _pairs(patient=await resolve(scope, a.patient), category=a.category)
-    return await listing(scope, "MedicationRequest", params)
-
-
-async def get_procedures(scope: MabScope, a: ProcedureSearch) -> ToolOutput:
-    params = _pairs(patient=await resolve(scope, a.patient), date=a.date, code=a.code)
-    return await listing(scope, "Procedure", params)
+    return run
 
 
 async def get_patients(scope: MabScope, a: PatientSearch) -> ToolOutput:
@@ -392,14 +369,15 @@ async def post(scope: MabScope, body: BaseModel) -> ToolOutput:
 
 
 # name -> (arguments, function), in funcs_v1.json order.
-MAB_TOOLS: dict[str, tuple[type[BaseModel], Callable[[MabScope, Any], Awaitable[ToolOutput]]]] = {
-    "get_conditions": (ConditionSearch, get_conditions),
-    "get_lab_observations": (LabSearch, get_lab_observations),
-    "get_vital_signs": (VitalSearch, get_vital_signs),
+MAB_TOOLS: dict[str, tuple[type[BaseModel], Run]] = {
+    "get_conditions": (ConditionSearch, patient_search("Condition", "category")),
+    "get_lab_observations": (LabSearch, patient_search("Observation", "code", "date")),
+    "get_vital_signs": (VitalSearch, patient_search("Observation", "category", "date")),
     "post_vital_observation": (VitalPost, post),
-    "get_medication_requests": (MedicationSearch, get_medication_requests),
+    # `date` is Epic's dosage-period filter; FHIR servers call it `authoredon` at best.
+    "get_medication_requests": (MedicationSearch, patient_search("MedicationRequest", "category")),
     "post_medication_request": (MedicationPost, post),
-    "get_procedures": (ProcedureSearch, get_procedures),
+    "get_procedures": (ProcedureSearch, patient_search("Procedure", "date", "code")),
     "post_service_request": (ServicePost, post),
     "get_patients": (PatientSearch, get_patients),
 }
