@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +34,11 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from langchain_core.callbacks import (
-    AsyncCallbackManagerForLLMRun,
-    CallbackManagerForLLMRun,
-)
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages import BaseMessage
 from rich.console import Console
 from rich.table import Table
+
+from wardround.stack.scripted_chat import ScriptedChatModel
 
 app = typer.Typer(help=__doc__, add_completion=False)
 console = Console()
@@ -50,74 +46,27 @@ _REF = re.compile(r"\b(?:Observation|Condition|MedicationRequest|Encounter)/[A-Z
 ORDER = {"code": "4548-4", "system": "http://loinc.org", "display": "Hemoglobin A1c"}
 
 
-class BenchModel(BaseChatModel):
-    """Replies from the conversation itself: a clinician's question -> search, an order
-    request -> create_service_request, a tool result -> a final answer citing it."""
+def bench_reply(messages: Sequence[BaseMessage]) -> str:
+    """The reply that follows from the conversation: a clinician's question -> search, an
+    order request -> create_service_request, a tool result -> a final answer citing it."""
+    last = str(messages[-1].content)
+    if last.startswith("Result of create_service_request"):
+        return json.dumps({"action": "final_answer", "answer": "Ordered."})
+    if last.startswith("Result of "):
+        refs = _REF.findall(last)[:2]
+        body: dict[str, Any] = {"action": "final_answer", "answer": "Here is what I found."}
+        if refs:
+            body["citations"] = refs
+        return json.dumps(body)
+    if "order" in last.lower():
+        return json.dumps({"action": "create_service_request", "args": ORDER})
+    args = {"resource_type": "Observation", "limit": 5}
+    return json.dumps({"action": "search_records", "args": args})
 
-    chunk_chars: int = 8
 
-    @property
-    def _llm_type(self) -> str:
-        return "bench"
-
-    def _reply(self, messages: list[BaseMessage]) -> str:
-        last = str(messages[-1].content)
-        if last.startswith("Result of create_service_request"):
-            return json.dumps({"action": "final_answer", "answer": "Ordered."})
-        if last.startswith("Result of "):
-            refs = _REF.findall(last)[:2]
-            body: dict[str, Any] = {"action": "final_answer", "answer": "Here is what I found."}
-            if refs:
-                body["citations"] = refs
-            return json.dumps(body)
-        if "order" in last.lower():
-            return json.dumps({"action": "create_service_request", "args": ORDER})
-        args = {"resource_type": "Observation", "limit": 5}
-        return json.dumps({"action": "search_records", "args": args})
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        message = AIMessage(content=self._reply(messages))
-        message.usage_metadata = {"input_tokens": 100, "output_tokens": 20, "total_tokens": 120}
-        return ChatResult(generations=[ChatGeneration(message=message)])
-
-    def _chunks(self, messages: list[BaseMessage]) -> Iterator[ChatGenerationChunk]:
-        text = self._reply(messages)
-        for i in range(0, len(text), self.chunk_chars):
-            yield ChatGenerationChunk(
-                message=AIMessageChunk(content=text[i : i + self.chunk_chars])
-            )
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        for chunk in self._chunks(messages):
-            if run_manager:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        """Streams in the event loop, as an HTTP model client does (without this, LangChain
-        runs `_stream` in a thread pool and the bench measured thread hand-offs per chunk)."""
-        for chunk in self._chunks(messages):
-            if run_manager:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+def bench_model() -> ScriptedChatModel:
+    """The API's model in the bench: `bench_reply`, streamed 8 characters at a time."""
+    return ScriptedChatModel(respond=bench_reply, chunk_chars=8)
 
 
 # ------------------------------------------------------------------ the servers
@@ -129,7 +78,7 @@ def bench_app() -> Any:
     from wardround.server.app import create_app
     from wardround.settings import Settings
 
-    return create_app(Settings(), model=BenchModel(), extra_tools=[])
+    return create_app(Settings(), model=bench_model(), extra_tools=[])
 
 
 @dataclass

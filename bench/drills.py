@@ -162,10 +162,10 @@ def api_serve(port: int) -> None:
     """(internal) The copilot API with the scripted bench model; FHIR and home from the env."""
     import uvicorn
 
-    from wardround.bench.api_load import BenchModel
+    from wardround.bench.api_load import bench_model
     from wardround.server.app import create_app
 
-    api = create_app(Settings(), model=BenchModel(), extra_tools=[])
+    api = create_app(Settings(), model=bench_model(), extra_tools=[])
     uvicorn.run(api, host="127.0.0.1", port=port, log_level="warning")
 
 

@@ -214,10 +214,10 @@ def scripted_reply(messages: list[dict[str, Any]]) -> str:
     and the copilot's turns as the load bench's model makes them."""
     from langchain_core.messages import HumanMessage
 
-    from wardround.bench.api_load import BenchModel
+    from wardround.bench.api_load import bench_reply
 
     last = message_text(messages[-1].get("content")) if messages else ""
     if last.startswith("Options:"):
         options = [line[2:] for line in last.splitlines() if line.startswith("- ")]
         return json.dumps({"kind": "age", "about": options[0]})
-    return BenchModel()._reply([HumanMessage(last)])
+    return bench_reply([HumanMessage(last)])

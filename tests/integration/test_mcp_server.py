@@ -26,7 +26,7 @@ from mcp.client.streamable_http import create_mcp_http_client, streamable_http_c
 
 from copilot_fakes import HBA1C_ORDER
 from infra import LoopbackFhir, sekmet_on_loopback
-from wardround.bench.api_load import BenchModel
+from wardround.bench.api_load import bench_model
 from wardround.procs import free_port
 from wardround.stack.api_inprocess import ApiHarness, api_harness
 from wardround.tools.fhir.client import FhirClient
@@ -61,7 +61,7 @@ def _env(home: Path, fhir: LoopbackFhir, **extra: str) -> dict[str, str]:
 async def api(home: Path, fhir: LoopbackFhir) -> AsyncIterator[ApiHarness]:
     """The clinician's side: the HTTP API over the thread store the MCP server writes to."""
     client = FhirClient(fhir.url)
-    async with api_harness(home, client, BenchModel()) as harness:
+    async with api_harness(home, client, bench_model()) as harness:
         yield harness
     await client.aclose()
 
