@@ -52,7 +52,6 @@ class Settings(BaseSettings):
     temperature: float = 0.0
     max_tokens: int = 512
 
-
     # Local stack ports (0 = pick a free one at start).
     fhir_port: int = 8090
     model_port: int = 0
