@@ -21,8 +21,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,11 +36,13 @@ from langchain_core.messages import BaseMessage
 from rich.console import Console
 from rich.table import Table
 
+from wardround.stack.api_process import WORKER_HEADER, ApiProcess, running_api
 from wardround.stack.scripted_chat import ScriptedChatModel
 
 app = typer.Typer(help=__doc__, add_completion=False)
 console = Console()
 _REF = re.compile(r"\b(?:Observation|Condition|MedicationRequest|Encounter)/[A-Za-z0-9\-.]{1,64}")
+FACTORY = "wardround.bench.api_load:bench_app"
 ORDER = {"code": "4548-4", "system": "http://loinc.org", "display": "Hemoglobin A1c"}
 
 
@@ -74,11 +74,20 @@ def bench_model() -> ScriptedChatModel:
 
 def bench_app() -> Any:
     """The API for `uvicorn --factory`: settings from the environment (WARDROUND_HOME, the FHIR
-    URL, the thread store), the scripted model; any worker can take any request."""
+    URL, the thread store), the scripted model; any worker can take any request, and names
+    itself in a response header."""
     from wardround.server.app import create_app
     from wardround.settings import Settings
 
-    return create_app(Settings(), model=bench_model(), extra_tools=[])
+    app = create_app(Settings(), model=bench_model(), extra_tools=[])
+
+    @app.middleware("http")
+    async def name_worker(request: Any, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers[WORKER_HEADER] = str(os.getpid())
+        return response
+
+    return app
 
 
 @dataclass
@@ -86,15 +95,14 @@ class Servers:
     """The processes under load: the API (one uvicorn process, or a master and its workers),
     SEKMET as its own process (as a hospital's FHIR server is), Postgres when asked for."""
 
-    url: str
-    api: subprocess.Popen[bytes]
+    api: ApiProcess
     fhir_pid: int
     postgres_pid: int | None
     patients: list[str]
     home: Path
 
     def cpu_s(self) -> dict[str, float]:
-        out = {"api": _tree_cpu_s(self.api.pid), "fhir": _tree_cpu_s(self.fhir_pid)}
+        out = {"api": _tree_cpu_s(self.api.process.pid), "fhir": _tree_cpu_s(self.fhir_pid)}
         if self.postgres_pid is not None:
             out["postgres"] = _tree_cpu_s(self.postgres_pid)
         return out
@@ -113,24 +121,10 @@ async def _load_charts(fhir_url: str) -> list[str]:
         await client.aclose()
 
 
-def _start_api(
-    home: Path, env: dict[str, str], workers: int
-) -> tuple[str, subprocess.Popen[bytes]]:
-    from wardround.procs import free_port
-
-    port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "--factory", "wardround.bench.api_load:bench_app",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-            "--log-level", "warning"]  # fmt: skip
-    log = (home / "api.log").open("wb")
-    process = subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=log)
-    return f"http://127.0.0.1:{port}", process
-
-
 @contextmanager
 def servers(workers: int = 1, store: str = "sqlite") -> Iterator[Servers]:
     """SEKMET with small charts, the thread store, and the API, all stopped at the end."""
-    from wardround.procs import free_port, stop_child, stop_service
+    from wardround.procs import free_port, stop_service
     from wardround.settings import Settings
     from wardround.stack.fhir_server import ensure_fhir_server
     from wardround.stack.postgres import postgres_cluster
@@ -141,16 +135,14 @@ def servers(workers: int = 1, store: str = "sqlite") -> Iterator[Servers]:
         fhir = ensure_fhir_server(settings)
         patients = asyncio.run(_load_charts(fhir.base_url))
         with ExitStack() as stack:
-            env = {"WARDROUND_HOME": str(home), "WARDROUND_FHIR_BASE_URL": fhir.base_url}
+            env = {"WARDROUND_FHIR_BASE_URL": fhir.base_url}
             postgres_pid = None
             if store == "postgres":
                 cluster = stack.enter_context(postgres_cluster())
                 env["WARDROUND_CHECKPOINT_URL"] = cluster.url
                 postgres_pid = cluster.pid()
-            url, api = _start_api(home, env, workers)
-            stack.callback(stop_child, api)
-            asyncio.run(_ready(url, api, workers))
-            yield Servers(url, api, fhir.pid, postgres_pid, patients, home)
+            api = stack.enter_context(running_api(FACTORY, home, env, workers=workers))
+            yield Servers(api, fhir.pid, postgres_pid, patients, home)
     finally:
         stop_service(settings.run_dir, "fhir")
 
@@ -335,25 +327,6 @@ async def _load(url: str, patients: list[str], n: int) -> tuple[list[dict[str, A
         return [r for batch in batches for r in batch], time.perf_counter() - started
 
 
-async def _ready(url: str, process: subprocess.Popen[bytes], workers: int) -> None:
-    """Wait for the API's health check (uvicorn's workers start one after another)."""
-    deadline = time.monotonic() + 120
-    answered = 0
-    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the API process exited ({process.returncode})")
-            try:
-                if (await client.get("/api/health")).json().get("status") == "ok":
-                    answered += 1
-                    if answered >= 3 * workers:
-                        return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError("the API did not come up in 120 s")
-
-
 async def _soak(
     url: str, patients: list[str], n: int, seconds: float
 ) -> tuple[list[dict[str, Any]], float]:
@@ -403,11 +376,11 @@ def soak(
     the API's RSS at start, peak and end, and a sample every 10 s)."""
     store = _store(workers, store)
     with servers(workers, store) as up:
-        start = _rss_kb(up.api.pid)
-        with MemoryWatch(up.api.pid) as memory:
-            results, wall = asyncio.run(_soak(up.url, up.patients, conversations, minutes * 60))
-        end = _rss_kb(up.api.pid)
-        log = up.home / "api.log"
+        start = _rss_kb(up.api.process.pid)
+        with MemoryWatch(up.api.process.pid) as memory:
+            results, wall = asyncio.run(_soak(up.api.url, up.patients, conversations, minutes * 60))
+        end = _rss_kb(up.api.process.pid)
+        log = up.api.log
     report = {
         "conversations": conversations,
         "minutes": minutes,
@@ -431,10 +404,16 @@ def run(
     """Run N conversations at once against fresh servers and report."""
     store = _store(workers, store)
     with servers(workers, store) as up:
-        baseline, cpu_before = _rss_kb(up.api.pid), {**up.cpu_s(), "client": _cpu_s(os.getpid())}
-        with MemoryWatch(up.api.pid) as memory:
-            results, wall = asyncio.run(_load(up.url, up.patients, conversations))
-        after, cpu_after = _rss_kb(up.api.pid), {**up.cpu_s(), "client": _cpu_s(os.getpid())}
+        baseline, cpu_before = (
+            _rss_kb(up.api.process.pid),
+            {**up.cpu_s(), "client": _cpu_s(os.getpid())},
+        )
+        with MemoryWatch(up.api.process.pid) as memory:
+            results, wall = asyncio.run(_load(up.api.url, up.patients, conversations))
+        after, cpu_after = (
+            _rss_kb(up.api.process.pid),
+            {**up.cpu_s(), "client": _cpu_s(os.getpid())},
+        )
         audit = (up.home / "audit.jsonl").read_text().splitlines()
         store_file = up.home / "copilot.sqlite"
         store_mb = store_file.stat().st_size / 2**20 if store_file.exists() else None

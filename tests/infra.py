@@ -1,5 +1,5 @@
 """Real infrastructure for the team-deployment tests: SEKMET on a
-loopback port with small charts, API processes (one or several uvicorn workers), and a
+loopback port with small charts, the load bench's API under uvicorn (`stack/api_process.py`), and a
 server-sent-event client that records which worker answered. (A Chroma server is
 `wardround.stack.chroma_server`, a Postgres cluster `wardround.stack.postgres`.)
 
@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
@@ -25,96 +21,27 @@ import httpx
 
 from wardround.procs import free_port
 from wardround.stack.api_inprocess import parse_sse
+from wardround.stack.api_process import WORKER_HEADER, ApiProcess
+from wardround.stack.api_process import running_api as stack_running_api
 from wardround.stack.chat_simulator import message_text
 from wardround.stack.loopback import LoopbackServer
 from wardround.stack.sample_charts import carebundle_charts
 from wardround.stack.sekmet_inprocess import asgi_client, load_chart, sekmet_app
 
-HERE = Path(__file__).resolve().parent
-WORKER_HEADER = "X-Wardround-Worker"
 ORDER_TEXT = "Please order an HbA1c."
 
 
 # ------------------------------------------------------------------ API processes
 
-
-def worker_app() -> Any:
-    """The load bench's API (settings from the environment, its scripted model, whose replies
-    follow from the conversation, so any worker can take any request), plus a header naming
-    the worker process that answered."""
-    from wardround.bench.api_load import bench_app
-
-    app = bench_app()
-
-    @app.middleware("http")
-    async def name_worker(request: Any, call_next: Any) -> Any:
-        response = await call_next(request)
-        response.headers[WORKER_HEADER] = str(os.getpid())
-        return response
-
-    return app
-
-
-@dataclass
-class ApiProcess:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
-def start_api(home: Path, env: dict[str, str], *, workers: int = 1) -> ApiProcess:
-    """`uvicorn --factory infra:worker_app` on a free port; waits for health. The tests are
-    not an installed package, so uvicorn imports this file from its folder (`--app-dir`)."""
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--app-dir",
-        str(HERE),
-        "--factory",
-        "infra:worker_app",
-    ]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    argv += ["--log-level", "warning"]
-    log = home / f"api-{port}.log"
-    full_env = {**os.environ, "WARDROUND_HOME": str(home), **env}
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, env=full_env, cwd=home, stdout=out, stderr=out)
-    api = ApiProcess(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + 90
-    seen: set[str] = set()
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the API exited: {log.read_text()[-2000:]}")
-        with suppress(httpx.HTTPError):
-            # A fresh connection each time, so each worker gets asked eventually.
-            response = httpx.get(f"{api.url}/api/health", timeout=2)
-            if response.json().get("status") == "ok":
-                seen.add(response.headers.get(WORKER_HEADER, ""))
-                if len(seen) >= workers or time.monotonic() > deadline - 60:
-                    return api
-        time.sleep(0.1)
-    api.stop()
-    raise RuntimeError(f"the API did not come up: {log.read_text()[-2000:]}")
+# The load bench's API: settings from the environment, its scripted model (replies follow
+# from the conversation, so any worker can take any request), the worker in a header.
+WORKER_APP = "wardround.bench.api_load:bench_app"
 
 
 @contextmanager
 def running_api(home: Path, env: dict[str, str], *, workers: int = 1) -> Iterator[ApiProcess]:
-    api = start_api(home, env, workers=workers)
-    try:
+    with stack_running_api(WORKER_APP, home, env, workers=workers) as api:
         yield api
-    finally:
-        api.stop()
 
 
 # ------------------------------------------------------------------ clients
