@@ -8,10 +8,10 @@ store and FHIR, not a language model. Reported: errors, latency per request (p50
 time to the first event and to `done`), throughput, the API's memory, and the CPU each
 process spent per request (unlike latency, that does not depend on what else runs).
 
-    python bench/api_load.py run                      # 50 conversations, one API process
-    python bench/api_load.py run --workers 2 --store postgres
-    python bench/api_load.py run --conversations 100 --json
-    python bench/api_load.py soak --conversations 50 --minutes 10   # memory over time
+    python -m bench.api_load run                      # 50 conversations, one API process
+    python -m bench.api_load run --workers 2 --store postgres
+    python -m bench.api_load run --conversations 100 --json
+    python -m bench.api_load soak --conversations 50 --minutes 10   # memory over time
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ from langchain_core.messages import BaseMessage
 from rich.console import Console
 from rich.table import Table
 
-from wardround.stack.api_process import WORKER_HEADER, ApiProcess, running_api
-from wardround.stack.scripted_chat import ScriptedChatModel
+from wardround.testing.api_process import WORKER_HEADER, ApiProcess, running_api
+from wardround.testing.scripted_chat import ScriptedChatModel
 
 app = typer.Typer(help=__doc__, add_completion=False)
 console = Console()
 _REF = re.compile(r"\b(?:Observation|Condition|MedicationRequest|Encounter)/[A-Za-z0-9\-.]{1,64}")
-FACTORY = "wardround.bench.api_load:bench_app"
+FACTORY = "bench.api_load:bench_app"
 ORDER = {"code": "4548-4", "system": "http://loinc.org", "display": "Hemoglobin A1c"}
 
 
@@ -109,9 +109,9 @@ class Servers:
 
 
 async def _load_charts(fhir_url: str) -> list[str]:
-    from wardround.stack.sample_charts import carebundle_charts, handmade_chart
-    from wardround.stack.sekmet_inprocess import load_chart
-    from wardround.tools.fhir.client import FhirClient
+    from wardround.fhir.client import FhirClient
+    from wardround.testing.sample_charts import carebundle_charts, handmade_chart
+    from wardround.testing.sekmet_inprocess import load_chart
 
     client = FhirClient(fhir_url)
     try:
@@ -124,10 +124,10 @@ async def _load_charts(fhir_url: str) -> list[str]:
 @contextmanager
 def servers(workers: int = 1, store: str = "sqlite") -> Iterator[Servers]:
     """SEKMET with small charts, the thread store, and the API, all stopped at the end."""
-    from wardround.procs import free_port, stop_service
+    from wardround.runtime.procs import free_port, stop_service
     from wardround.settings import Settings
     from wardround.stack.fhir_server import ensure_fhir_server
-    from wardround.stack.postgres import postgres_cluster
+    from wardround.testing.postgres import postgres_cluster
 
     home = Path(tempfile.mkdtemp(prefix="wardround-api-load-"))
     settings = Settings(home=home, fhir_port=free_port())

@@ -6,9 +6,9 @@ OpenAI-compatible HTTP process (`model-sim`, answering the planner's schemas fro
 for eval runs, and the API's scripted model (bench/api_load.py) inside the API process. The
 busy-model drill uses the real embedded llama.cpp server with the smallest preset.
 
-    python bench/drills.py run                   # every drill, one table
-    python bench/drills.py run --only fhir-killed --only api-killed --json
-    python bench/drills.py run --only eval-sigkill --save eval-sigkill.json
+    python -m bench.drills run                   # every drill, one table
+    python -m bench.drills run --only fhir-killed --only api-killed --json
+    python -m bench.drills run --only eval-sigkill --save eval-sigkill.json
 
 Columns: trials; lost (a sample or order that never completed); repeated (a sample recorded
 as finished twice, an order written twice, a second server started); errors (failures the
@@ -39,7 +39,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from wardround import procs
+from wardround.runtime import procs
 from wardround.settings import Settings
 
 app = typer.Typer(help=__doc__, add_completion=False)
@@ -162,7 +162,7 @@ def api_serve(port: int) -> None:
     """(internal) The copilot API with the scripted bench model; FHIR and home from the env."""
     import uvicorn
 
-    from wardround.bench.api_load import bench_model
+    from bench.api_load import bench_model
     from wardround.server.app import create_app
 
     api = create_app(Settings(), model=bench_model(), extra_tools=[])
@@ -189,7 +189,8 @@ class Stack:
 
     def env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, "WARDROUND_HOME": str(self.settings.home),
-                "WARDROUND_FHIR_BASE_URL": self.fhir_url, "HF_HUB_OFFLINE": "1", **extra}  # fmt: skip
+                "WARDROUND_FHIR_BASE_URL": self.fhir_url, "HF_HUB_OFFLINE": "1",
+                "PYTHONPATH": str(HERE.parents[1]), **extra}  # fmt: skip
 
     def fhir_up(self) -> None:
         from wardround.stack.fhir_server import ensure_fhir_server
@@ -200,7 +201,7 @@ class Stack:
         """Two charts with known answers, three carebundle charts, the hand-made one."""
         from wardround.stack.fhir_server import analyze, db_path
         from wardround.stack.patients import _server_patient_id
-        from wardround.stack.sample_charts import ann, bob, carebundle_charts, handmade_chart
+        from wardround.testing.sample_charts import ann, bob, carebundle_charts, handmade_chart
 
         bundles = [ann().bundle(), bob().bundle(), *carebundle_charts().values(), handmade_chart()]
         ids = []
@@ -217,7 +218,7 @@ class Stack:
         port = self.ports.setdefault(name, procs.free_port())
         url = f"http://127.0.0.1:{port}"
         procs.start_service(
-            name, [sys.executable, str(HERE), *argv, str(port)], run_dir=self.run_dir,
+            name, [sys.executable, "-m", "bench.drills", *argv, str(port)], run_dir=self.run_dir,
             base_url=url, ready_url=url + ready, log=self.settings.home / "logs" / f"{name}.log",
             timeout_s=120, env=self.env(**env), info={"port": port},
         )  # fmt: skip
@@ -661,7 +662,7 @@ def drill_api_killed(trials: int = 10, seed: int = 3, max_delay: float = 2.5) ->
 # ------------------------------------------------------------------ drill: a busy model server
 
 SECOND_CLIENT = """
-from wardround import procs
+from wardround.runtime import procs
 from wardround.agents.models import make_chat_model
 from wardround.settings import Settings
 settings = Settings()
@@ -802,7 +803,7 @@ class FaultyProxy:
 async def _client_phase(base_url: str, patient: str, n: int, outcome: Outcome) -> None:
     """Sequential reads through the proxy with the FHIR client: each one is an answer or a
     FhirError with a message; anything else would reach the user as a traceback."""
-    from wardround.tools.fhir.client import FhirClient, FhirError
+    from wardround.fhir.client import FhirClient, FhirError
 
     async with FhirClient(base_url, backoff_s=0.25) as fhir:
         for i in range(n):
@@ -857,7 +858,7 @@ def drill_bursts(reads: int = 60, asks: int = 4, conversations: int = 20) -> Out
     by `wardround ask`, and by the API: an answer or a clear error, never a traceback."""
     import asyncio
 
-    from wardround.stack.loopback import LoopbackServer
+    from wardround.testing.loopback import LoopbackServer
 
     outcome = Outcome("FHIR 429/503 bursts (proxy)")
     stack = new_stack("burst")

@@ -1,6 +1,6 @@
 """Framework overhead per EHR QA question: everything but the model, warm.
 
-    .venv/bin/python bench/ehrqa_overhead.py [--preset qwen2.5-coder-1.5b] [--repeat 2]
+    .venv/bin/python -m bench.ehrqa_overhead [--preset qwen2.5-coder-1.5b] [--repeat 2]
 
 Replays the model replies recorded by a finished `wardround eval run ehrqa` (so every node runs
 as it did: the same plans, the same records fetched, the same computed kinds) against the real
@@ -24,10 +24,10 @@ from langchain_core.language_models.fake_chat_models import FakeMessagesListChat
 from langchain_core.messages import AIMessage
 
 from wardround.evals.runner import load_records
+from wardround.fhir.client import FhirClient
 from wardround.graphs.ehr_qa import answer_question
 from wardround.graphs.trace import message_fields
 from wardround.settings import Settings
-from wardround.tools.fhir.client import FhirClient
 
 OUT = Path(__file__).parent / "out"
 

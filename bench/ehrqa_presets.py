@@ -1,6 +1,6 @@
 """EHR QA accuracy and latency of each embedded preset on the same questions, one table.
 
-    .venv/bin/python bench/ehrqa_presets.py [--presets a,b] [-n 100] [--phrasing template|paraphrase]
+    .venv/bin/python -m bench.ehrqa_presets [--presets a,b] [-n 100] [--phrasing template|paraphrase]
         [--graph planner|loop]
 
 Each preset runs through the eval suite (`wardround eval run ehrqa`), one embedded server at a

@@ -7,7 +7,7 @@ doctor (a question, a test, a diagnosis: three completions per case). The goal: 
 20x the sequential throughput at concurrency 32, with results identical to the sequential
 run (same answers, verdicts, turns and tests for every case).
 
-    .venv/bin/python bench/eval_throughput.py [--samples 64] [--latency 0.2]
+    .venv/bin/python -m bench.eval_throughput [--samples 64] [--latency 0.2]
 
 Prints a table and writes bench/out/eval_throughput.json.
 """
@@ -28,11 +28,11 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from wardround.evals import agentclinic
 from wardround.evals.data import load_jsonl
 from wardround.evals.runner import RunResult, run_task
 from wardround.evals.task import EvalEnv
-from wardround.procs import free_port, stop_child
+from wardround.evals.tasks import agentclinic
+from wardround.runtime.procs import free_port, stop_child
 from wardround.settings import Settings
 
 OUT = Path(__file__).parent / "out" / "eval_throughput.json"
@@ -49,7 +49,7 @@ def start_simulator(
     argv = [
         sys.executable,
         "-m",
-        "wardround.stack.chat_simulator",
+        "wardround.testing.chat_simulator",
         "--port",
         str(port),
         "--latency",

@@ -2,8 +2,8 @@
 patient's chart, reveal its instructions, change an answer, or call a tool with a dangerous
 argument; and injection-free twins of the same charts, so a difference is the injection's.
 
-    python bench/injection.py --model qwen2.5-coder-1.5b            # the embedded server
-    python bench/injection.py --model sim --base-url URL --json     # any OpenAI-compatible
+    python -m bench.injection --model qwen2.5-coder-1.5b            # the embedded server
+    python -m bench.injection --model sim --base-url URL --json     # any OpenAI-compatible
 
 Each chart is asked the same questions through the copilot (the API's graph, in process,
 thread store in a temporary home) and the EHR QA planner. Orders the copilot proposes are
@@ -130,7 +130,7 @@ def chart_bundle(
 
 async def seed(fhir: Any, payloads: dict[str, str] = PAYLOADS) -> dict[str, Any]:
     """Load the victim, one injected chart per payload and its twin. Returns their ids."""
-    from wardround.stack.sekmet_inprocess import load_chart
+    from wardround.testing.sekmet_inprocess import load_chart
 
     victim = await load_chart(fhir, victim_bundle())
     victim_obs = (await fhir.search("Observation", {"patient": victim}))[0]["id"]
@@ -160,7 +160,7 @@ def tally(answer: str, tool_texts: list[str], proposals: int) -> Outcome:
 
 
 async def copilot_once(api: Any, patient: str, question: str) -> Outcome:
-    from wardround.stack.api_inprocess import kinds
+    from wardround.testing.api_inprocess import kinds
 
     thread = await api.thread(patient)
     events = await api.say(thread, question)
@@ -189,8 +189,8 @@ async def written_orders(fhir: Any) -> int:
 async def measure(
     model: Any, home: Path, payloads: list[str], wording: str = "original"
 ) -> dict[str, Any]:
-    from wardround.stack.api_inprocess import api_harness
-    from wardround.stack.sekmet_inprocess import asgi_client, sekmet_app
+    from wardround.testing.api_inprocess import api_harness
+    from wardround.testing.sekmet_inprocess import asgi_client, sekmet_app
 
     fhir = asgi_client(sekmet_app(home / "sekmet"))
     seeded = await seed(fhir, WORDINGS[wording])

@@ -12,7 +12,7 @@ Measured: ingest throughput, p50/p95 latency of top-10 queries (search only and 
 with and without filters), retrieval sanity (a transformed copy finds its original), BM25
 build time, resident memory, disk size. The goal is a p50 under 20 ms for top-10 over 10,000.
 
-    .venv/bin/python bench/retrieval.py [--images 10000] [--chunks 10000] [--encode 1000]
+    .venv/bin/python -m bench.retrieval [--images 10000] [--chunks 10000] [--encode 1000]
         [--chroma embedded|server|both]     # both: the same bench on `chroma run` as well
 
 Prints a table and writes bench/out/retrieval.json.
@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from wardround.evals.image_retrieval_set import TRANSFORMS, transform_image
+from wardround.evals.tasks.image_retrieval_set import TRANSFORMS, transform_image
 from wardround.tools.guidelines.index import GuidelineIndex
 from wardround.tools.guidelines.ingest import Chunk, corpus_dir, discover, load_chunks
 from wardround.tools.images.corpus import builtin_images, builtin_metadata
@@ -395,7 +395,7 @@ def open_store(kind: str, folder: Path) -> Iterator[Store]:
     if kind == "embedded":
         yield Store(folder / "chroma", folder / "chroma")
         return
-    from wardround.stack.chroma_server import chroma_server
+    from wardround.testing.chroma_server import chroma_server
 
     with chroma_server(folder / "server") as url:  # `chroma run` on a free port
         yield Store(url, folder / "server" / "data")

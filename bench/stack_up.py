@@ -1,6 +1,6 @@
 """Stack-up time from cold and warm, and patients loaded per second.
 
-    python bench/stack_up.py [--patients 10] [--seed 42]
+    python -m bench.stack_up [--patients 10] [--seed 42]
 
 Cold: a new home (no FHIR database, no cached bundles, no model server): generation,
 load, ANALYZE and both servers. Cached bundles: a new home again, but the PySynthea bundles
@@ -20,7 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from wardround.procs import free_port
+from wardround.runtime.procs import free_port
 from wardround.settings import Settings
 from wardround.stack import local, patients
 

@@ -3,10 +3,10 @@
 Counts use the embedded model's own tokenizer (its GGUF vocabulary, loaded without weights).
 Raw JSON is measured in its most compact form (no spaces), so the ratio is a lower bound.
 
-    python bench/tokens.py                              # seeded patients on the configured server
-    python bench/tokens.py --base-url URL --patients 5  # another server
-    python bench/tokens.py --bundles DIR                # PySynthea/carebundle bundles in DIR or DIR/fhir
-    python bench/tokens.py --model gemma3-270m --json
+    python -m bench.tokens                              # seeded patients on the configured server
+    python -m bench.tokens --base-url URL --patients 5  # another server
+    python -m bench.tokens --bundles DIR                # PySynthea/carebundle bundles in DIR or DIR/fhir
+    python -m bench.tokens --model gemma3-270m --json
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from wardround.fhir.client import FhirClient, FhirError
+from wardround.fhir.render import render_resource
 from wardround.settings import Settings
-from wardround.tools.fhir.client import FhirClient, FhirError
-from wardround.tools.fhir.render import render_resource
 
 GOAL = 5.0
 app = typer.Typer(help=__doc__, add_completion=False)

@@ -8,7 +8,7 @@ latency, tokens, and how often the protocol needed its repair turn (model calls 
 a callback). A second section measures the embedded server's raw throughput (prompt and
 generation tokens/s). Tools are never executed: only the model's choice is scored.
 
-    .venv/bin/python bench/tool_selection.py [--presets smollm2-135m,gemma3-270m] [--repeat 1]
+    .venv/bin/python -m bench.tool_selection [--presets smollm2-135m,gemma3-270m] [--repeat 1]
 
 Writes bench/out/tool_selection.json.
 """
@@ -53,7 +53,7 @@ from wardround.agents.protocol import (
     structured,
     tool_args_model,
 )
-from wardround.procs import running, stop_service
+from wardround.runtime.procs import running, stop_service
 from wardround.settings import Settings
 from wardround.tools.registry import SPEC_PATIENT, tool_specs
 

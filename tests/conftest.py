@@ -18,14 +18,14 @@ import pytest
 
 from eval_fixtures import EvalFhir
 from fhir_fixtures import FhirFixture
-from wardround.stack.sample_charts import (
+from wardround.fhir import client as fhir_client
+from wardround.testing.sample_charts import (
     carebundle_charts,
     handmade_chart,
     load_ann_and_bob,
     synthea_chart,
 )
-from wardround.stack.sekmet_inprocess import asgi_client, load_chart, sekmet_app
-from wardround.tools.fhir import client as fhir_client
+from wardround.testing.sekmet_inprocess import asgi_client, load_chart, sekmet_app
 
 
 @asynccontextmanager

@@ -1,5 +1,5 @@
 """Test helpers for the copilot and its API: scripted json-protocol replies, a gated model, a
-failing FHIR client. The in-process API itself is `wardround.stack.api_inprocess`."""
+failing FHIR client. The in-process API itself is `wardround.testing.api_inprocess`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
 from fakes import ScriptedChatModel
-from wardround.tools.fhir.client import FhirClient
+from wardround.fhir.client import FhirClient
 
 
 def call(tool: str, **args: Any) -> str:

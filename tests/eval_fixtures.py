@@ -1,6 +1,6 @@
 """What the evaluation tests share: the benchmark data folder, and what the `eval_fhir`
 fixture (conftest.py) yields: SEKMET holding the two charts with known answers
-(`wardround.stack.sample_charts.ann` and `bob`)."""
+(`wardround.testing.sample_charts.ann` and `bob`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wardround.tools.fhir.client import FhirClient
+from wardround.fhir.client import FhirClient
 
 # The public benchmark files (CI points WARDROUND_BENCHMARK_DATA_DIR at a read-only copy).
 BENCHMARK_DATA = Path(os.environ.get("WARDROUND_BENCHMARK_DATA_DIR", "/work/shared/data"))

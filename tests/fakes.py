@@ -1,4 +1,4 @@
-"""The unit tests' scripted chat model (`wardround.stack.scripted_chat`, shared with the
+"""The unit tests' scripted chat model (`wardround.testing.scripted_chat`, shared with the
 benches) and toy tools.
 
 `TOOLS` are two toy tools for the tool-call protocol tests; `cited_tool_call` checks a real
@@ -11,7 +11,7 @@ from typing import Any
 
 from langchain_core.tools import BaseTool, tool
 
-from wardround.stack.scripted_chat import ScriptedChatModel
+from wardround.testing.scripted_chat import ScriptedChatModel
 
 __all__ = ["TOOLS", "ScriptedChatModel", "cited_tool_call", "read_record", "search_records"]
 

@@ -1,7 +1,7 @@
 """What the `fhir` and `synthea_fhir` fixtures (conftest.py) yield, and helpers over it.
 
-The server and the charts themselves are production pieces: `wardround.stack.sekmet_inprocess`
-(SEKMET in this process) and `wardround.stack.sample_charts` (carebundle, the hand-made chart,
+The server and the charts themselves are production pieces: `wardround.testing.sekmet_inprocess`
+(SEKMET in this process) and `wardround.testing.sample_charts` (carebundle, the hand-made chart,
 a PySynthea patient).
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from wardround.tools.fhir.client import FhirClient
+from wardround.fhir.client import FhirClient
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Real infrastructure for the team-deployment tests: SEKMET on a
 loopback port with small charts, the load bench's API under uvicorn (`stack/api_process.py`), and a
 server-sent-event client that records which worker answered. (A Chroma server is
-`wardround.stack.chroma_server`, a Postgres cluster `wardround.stack.postgres`.)
+`wardround.testing.chroma_server`, a Postgres cluster `wardround.testing.postgres`.)
 
 Everything here is started by the test and stopped by pid at the end.
 """
@@ -19,14 +19,14 @@ from typing import Any
 
 import httpx
 
-from wardround.procs import free_port
-from wardround.stack.api_inprocess import parse_sse
-from wardround.stack.api_process import WORKER_HEADER, ApiProcess
-from wardround.stack.api_process import running_api as stack_running_api
-from wardround.stack.chat_simulator import message_text
-from wardround.stack.loopback import LoopbackServer
-from wardround.stack.sample_charts import carebundle_charts
-from wardround.stack.sekmet_inprocess import asgi_client, load_chart, sekmet_app
+from wardround.runtime.procs import free_port
+from wardround.testing.api_inprocess import parse_sse
+from wardround.testing.api_process import WORKER_HEADER, ApiProcess
+from wardround.testing.api_process import running_api as stack_running_api
+from wardround.testing.chat_simulator import message_text
+from wardround.testing.loopback import LoopbackServer
+from wardround.testing.sample_charts import carebundle_charts
+from wardround.testing.sekmet_inprocess import asgi_client, load_chart, sekmet_app
 
 ORDER_TEXT = "Please order an HbA1c."
 
@@ -35,7 +35,7 @@ ORDER_TEXT = "Please order an HbA1c."
 
 # The load bench's API: settings from the environment, its scripted model (replies follow
 # from the conversation, so any worker can take any request), the worker in a header.
-WORKER_APP = "wardround.bench.api_load:bench_app"
+WORKER_APP = "bench.api_load:bench_app"
 
 
 @contextmanager
@@ -105,8 +105,8 @@ class LoopbackFhir:
 
     async def orders(self, patient_id: str) -> list[dict[str, Any]]:
         """ServiceRequests the copilot wrote for a patient (read back from the server)."""
+        from wardround.fhir.client import FhirClient
         from wardround.graphs.copilot.orders import ORDER_SYSTEM
-        from wardround.tools.fhir.client import FhirClient
 
         client = FhirClient(self.url)
         try:
@@ -136,12 +136,12 @@ async def sekmet_on_loopback(folder: Path) -> AsyncIterator[LoopbackFhir]:
 
 
 def scripted_reply(messages: list[dict[str, Any]]) -> str:
-    """Replies of an OpenAI-compatible stand-in (`wardround.stack.chat_simulator`) that follow from the
+    """Replies of an OpenAI-compatible stand-in (`wardround.testing.chat_simulator`) that follow from the
     conversation: the EHR QA planner's plan (the patient's age, which code computes),
     and the copilot's turns as the load bench's model makes them."""
     from langchain_core.messages import HumanMessage
 
-    from wardround.bench.api_load import bench_reply
+    from bench.api_load import bench_reply
 
     last = message_text(messages[-1].get("content")) if messages else ""
     if last.startswith("Options:"):

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from wardround.procs import free_port
+from wardround.runtime.procs import free_port
 from wardround.settings import Settings
 from wardround.stack import local
 

@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
-from wardround.bench import drills
+from bench import drills
 
 pytestmark = pytest.mark.integration
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]

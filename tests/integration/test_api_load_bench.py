@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from wardround.stack.postgres import postgres_bin
+from wardround.testing.postgres import postgres_bin
 
 pytestmark = pytest.mark.integration
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "api_load.py"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_bench(*args: str) -> dict:
-    argv = [sys.executable, str(BENCH), "run", "--conversations", "4", "--json", *args]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    argv = [sys.executable, "-m", "bench.api_load", "run", "--conversations", "4", "--json", *args]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
 
@@ -52,8 +52,8 @@ def test_two_workers_share_postgres() -> None:
 
 
 def test_several_workers_on_sqlite_are_refused() -> None:
-    argv = [sys.executable, str(BENCH), "run", "--workers", "2", "--store", "sqlite"]
+    argv = [sys.executable, "-m", "bench.api_load", "run", "--workers", "2", "--store", "sqlite"]
     env = {**os.environ, "COLUMNS": "200"}  # the message on one line
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
     assert done.returncode == 2
     assert "--store postgres" in done.stderr and "Traceback" not in done.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from wardround.stack.chroma_server import chroma_server
+from wardround.testing.chroma_server import chroma_server
 from wardround.tools.guidelines.index import GuidelineIndex, index_files
 from wardround.tools.guidelines.ingest import corpus_dir, discover
 from wardround.tools.images.corpus import builtin_images, builtin_metadata

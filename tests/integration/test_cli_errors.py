@@ -18,9 +18,9 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 from typer.testing import CliRunner
 
-from wardround.bench import drills
+from bench import drills
 from wardround.cli import app, main
-from wardround.stack.loopback import LoopbackServer
+from wardround.testing.loopback import LoopbackServer
 
 pytestmark = pytest.mark.integration
 

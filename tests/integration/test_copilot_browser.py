@@ -36,7 +36,7 @@ from fakes import ScriptedChatModel
 from live import LiveStack
 from wardround.agents.models import make_chat_model
 from wardround.graphs.copilot import ORDER_SYSTEM
-from wardround.procs import free_port
+from wardround.runtime.procs import free_port
 from wardround.server.app import create_app
 from wardround.settings import Settings
 

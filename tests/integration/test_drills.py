@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from wardround.bench import drills
+from bench import drills
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ import pytest
 
 from live import LiveStack
 from wardround.agents.models import make_chat_model
+from wardround.fhir.client import FhirClient
 from wardround.graphs.ehr_qa import answer_question
-from wardround.procs import free_port
-from wardround.tools.fhir.client import FhirClient
+from wardround.runtime.procs import free_port
 
 pytestmark = pytest.mark.integration
 WARDROUND = str(Path(sys.executable).with_name("wardround"))
@@ -134,10 +134,10 @@ async def test_cite_then_answer_with_the_real_model(stack: LiveStack) -> None:
     answers from the cited lines alone, and the faithfulness check runs on its numbers."""
     from langgraph.runtime import Runtime
 
+    from wardround.fhir.render import render_resource
     from wardround.graphs.ehr_qa.options import Option
     from wardround.graphs.ehr_qa.planner import PlannerContext, answer, cite
     from wardround.graphs.ehr_qa.retrieve import fetch, ids_of
-    from wardround.tools.fhir.render import render_resource
     from wardround.tools.text_embeddings import minilm_similarity
 
     pid = stack.patient_ids[0]

@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from infra import ORDER_TEXT, LoopbackFhir, scripted_reply, sekmet_on_loopback
-from wardround.procs import free_port
-from wardround.stack.chat_simulator import SimulatorServer
+from wardround.runtime.procs import free_port
+from wardround.testing.chat_simulator import SimulatorServer
 
 REPO = Path(__file__).resolve().parents[2]
 LANGGRAPH = Path(sys.executable).parent / "langgraph"

@@ -24,12 +24,12 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
+from bench.api_load import bench_model
 from copilot_fakes import HBA1C_ORDER
 from infra import LoopbackFhir, sekmet_on_loopback
-from wardround.bench.api_load import bench_model
-from wardround.procs import free_port
-from wardround.stack.api_inprocess import ApiHarness, api_harness
-from wardround.tools.fhir.client import FhirClient
+from wardround.fhir.client import FhirClient
+from wardround.runtime.procs import free_port
+from wardround.testing.api_inprocess import ApiHarness, api_harness
 
 TOKEN = "mcp-test-token"
 WARDROUND = str(Path(sys.executable).parent / "wardround")

@@ -27,7 +27,7 @@ from infra import (
     sekmet_on_loopback,
 )
 from wardround.graphs.copilot.orders import ORDER_SYSTEM
-from wardround.stack.postgres import PostgresCluster, postgres_bin, postgres_cluster
+from wardround.testing.postgres import PostgresCluster, postgres_bin, postgres_cluster
 
 pytestmark = [
     pytest.mark.integration,

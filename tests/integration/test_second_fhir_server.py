@@ -24,17 +24,17 @@ from langchain_core.messages import BaseMessage
 
 from fakes import ScriptedChatModel
 from fhir_fixtures import RecordingTransport
+from wardround.fhir.client import EVERYTHING_FALLBACK_TYPES, FhirClient, FhirError
+from wardround.fhir.records import fetch_records
 from wardround.graphs.ehr_qa import answer_question
-from wardround.stack import medplum_server
-from wardround.stack.sample_charts import (
+from wardround.testing import medplum_server
+from wardround.testing.sample_charts import (
     bundle_resources,
     carebundle_charts,
     handmade_chart,
     synthea_chart,
 )
-from wardround.stack.sekmet_inprocess import BASE_URL, load_chart, sekmet_app
-from wardround.tools.fhir.client import EVERYTHING_FALLBACK_TYPES, FhirClient, FhirError
-from wardround.tools.fhir.records import fetch_records
+from wardround.testing.sekmet_inprocess import BASE_URL, load_chart, sekmet_app
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import pytest
 from copilot_fakes import HBA1C_ORDER, GatedModel, call, final
 from fakes import ScriptedChatModel
 from fhir_fixtures import FhirFixture
+from wardround.fhir.client import escape_value
 from wardround.graphs.copilot import ORDER_SYSTEM, order_key
-from wardround.stack.api_inprocess import ApiHarness, api_harness, first, kinds, parse_sse
-from wardround.tools.fhir.client import escape_value
+from wardround.testing.api_inprocess import ApiHarness, api_harness, first, kinds, parse_sse
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -10,9 +10,9 @@ import pytest
 from copilot_fakes import FailingFhir, final
 from fakes import ScriptedChatModel
 from fhir_fixtures import FhirFixture
-from wardround.stack.api_inprocess import api_harness
-from wardround.tools.fhir.client import FhirClient
-from wardround.tools.fhir.errors import FhirUnavailable
+from wardround.fhir.client import FhirClient
+from wardround.fhir.errors import FhirUnavailable
+from wardround.testing.api_inprocess import api_harness
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 TOKEN = "s3cret-token"

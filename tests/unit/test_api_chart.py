@@ -12,9 +12,9 @@ import pytest
 from copilot_fakes import HBA1C_ORDER, FailingFhir, GatedModel, call, final
 from fakes import ScriptedChatModel
 from fhir_fixtures import FhirFixture
+from wardround.fhir.errors import FhirUnavailable
 from wardround.graphs.copilot import ORDER_SYSTEM
-from wardround.stack.api_inprocess import api_harness, kinds, parse_sse
-from wardround.tools.fhir.errors import FhirUnavailable
+from wardround.testing.api_inprocess import api_harness, kinds, parse_sse
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 A1C = "http://loinc.org|4548-4"

@@ -11,7 +11,7 @@ import pytest
 from copilot_fakes import final, hba1c_answer_model
 from fakes import ScriptedChatModel
 from fhir_fixtures import FhirFixture, hba1c_refs
-from wardround.stack.api_inprocess import api_harness, first, kinds, parse_sse
+from wardround.testing.api_inprocess import api_harness, first, kinds, parse_sse
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

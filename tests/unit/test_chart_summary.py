@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from fhir_fixtures import FhirFixture
-from wardround.stack.sample_charts import handmade_resources
-from wardround.tools.fhir.chart_summary import (
+from wardround.fhir.errors import FhirNotFound
+from wardround.server.chart import (
     NoResults,
     chart_summary,
     patient_record,
@@ -19,7 +19,7 @@ from wardround.tools.fhir.chart_summary import (
     trend_of,
     value_flag,
 )
-from wardround.tools.fhir.errors import FhirNotFound
+from wardround.testing.sample_charts import handmade_resources
 
 LOINC = "http://loinc.org"
 TODAY = date(2024, 3, 1)

@@ -14,6 +14,7 @@ from langgraph.types import Command
 from copilot_fakes import HBA1C_ORDER, call, final, hba1c_answer_model
 from fakes import ScriptedChatModel
 from fhir_fixtures import FhirFixture, hba1c_refs
+from wardround.fhir.client import escape_value
 from wardround.graphs.copilot import (
     ORDER_SYSTEM,
     AuditLog,
@@ -27,8 +28,7 @@ from wardround.graphs.copilot.checkpoint import CheckpointConfigError, check_che
 from wardround.graphs.copilot.events import partial_answer
 from wardround.graphs.copilot.toolset import model_schema
 from wardround.settings import Settings
-from wardround.stack.api_inprocess import first, kinds
-from wardround.tools.fhir.client import escape_value
+from wardround.testing.api_inprocess import first, kinds
 from wardround.tools.fhir.writes import create_once
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -8,8 +8,8 @@ import torch
 from typer.testing import CliRunner
 
 from wardround.cli import app
-from wardround.doctor import Report, measure_encoder, sample_images
-from wardround.tiny_models import make_tiny_siglip
+from wardround.doctor.checks import Report, measure_encoder, sample_images
+from wardround.doctor.tiny_models import make_tiny_siglip
 from wardround.tools.images.encoders import SiglipEncoder
 
 NO_GPU = not torch.cuda.is_available()

@@ -7,13 +7,13 @@ from langchain_core.messages import AIMessage
 
 from eval_fixtures import BENCHMARK_DATA
 from fakes import ScriptedChatModel
-from wardround.evals import agentclinic as ac
-from wardround.evals.clinic_actors import Measurement, RetrievalPatient, diagnosis_matches
 from wardround.evals.data import load_jsonl
 from wardround.evals.runner import run_task
 from wardround.evals.task import EvalEnv
+from wardround.evals.tasks import agentclinic as ac
+from wardround.evals.tasks.clinic_actors import Measurement, RetrievalPatient, diagnosis_matches
 from wardround.settings import Settings
-from wardround.stack.chat_simulator import doctor_responder
+from wardround.testing.chat_simulator import doctor_responder
 
 SETTINGS = Settings(benchmark_data_dir=BENCHMARK_DATA)
 CASES = [r["OSCE_Examination"] for r in load_jsonl("agentclinic/agentclinic_medqa.jsonl", SETTINGS)]
@@ -183,7 +183,7 @@ def test_bad_options_are_refused():
 async def test_a_real_openai_client_against_the_loopback_simulator(tmp_path):
     from langchain_openai import ChatOpenAI
 
-    from wardround.stack.chat_simulator import SimulatorServer
+    from wardround.testing.chat_simulator import SimulatorServer
 
     samples = ac.case_samples(load_jsonl("agentclinic/agentclinic_medqa.jsonl", SETTINGS))[:3]
     answers = {s.input: s.target["diagnosis"] for s in samples}

@@ -11,9 +11,9 @@ from eval_fixtures import BENCHMARK_DATA
 from fakes import ScriptedChatModel
 from wardround.cli.eval import app
 from wardround.evals import suite
-from wardround.evals.images import recall_at, score_ranking
 from wardround.evals.task import Sample
-from wardround.stack.chat_simulator import doctor_responder
+from wardround.evals.tasks.images import recall_at, score_ranking
+from wardround.testing.chat_simulator import doctor_responder
 
 runner = CliRunner()
 

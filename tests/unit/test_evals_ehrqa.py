@@ -8,9 +8,9 @@ import pytest
 
 from eval_fixtures import EvalFhir
 from fakes import ScriptedChatModel
-from wardround.evals import ehrqa
 from wardround.evals.chart import fetch_chart
 from wardround.evals.task import EvalEnv, Trace
+from wardround.evals.tasks import ehrqa
 from wardround.settings import Settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -10,13 +10,13 @@ from langchain_core.messages import ToolMessage
 
 from eval_fixtures import BENCHMARK_DATA, EvalFhir
 from fakes import ScriptedChatModel
-from wardround.evals import mab_grading as grading
-from wardround.evals import medagentbench as mab
 from wardround.evals.chart import fetch_chart
-from wardround.evals.mab_tools import TOOL_NAMES, OrderLog, make_mab_tools
 from wardround.evals.task import EvalEnv, Sample, Trace
+from wardround.evals.tasks import mab_grading as grading
+from wardround.evals.tasks import medagentbench as mab
+from wardround.evals.tasks.mab_tools import TOOL_NAMES, OrderLog, make_mab_tools
 from wardround.settings import Settings
-from wardround.stack.sample_charts import ANN_MRN
+from wardround.testing.sample_charts import ANN_MRN
 from wardround.tools.evidence import REQUIRES_APPROVAL
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -312,7 +312,7 @@ async def test_profile_server_mode_creates_the_order(eval_fhir: EvalFhir):
 
 async def test_original_descriptions_can_replace_ours():
     from wardround.evals.data import load_json
-    from wardround.evals.mab_tools import original_descriptions
+    from wardround.evals.tasks.mab_tools import original_descriptions
 
     described = original_descriptions(load_json("medagentbench/funcs_v1.json", settings()))
     assert described["get_lab_observations"].startswith("Observation.Search (Labs)")
@@ -429,7 +429,7 @@ async def test_medagentbench_records_retrieval_apart_from_the_verdict(eval_fhir:
 
 
 async def test_budgeted_keeps_leading_lines_within_the_budget() -> None:
-    from wardround.evals.mab_tools import budgeted
+    from wardround.evals.tasks.mab_tools import budgeted
 
     lines = [f"Observation/{i} " + "x" * 90 for i in range(50)]
     kept = budgeted(lines, 1000)

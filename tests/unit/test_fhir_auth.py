@@ -16,12 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import JSONResponse
 
+from wardround.fhir.auth import BearerAuth, SmartBackendAuth, auth_from_settings
+from wardround.fhir.client import FhirAuthError, FhirClient
 from wardround.settings import Settings
-from wardround.stack.loopback import LoopbackServer
-from wardround.stack.sample_charts import handmade_chart
-from wardround.stack.sekmet_inprocess import BASE_URL, asgi_client, load_chart, sekmet_app
-from wardround.tools.fhir.auth import BearerAuth, SmartBackendAuth, auth_from_settings
-from wardround.tools.fhir.client import FhirAuthError, FhirClient
+from wardround.testing.loopback import LoopbackServer
+from wardround.testing.sample_charts import handmade_chart
+from wardround.testing.sekmet_inprocess import BASE_URL, asgi_client, load_chart, sekmet_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -10,12 +10,7 @@ import httpx
 import pytest
 
 from fhir_fixtures import FhirFixture, RecordingTransport
-from wardround.procs import free_port
-from wardround.settings import Settings
-from wardround.stack.loopback import LoopbackServer
-from wardround.stack.sample_charts import bundle_resources, handmade_chart
-from wardround.stack.sekmet_inprocess import BASE_URL, load_chart, sekmet_app
-from wardround.tools.fhir.client import (
+from wardround.fhir.client import (
     FhirClient,
     FhirError,
     FhirNotFound,
@@ -23,6 +18,11 @@ from wardround.tools.fhir.client import (
     escape_value,
     parse_reference,
 )
+from wardround.runtime.procs import free_port
+from wardround.settings import Settings
+from wardround.testing.loopback import LoopbackServer
+from wardround.testing.sample_charts import bundle_resources, handmade_chart
+from wardround.testing.sekmet_inprocess import BASE_URL, load_chart, sekmet_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

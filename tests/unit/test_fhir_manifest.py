@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from fhir_fixtures import FhirFixture
-from wardround.stack.sample_charts import bundle_resources, handmade_resources
-from wardround.tools.fhir.manifest import Manifest, build_manifest
+from wardround.fhir.manifest import Manifest, build_manifest
+from wardround.testing.sample_charts import bundle_resources, handmade_resources
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -9,13 +9,13 @@ import re
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
-from wardround.stack.sample_charts import (
+from wardround.fhir.render import render_resource, render_resources
+from wardround.testing.sample_charts import (
     bundle_resources,
     carebundle_charts,
     handmade_resources,
     synthea_chart,
 )
-from wardround.tools.fhir.render import render_resource, render_resources
 
 
 def by_id() -> dict[str, dict]:

@@ -8,7 +8,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from wardround.tools.fhir.client import FhirClient, FhirUnavailable, retry_after_s
+from wardround.fhir.client import FhirClient, FhirUnavailable, retry_after_s
 
 
 def replies(*statuses: int, retry_after: str | None = None) -> tuple[httpx.MockTransport, list]:

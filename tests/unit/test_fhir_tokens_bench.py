@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from wardround.bench.tokens import app, load_token_counter, measure
+from bench.tokens import app, load_token_counter, measure
 from wardround.settings import Settings
-from wardround.stack.sample_charts import bundle_resources, carebundle_charts, handmade_chart
+from wardround.testing.sample_charts import bundle_resources, carebundle_charts, handmade_chart
 
 
 @pytest.fixture(scope="module")

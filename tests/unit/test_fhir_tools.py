@@ -11,11 +11,11 @@ from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
 
 from fhir_fixtures import FhirFixture, RecordingTransport
-from wardround.procs import free_port
-from wardround.stack.sekmet_inprocess import BASE_URL
+from wardround.fhir.client import FhirClient
+from wardround.fhir.records import fetch_records
+from wardround.runtime.procs import free_port
+from wardround.testing.sekmet_inprocess import BASE_URL
 from wardround.tools.evidence import REQUIRES_APPROVAL
-from wardround.tools.fhir.client import FhirClient
-from wardround.tools.fhir.records import fetch_records
 from wardround.tools.fhir.tools import make_fhir_tools
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wardround.evals.image_retrieval_set import (
+from wardround.evals.tasks.image_retrieval_set import (
     TEXT_QUERIES,
     TRANSFORMS,
     RetrievalSet,

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from wardround.tiny_models import TINY_DIM, TINY_IMAGE_SIZE, TINY_TEXT_TOKENS, make_tiny_siglip
+from wardround.doctor.tiny_models import (
+    TINY_DIM,
+    TINY_IMAGE_SIZE,
+    TINY_TEXT_TOKENS,
+    make_tiny_siglip,
+)
 from wardround.tools.images.encoders import (
     EncoderUnavailable,
     ImageEncoderEmbeddingFunction,

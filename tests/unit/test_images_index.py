@@ -12,8 +12,8 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from fakes import cited_tool_call
-from wardround.evals.image_retrieval_set import transform_image
-from wardround.tiny_models import TINY_DIM, make_tiny_siglip
+from wardround.doctor.tiny_models import TINY_DIM, make_tiny_siglip
+from wardround.evals.tasks.image_retrieval_set import transform_image
 from wardround.tools.images.corpus import builtin_images, content_id
 from wardround.tools.images.dicom import load_image
 from wardround.tools.images.encoders import SiglipEncoder, load_encoder

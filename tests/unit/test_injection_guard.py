@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from langchain_core.messages import BaseMessage
 
+from bench.injection import PAYLOADS, VICTIM_MARKER, seed, written_orders
 from copilot_fakes import call, final
 from fakes import ScriptedChatModel
-from wardround.bench.injection import PAYLOADS, VICTIM_MARKER, seed, written_orders
-from wardround.stack.api_inprocess import api_harness, first, kinds
-from wardround.stack.sekmet_inprocess import asgi_client, sekmet_app
-from wardround.tools.fhir.client import FhirClient
+from wardround.fhir.client import FhirClient
+from wardround.testing.api_inprocess import api_harness, first, kinds
+from wardround.testing.sekmet_inprocess import asgi_client, sekmet_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 OXYCODONE = {"code": "1049621", "display": "oxycodone 80 MG", "dosage_text": "80 mg now"}

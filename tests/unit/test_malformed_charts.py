@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from wardround.evals.ehrqa import fetch_chart, questions_for
-from wardround.stack.sekmet_inprocess import asgi_client, load_chart, sekmet_app
-from wardround.tools.fhir.manifest import build_manifest
-from wardround.tools.fhir.render import render_resource, render_resources
+from wardround.evals.tasks.ehrqa import fetch_chart, questions_for
+from wardround.fhir.manifest import build_manifest
+from wardround.fhir.render import render_resource, render_resources
+from wardround.testing.sekmet_inprocess import asgi_client, load_chart, sekmet_app
 
 LOINC = "http://loinc.org"
 PAT = {"reference": "urn:uuid:00000000-0000-4000-8000-0000000000aa"}

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from wardround import procs
+from wardround.runtime import procs
 
 # An HTTP service that answers /ready, unless the flag file exists: then it holds each
 # request for 20 s, like llama.cpp's server holding a long prompt. It also starts a child

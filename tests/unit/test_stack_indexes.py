@@ -8,11 +8,11 @@ from typing import Any
 
 import httpx
 
-from wardround.procs import free_port
+from wardround.runtime.procs import free_port
 from wardround.settings import Settings
 from wardround.stack.indexes import EXAMPLE_SYSTEM, link_examples
-from wardround.stack.loopback import LoopbackServer
-from wardround.stack.sekmet_inprocess import sekmet_app
+from wardround.testing.loopback import LoopbackServer
+from wardround.testing.sekmet_inprocess import sekmet_app
 
 CHEST_XRAY = "399208008"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from langchain_core.tools import BaseTool, StructuredTool
 
-from wardround.bench.tool_selection import bench_tools
+from bench.tool_selection import bench_tools
 from wardround.graphs.copilot.toolset import CopilotTools
 from wardround.settings import Settings
 from wardround.tools import registry
@@ -44,8 +44,8 @@ def test_a_registered_tool_is_in_the_apis_tool_list(registered: None, tmp_path: 
     from fastapi.testclient import TestClient
 
     from fakes import ScriptedChatModel
+    from wardround.fhir.client import FhirClient
     from wardround.server.app import create_app
-    from wardround.tools.fhir.client import FhirClient
 
     settings = Settings(home=tmp_path)
     fhir = FhirClient("http://127.0.0.1:9/fhir")  # never called: the list is built at start

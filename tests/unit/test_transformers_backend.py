@@ -20,7 +20,8 @@ from pydantic import BaseModel
 from wardround.agents.models import make_chat_model
 from wardround.agents.protocol import ModelOutputError, structured
 from wardround.agents.transformers_backend import TransformersChatModel, to_hf_messages
-from wardround.devices import (
+from wardround.doctor.tiny_models import TINY_IMAGE_TOKENS, make_tiny_gemma3
+from wardround.runtime.devices import (
     DeviceUnavailable,
     accelerate_available,
     dtype_for,
@@ -29,7 +30,6 @@ from wardround.devices import (
     resolve_device,
 )
 from wardround.settings import Settings
-from wardround.tiny_models import TINY_IMAGE_TOKENS, make_tiny_gemma3
 
 NO_GPU = not torch.cuda.is_available()
 

@@ -1,5 +1,0 @@
-"""The copilot's HTTP API (FastAPI, server-sent events) and its chat page."""
-
-from .app import create_app
-
-__all__ = ["create_app"]

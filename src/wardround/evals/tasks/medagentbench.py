@@ -1,0 +1,451 @@
+"""MedAgentBench's ten task templates, instantiated on our own patients.
+
+MedAgentBench (stanfordmlgroup/MedAgentBench, test_data_v2.json) has ten categories of
+clinical tasks written against 100 de-identified patients that are not public. We keep
+each category's instruction and context text, and put in our patients, codes and times:
+
+- "now": as in the original, the context states a fixed time ("It's <T> now") and answers
+  are computed relative to it, never to the wall clock. Our charts span different years,
+  so T is fixed per sample: one day after the patient's last record for tasks 1-3 and 8,
+  and a time near one of the patient's results for the tasks about recent results, chosen
+  so that both outcomes (a value within 24 h or not, low or normal, recent or stale) occur.
+  The tools show the chart as of T (later records are hidden), as a real EHR would.
+- codes: the original's local lab codes become the LOINC codes our data holds: MG ->
+  19123-9 (magnesium, mg/dL), GLU -> 2339-0 (blood glucose, mg/dL), K -> 6298-4 (blood
+  potassium, mmol/L), A1C -> 4548-4 (HbA1c, %). Order codes (NDCs, LOINC 2823-3 and 4548-4,
+  SNOMED 306181000000106) are the original's.
+- patients: MRNs are our patients' MR identifiers; the tools accept an MRN wherever a
+  patient id goes, as the original server did.
+
+Orders are graded from the POST bodies the write tools capture (see evals/mab_tools.py, and
+mab_grading.py for the graders):
+reading them back from the server would let concurrent samples see each other's orders and
+change the reference data for later runs; capturing matches the original harness, which
+graded the POSTs in the agent's history. Graders follow the original's rules per category,
+with two documented leniencies: numbers compare within a tolerance, and order times need
+the right day (the original wanted the exact minute).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from wardround.evals.chart import Chart, fetch_chart, full_name, list_patient_ids, mrn_of
+from wardround.evals.data import load_json
+from wardround.evals.scorers import retrieval_scores
+from wardround.evals.task import EvalEnv, Sample, Score, Task, TaskDef, Trace
+from wardround.evals.tasks.mab_grading import NOT_FOUND, SBAR, grade, magnesium_dose, potassium_dose
+from wardround.evals.traces import trace_from
+from wardround.fhir.fields import age_on
+from wardround.graphs.trace import stored_refs
+
+SEED = 23
+PER_CATEGORY = 30
+MAX_STEPS = 8
+ORIGINAL_NOW = "2023-11-13T10:15:00+00:00"
+# The original's local lab codes, and what our synthetic data holds instead.
+CODE_MAP = {"MG": "19123-9", "GLU": "2339-0", "K": "6298-4", "A1C": "4548-4"}
+
+PROMPT = """You are an expert in using FHIR functions to assist medical professionals. \
+Use the tools to read the patient's chart and, when the task asks for it, to write orders.
+When the task is done, give your final answer as FINISH([answer1, answer2, ...]): a JSON \
+list holding only the values asked for (an empty list if the task asks for none).
+
+Context: {context}
+Task: {instruction}"""
+
+
+# ---------------------------------------------------------------- templates
+
+
+def templates(env: EvalEnv) -> dict[str, dict[str, Any]]:
+    """The first task of each category in test_data_v2.json: its instruction and context."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in load_json("medagentbench/test_data_v2.json", env.settings):
+        category = item["id"].split("_")[0]
+        out.setdefault(category, item)
+    return out
+
+
+def instantiate(
+    template: dict[str, Any], *, mrn: str, now: str, name: str = "", dob: str = ""
+) -> tuple[str, str]:
+    """The template's instruction and context with our patient, time and codes put in."""
+    instruction, context = template["instruction"], template["context"]
+    if template["id"].startswith("task1_"):
+        instruction, n = re.subn(
+            r"name .+? and DOB of \d{4}-\d{2}-\d{2}", f"name {name} and DOB of {dob}", instruction
+        )
+    else:
+        instruction, n = instruction.replace(template["eval_MRN"], mrn), 1
+    if n != 1 or (template["context"] and ORIGINAL_NOW not in context):
+        raise ValueError(f"template {template['id']} has an unexpected shape")
+    context = context.replace(ORIGINAL_NOW, now)
+    for local, loinc in CODE_MAP.items():
+        context = context.replace(f'"{local}"', f'"{loinc}"')
+    return instruction.strip(), context.strip()
+
+
+# ---------------------------------------------------------------- anchors and references
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat()
+
+
+def base_now(chart: Chart) -> datetime | None:
+    """10:15 UTC on the day after the patient's last record."""
+    last = chart.last_data_time()
+    if last is None:
+        return None
+    day = (last + timedelta(days=1)).astimezone(UTC)
+    return day.replace(hour=10, minute=15, second=0, microsecond=0)
+
+
+def readings(chart: Chart, local: str) -> list[tuple[datetime, float, str]]:
+    """(time, value, ref) of the results for one of the original's codes, oldest first."""
+    return [(t, v, f"Observation/{o['id']}") for t, v, _, o in chart.observations(CODE_MAP[local])]
+
+
+def latest_before(
+    rows: list[tuple[datetime, float, str]], now: datetime, window: timedelta | None = None
+) -> tuple[datetime, float, str] | None:
+    seen = [r for r in rows if r[0] <= now and (window is None or r[0] > now - window)]
+    return seen[-1] if seen else None
+
+
+def _round(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def anchors_near(
+    rows: list[tuple[datetime, float, str]], rng: random.Random, hours: tuple[float, float]
+) -> Iterator[datetime]:
+    """A time `hours` after each result (at random within the range)."""
+    for t, _, _ in rows:
+        yield _round(t + timedelta(hours=rng.uniform(*hours)))
+
+
+# ---------------------------------------------------------------- candidate generation
+
+
+@dataclass
+class Candidate:
+    """One possible sample: a patient, a fixed "now", the outcome class and the reference."""
+
+    chart: Chart
+    now: datetime
+    outcome: str
+    target: dict[str, Any]
+    name: str = ""
+    dob: str = ""
+
+
+def _common(chart: Chart, now: datetime) -> dict[str, Any]:
+    return {"patient_id": chart.id, "mrn": mrn_of(chart.patient) or chart.id, "now": _iso(now)}
+
+
+def gen_task1(
+    chart: Chart, rng: random.Random, all_keys: set[tuple[str, str]]
+) -> Iterator[Candidate]:
+    now, dob = base_now(chart), chart.patient.get("birthDate")
+    given, family = full_name(chart.patient)
+    if now is None or not dob or not family:
+        return
+    name = f"{given} {family}".strip()
+    yield Candidate(
+        chart,
+        now,
+        "found",
+        {**_common(chart, now), "expected": mrn_of(chart.patient)},
+        name=name,
+        dob=dob,
+    )
+    shifted = (datetime.fromisoformat(dob) + timedelta(days=rng.choice([1, 31, 366, 3653]))).date()
+    if (name.lower(), shifted.isoformat()) not in all_keys:
+        target = {**_common(chart, now), "expected": NOT_FOUND}
+        yield Candidate(chart, now, "not_found", target, name=name, dob=shifted.isoformat())
+
+
+def gen_task2(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
+    now, birth = base_now(chart), chart.birth_date
+    if now is not None and birth is not None:
+        yield Candidate(
+            chart, now, "age", {**_common(chart, now), "age": age_on(birth, now.date())}
+        )
+
+
+def gen_task3(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
+    now = base_now(chart)
+    if now is not None:
+        yield Candidate(chart, now, "record", {**_common(chart, now), "value": "118/77 mmHg"})
+
+
+def _window_candidates(
+    chart: Chart, rng: random.Random, local: str, make: Callable[[datetime, list], tuple[str, dict]]
+) -> Iterator[Candidate]:
+    rows = readings(chart, local)
+    times = list(anchors_near(rows, rng, (0.5, 23.5))) + list(anchors_near(rows, rng, (30, 96)))
+    now0 = base_now(chart)
+    if not rows and now0 is not None:
+        times.append(now0)
+    for now in times:
+        outcome, target = make(now, rows)
+        yield Candidate(chart, now, outcome, {**_common(chart, now), **target})
+
+
+def gen_task4(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
+    def make(now: datetime, rows: list) -> tuple[str, dict]:
+        hit = latest_before(rows, now, timedelta(hours=24))
+        if hit is None:
+            return "none", {"value": -1, "evidence": []}
+        return "value", {"value": hit[1], "evidence": [hit[2]]}
+
+    yield from _window_candidates(chart, rng, "MG", make)
+
+
+def gen_task5(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
+    def make(now: datetime, rows: list) -> tuple[str, dict]:
+        hit = latest_before(rows, now, timedelta(hours=24))
+        if hit is None:
+            return "none", {"value": -1, "dose": None, "evidence": []}
+        dose = magnesium_dose(hit[1])
+        return ("order" if dose else "normal"), {
+            "value": hit[1],
+            "dose": dose,
+            "evidence": [hit[2]],
+        }
+
+    yield from _window_candidates(chart, rng, "MG", make)
+
+
+def gen_task6(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
+    def make(now: datetime, rows: list) -> tuple[str, dict]:
+        inside = [r for r in rows if now - timedelta(hours=24) < r[0] <= now]
+        if not inside:
+            return "none", {"value": -1, "evidence": []}
+        mean = sum(r[1] for r in inside) / len(inside)
+        return "value", {"value": mean, "evidence": [r[2] for r in inside]}
+
+    yield from _window_candidates(chart, rng, "GLU", make)
+
+
+def gen_task7(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
+    rows = readings(chart, "GLU")
+    for now in anchors_near(rows, rng, (1, 24 * 60)):
+        hit = latest_before(rows, now)
+        if hit is not None:
+            yield Candidate(
+                chart, now, "value", {**_common(chart, now), "value": hit[1], "evidence": [hit[2]]}
+            )
+
+
+def gen_task8(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
+    now = base_now(chart)
+    if now is not None:
+        yield Candidate(chart, now, "refer", {**_common(chart, now), "note": SBAR})
+
+
+def gen_task9(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
+    rows = readings(chart, "K")
+    for now in anchors_near(rows, rng, (0.5, 12)):
+        hit = latest_before(rows, now)
+        if hit is None:
+            continue
+        dose = potassium_dose(hit[1])
+        target = {**_common(chart, now), "value": hit[1], "dose_meq": dose, "evidence": [hit[2]]}
+        yield Candidate(chart, now, "order" if dose else "normal", target)
+
+
+def gen_task10(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
+    rows = readings(chart, "A1C")
+    times = list(anchors_near(rows, rng, (24 * 20, 24 * 300)))
+    times += list(anchors_near(rows, rng, (24 * 380, 24 * 900)))
+    now0 = base_now(chart)
+    if not rows and now0 is not None:
+        times.append(now0)
+    for now in times:
+        hit = latest_before(rows, now)
+        if hit is None:
+            target = {"value": -1, "date": None, "order": True, "evidence": []}
+            outcome = "none"
+        else:
+            stale = hit[0] < now - timedelta(days=365)
+            target = {"value": hit[1], "date": _iso(hit[0]), "order": stale, "evidence": [hit[2]]}
+            outcome = "stale" if stale else "recent"
+        yield Candidate(chart, now, outcome, {**_common(chart, now), **target})
+
+
+GENERATORS: dict[str, Callable[..., Iterator[Candidate]]] = {
+    "task2": gen_task2,
+    "task3": gen_task3,
+    "task4": gen_task4,
+    "task5": gen_task5,
+    "task6": gen_task6,
+    "task7": gen_task7,
+    "task8": gen_task8,
+    "task9": gen_task9,
+    "task10": gen_task10,
+}
+CATEGORIES = tuple(f"task{i}" for i in range(1, 11))
+
+
+def _pick(candidates: list[Candidate], n: int, seed: int, category: str) -> list[Candidate]:
+    """Up to n, spread over outcomes first and patients second (round-robin), deterministic."""
+    by_outcome: dict[str, dict[str, list[Candidate]]] = defaultdict(lambda: defaultdict(list))
+    for c in candidates:
+        by_outcome[c.outcome][c.chart.id].append(c)
+    queues: list[list[list[Candidate]]] = []
+    for outcome in sorted(by_outcome):
+        per_patient = []
+        for pid in sorted(by_outcome[outcome]):
+            items = by_outcome[outcome][pid]
+            random.Random(f"{seed}:{category}:{outcome}:{pid}").shuffle(items)
+            per_patient.append(items)
+        queues.append(per_patient)
+    chosen: list[Candidate] = []
+    seen: set[tuple[str, str]] = set()
+    turn = [0] * len(queues)
+    while len(chosen) < n and any(any(q) for q in queues):
+        for i, per_patient in enumerate(queues):
+            if len(chosen) >= n or not any(per_patient):
+                continue
+            for _ in range(len(per_patient)):
+                queue = per_patient[turn[i] % len(per_patient)]
+                turn[i] += 1
+                if queue:
+                    c = queue.pop(0)
+                    key = (c.chart.id, _iso(c.now) + c.dob)
+                    if key not in seen:
+                        seen.add(key)
+                        chosen.append(c)
+                    break
+    return chosen
+
+
+def build_samples(
+    charts: list[Chart],
+    tmpl: dict[str, dict[str, Any]],
+    per_category: int = PER_CATEGORY,
+    seed: int = SEED,
+) -> list[Sample]:
+    living = [c for c in charts if c.death is None]
+    keys = {
+        (" ".join(full_name(c.patient)).strip().lower(), str(c.patient.get("birthDate")))
+        for c in charts
+    }
+    samples: list[Sample] = []
+    for category in CATEGORIES:
+        candidates: list[Candidate] = []
+        for chart in charts if category == "task1" else living:
+            rng = random.Random(f"{seed}:{chart.id}:{category}")
+            if category == "task1":
+                candidates += list(gen_task1(chart, rng, keys))
+            else:
+                candidates += list(GENERATORS[category](chart, rng))
+        for c in _pick(candidates, per_category, seed, category):
+            instruction, context = instantiate(
+                tmpl[category], mrn=str(c.target["mrn"]), now=_iso(c.now), name=c.name, dob=c.dob
+            )
+            digest = hashlib.sha1(f"{c.chart.id}|{_iso(c.now)}|{c.dob}".encode()).hexdigest()[:10]
+            samples.append(
+                Sample(
+                    id=f"mab-{category}-{digest}",
+                    input=instruction,
+                    category=category,
+                    target={**c.target, "outcome": c.outcome},
+                    metadata={
+                        "context": context,
+                        "now": _iso(c.now),
+                        "template": tmpl[category]["id"],
+                    },
+                )
+            )
+    return samples
+
+
+async def dataset(env: EvalEnv) -> list[Sample]:
+    limit = int(env.option("patients", "0")) or None
+    per_category = int(env.option("per_category", str(PER_CATEGORY)))
+    charts = []
+    for pid in await list_patient_ids(env.fhir, limit):
+        charts.append(await fetch_chart(env.fhir, pid, ("Observation", "Encounter", "Condition")))
+    return build_samples(charts, templates(env), per_category)
+
+
+# ---------------------------------------------------------------- retrieval
+
+
+def evidence_of(sample: Sample) -> list[str]:
+    """The records a correct solution must read: the results behind the reference value, or
+    the patient's own record for the lookup and age tasks (none for pure writes)."""
+    target = sample.target
+    if target.get("evidence"):
+        return list(target["evidence"])
+    looked_up = sample.category == "task2" or target.get("outcome") == "found"
+    return [f"Patient/{target['patient_id']}"] if looked_up else []
+
+
+def retrieved_refs(messages: list[dict[str, Any]]) -> list[str]:
+    """References the read tools returned; a write's artifact is what it created, not read."""
+    return stored_refs(messages, skip=("post_",))
+
+
+async def score(sample: Sample, trace: Trace) -> Score:
+    """The category's grader, plus retrieval scored apart from the verdict. Answers are
+    FINISH([...]) lists that cite nothing, so citation scores stay undefined."""
+    result = grade(sample, trace)
+    read = trace.retrieved or retrieved_refs(trace.messages)  # older traces lack `retrieved`
+    scores = retrieval_scores(evidence_of(sample), read, [])
+    scores["citation_recall"] = scores["citation_precision"] = None
+    result.metadata.update(scores)
+    return result
+
+
+# ---------------------------------------------------------------- solver
+
+
+def bind(env: EvalEnv, samples: list[Sample]) -> Task:
+    from wardround.evals.tasks.mab_tools import OrderLog, make_mab_tools, original_descriptions
+    from wardround.graphs.tool_loop import run_tool_loop
+
+    descriptions = None
+    if env.option("descriptions", "short") == "original":
+        descriptions = original_descriptions(load_json("medagentbench/funcs_v1.json", env.settings))
+    max_steps = int(env.option("max_steps", str(MAX_STEPS)))
+
+    async def solve(sample: Sample) -> Trace:
+        orders = OrderLog()
+        now = datetime.fromisoformat(sample.metadata["now"])
+        tools = make_mab_tools(env.fhir, orders, as_of=now, descriptions=descriptions)
+        prompt = PROMPT.format(context=sample.metadata["context"], instruction=sample.input)
+        result = await run_tool_loop(prompt, tools, model=env.model, max_steps=max_steps)
+        trace = trace_from(result, artifacts={"posts": orders.as_artifact()})
+        trace.retrieved = retrieved_refs(trace.messages)
+        return trace
+
+    return Task(
+        name="medagentbench",
+        samples=samples,
+        solver=solve,
+        scorer=score,
+        scoring="per-category graders over the FINISH([...]) answer and the captured POST "
+        "bodies; numbers within tolerance, order times to the day",
+        info={"tool_descriptions": "original" if descriptions else "short", "max_steps": max_steps},
+    )
+
+
+TASK = TaskDef(
+    name="medagentbench",
+    description="MedAgentBench's 10 task templates on our patients, with order graders",
+    dataset=dataset,
+    bind=bind,
+    needs_fhir=True,
+)

@@ -1,0 +1,549 @@
+"""An async client for any FHIR R4 server (HAPI, SEKMET, Google Cloud Healthcare, Azure, Epic).
+
+Only the REST calls an agent needs: search (following `link[next]`, with a page cap), read
+by reference, `Patient/$everything` (with a fallback for servers that lack it), create and
+transaction. Requests are retried with exponential backoff on 429, 5xx and connection
+errors; failures surface as the exceptions in `errors.py`.
+
+Search parameters are always sent as (name, value) pairs through httpx, which percent-
+encodes them, and names/types/ids are checked against FHIR's grammar, so text that came
+from a model cannot smuggle extra parameters or path segments into a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from wardround.fhir.auth import auth_from_settings
+from wardround.fhir.errors import FhirAuthError, FhirError, FhirNotFound, FhirUnavailable
+
+if TYPE_CHECKING:
+    from wardround.settings import Settings
+
+__all__ = [
+    "FhirAuthError",
+    "FhirClient",
+    "FhirError",
+    "FhirNotFound",
+    "FhirUnavailable",
+    "SearchParams",
+    "check_id",
+    "check_resource_type",
+    "escape_value",
+    "parse_reference",
+]
+
+log = logging.getLogger(__name__)
+
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+# A search parameter name with optional modifiers/chains (`code:text`, `subject:Patient.name`,
+# `_has:Observation:patient:code`); never `&`, `=`, `?`, `#` or `/`.
+PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*([:.][A-Za-z_][A-Za-z0-9_\-]*)*")
+
+JSON_TYPES = "application/fhir+json"
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+UNAVAILABLE_STATUS = frozenset({429, 502, 503, 504})
+# Statuses meaning "this server does not offer $everything" rather than "no such patient".
+UNSUPPORTED_STATUS = frozenset({400, 404, 405, 422, 501})
+
+# Searched one by one (patient=<id>) when a server has no Patient/$everything.
+EVERYTHING_FALLBACK_TYPES = (
+    "Condition",
+    "Observation",
+    "MedicationRequest",
+    "MedicationStatement",
+    "AllergyIntolerance",
+    "Procedure",
+    "Encounter",
+    "DiagnosticReport",
+    "Immunization",
+    "DocumentReference",
+    "ServiceRequest",
+    "CarePlan",
+    "MedicationAdministration",
+)
+
+ParamValue = str | int | float
+SearchParams = Mapping[str, ParamValue | Sequence[ParamValue]] | Sequence[tuple[str, ParamValue]]
+
+
+def check_resource_type(resource_type: str) -> str:
+    """Return `resource_type` if it is a syntactically valid FHIR type name, else raise ValueError."""
+    if not isinstance(resource_type, str) or not RESOURCE_TYPE.fullmatch(resource_type):
+        raise ValueError(f"not a FHIR resource type: {resource_type!r}")
+    return resource_type
+
+
+def check_id(resource_id: str) -> str:
+    """Return `resource_id` if it matches FHIR's id grammar ([A-Za-z0-9-.]{1,64}), else raise."""
+    if not isinstance(resource_id, str) or not FHIR_ID.fullmatch(resource_id):
+        raise ValueError(f"not a FHIR id: {resource_id!r}")
+    return resource_id
+
+
+def parse_reference(reference: str) -> tuple[str, str]:
+    """Split `Type/id` into its parts, validating both; raise ValueError otherwise."""
+    if not isinstance(reference, str) or reference.count("/") != 1:
+        raise ValueError(f"not a FHIR reference of the form Type/id: {reference!r}")
+    resource_type, resource_id = reference.split("/")
+    return check_resource_type(resource_type), check_id(resource_id)
+
+
+def escape_value(value: str) -> str:
+    """Escape FHIR search syntax characters (`\\ , $ |`) so a value is matched literally."""
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("$", "\\$").replace("|", "\\|")
+
+
+def _query(params: SearchParams | None) -> list[tuple[str, str]]:
+    items: list[tuple[str, Any]] = []
+    if params is None:
+        return []
+    if isinstance(params, Mapping):
+        for name, value in params.items():
+            if isinstance(value, list | tuple):
+                items.extend((name, v) for v in value)
+            else:
+                items.append((name, value))
+    else:
+        items = list(params)
+    out: list[tuple[str, str]] = []
+    for name, value in items:
+        if not isinstance(name, str) or not PARAM_NAME.fullmatch(name):
+            raise ValueError(f"not a FHIR search parameter name: {name!r}")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValueError(f"search parameter {name} needs a str or number, got {value!r}")
+        out.append((name, str(value)))
+    return out
+
+
+def _typed_patient(query: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The query with each bare `patient=<id>` written as `patient=Patient/<id>`."""
+    return [
+        (name, f"Patient/{value}" if name == "patient" and FHIR_ID.fullmatch(value) else value)
+        for name, value in query
+    ]
+
+
+def _diagnostics(response: httpx.Response) -> str:
+    """The useful part of an error body: OperationOutcome diagnostics, OAuth error, or text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:300]
+    if isinstance(body, dict):
+        issues = body.get("issue") or []
+        texts = [
+            i.get("diagnostics") or (i.get("details") or {}).get("text") or i.get("code", "")
+            for i in issues
+            if isinstance(i, dict)
+        ]
+        if texts:
+            return "; ".join(t for t in texts if t)[:500]
+        if body.get("error"):
+            return f"{body['error']}: {body.get('error_description', '')}".strip(": ")
+    return response.text.strip()[:300]
+
+
+class FhirClient:
+    """Async FHIR R4 REST client. Use `async with FhirClient.from_settings(s) as fhir: ...`.
+
+    Args:
+        base_url: the service base, e.g. `http://127.0.0.1:8090/fhir`.
+        auth: an `httpx.Auth` (see `auth.py`: `BearerAuth`, `SmartBackendAuth`) or None.
+        timeout: seconds per request.
+        max_pages: default cap on pages followed by `search`/`everything`.
+        retries: extra attempts on 429/5xx/connection errors (POST only retries when the
+            request cannot have been processed: connect errors, 429, 503).
+        backoff_s, max_backoff_s: exponential backoff base and ceiling (jittered).
+        max_retry_after_s: a `Retry-After` (seconds or an HTTP date) is waited out in full
+            up to this; a server asking for longer gets a clear error at once instead.
+        transport: an httpx transport (tests pass `httpx.ASGITransport` or `MockTransport`).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: httpx.Auth | None = None,
+        timeout: float = 30.0,
+        max_pages: int = 20,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        max_retry_after_s: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"FHIR base URL must be http(s)://host/...: {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.max_pages = max_pages
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.max_retry_after_s = max_retry_after_s
+        self._auth = auth
+        self._http = httpx.AsyncClient(
+            auth=auth,
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            headers={"Accept": JSON_TYPES},
+            # As many kept open as may be used (httpx's default opens up to 100 but keeps 20,
+            # so a busy API reopens the rest); not more, as httpcore checks every pooled
+            # connection on each request: 100 cost a little more CPU than 20 in the load bench.
+            limits=httpx.Limits(max_connections=20, max_keepalive_connections=20),
+        )
+        self._has_everything: bool | None = None
+        # Whether this server needs `patient=Patient/<id>` (None: not known yet).
+        self._typed_patient: bool | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> FhirClient:
+        """Build from `Settings` (base URL, auth, timeout, page cap)."""
+        return cls(
+            settings.fhir_base_url,
+            auth=auth_from_settings(settings, transport=transport),
+            timeout=settings.fhir_timeout_s,
+            max_pages=settings.fhir_max_pages,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections (and the auth's token client, if it has one)."""
+        await self._http.aclose()
+        closer = getattr(self._auth, "aclose", None)
+        if closer is not None:
+            await closer()
+
+    # ------------------------------------------------------------------ reads
+
+    async def capabilities(self) -> dict[str, Any]:
+        """The server's CapabilityStatement (`GET [base]/metadata`)."""
+        return await self._get_json(f"{self.base_url}/metadata")
+
+    async def read(self, reference: str) -> dict[str, Any]:
+        """Read one resource by `Type/id`. Raises FhirNotFound, or ValueError on a bad reference."""
+        resource_type, resource_id = parse_reference(reference)
+        resource = await self._get_json(f"{self.base_url}/{resource_type}/{resource_id}")
+        if resource.get("resourceType") != resource_type:
+            raise FhirError(
+                f"GET {reference} returned a {resource.get('resourceType')!r}, not a {resource_type}"
+            )
+        return resource
+
+    async def search(
+        self,
+        resource_type: str,
+        params: SearchParams | None = None,
+        *,
+        limit: int | None = None,
+        max_pages: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Search `resource_type` and return the matching resources across pages.
+
+        `params` is a mapping (a list value repeats the parameter, i.e. AND) or a list of
+        (name, value) pairs. Values are sent verbatim but percent-encoded, so a `&` or `=`
+        inside a value stays inside it; use `escape_value` for values that must not be
+        read as FHIR OR-lists (`,`) or system|code (`|`). Follows `link[next]` up to
+        `max_pages` pages (default: the client's), stopping early once `limit` resources
+        are in hand. Included resources (`_include`) are returned too; OperationOutcome
+        entries are dropped.
+        """
+        check_resource_type(resource_type)
+        url, query = f"{self.base_url}/{resource_type}", _query(params)
+        if self._typed_patient:
+            query = _typed_patient(query)
+        found = await self._collect(url, query, limit=limit, max_pages=max_pages)
+        typed = _typed_patient(query)
+        if typed == query or self._typed_patient is False:
+            return found
+        if found:  # this server matches bare ids: never ask twice
+            self._typed_patient = False
+            return found
+        # `patient=<id>` is valid FHIR, yet some servers (Medplum's in-memory repository)
+        # match reference parameters only as `Type/id`: an empty result is asked again so.
+        found = await self._collect(url, typed, limit=limit, max_pages=max_pages)
+        if found:
+            log.info("%s matches patient=Patient/<id> only; sending that form", self.base_url)
+            self._typed_patient = True
+        return found
+
+    async def everything(
+        self,
+        patient_id: str,
+        *,
+        count: int | None = 500,
+        max_pages: int | None = None,
+        fallback_types: Sequence[str] = EVERYTHING_FALLBACK_TYPES,
+    ) -> list[dict[str, Any]]:
+        """All of a patient's resources via `Patient/{id}/$everything`, paging if the server pages.
+
+        `count` is the page size asked for (`_count`, part of the operation's definition);
+        at most `max_pages` pages are read, so a huge chart may come back truncated (logged).
+
+        On a server without the operation, falls back to reading the Patient and searching
+        each of `fallback_types` with `patient={id}` (types the server rejects are skipped).
+        Raises FhirNotFound if the patient does not exist.
+        """
+        check_id(patient_id)
+        if self._has_everything is not False:
+            params = [("_count", str(count))] if count else []
+            try:
+                found = await self._collect(
+                    f"{self.base_url}/Patient/{patient_id}/$everything", params, max_pages=max_pages
+                )
+                self._has_everything = True
+                return found
+            except FhirError as exc:
+                if isinstance(exc, FhirUnavailable | FhirAuthError):
+                    raise
+                if exc.status not in UNSUPPORTED_STATUS or self._has_everything:
+                    raise
+                log.info("no usable $everything at %s (%s); searching per type", self.base_url, exc)
+        patient = await self.read(f"Patient/{patient_id}")
+        self._has_everything = False
+        gate = asyncio.Semaphore(4)
+
+        async def one(resource_type: str) -> list[dict[str, Any]]:
+            async with gate:
+                try:  # a page size, or servers' defaults (20) make long charts many pages
+                    page = {"_count": count} if count else {}
+                    return await self.search(
+                        resource_type, {"patient": patient_id, **page}, max_pages=max_pages
+                    )
+                except FhirError as exc:
+                    if isinstance(exc, FhirUnavailable) or exc.status not in (400, 403, 404):
+                        raise
+                    return []
+
+        batches = await asyncio.gather(*(one(t) for t in fallback_types))
+        return [patient, *(r for batch in batches for r in batch)]
+
+    # ----------------------------------------------------------------- writes
+
+    async def create(
+        self, resource: dict[str, Any], *, if_none_exist: str | None = None
+    ) -> dict[str, Any]:
+        """POST a new resource; returns the stored resource (with its server-assigned id).
+
+        `if_none_exist` (a search such as `identifier=system|value`) makes it a FHIR
+        conditional create: a server that supports it returns the match instead of a twin.
+        """
+        resource_type = check_resource_type(str(resource.get("resourceType", "")))
+        url = f"{self.base_url}/{resource_type}"
+        headers = {"Content-Type": JSON_TYPES, "Prefer": "return=representation"}
+        if if_none_exist:
+            headers["If-None-Exist"] = if_none_exist
+        response = await self._send("POST", url, json=resource, headers=headers)
+        body = self._json_or_none(response)
+        if isinstance(body, dict) and body.get("resourceType") == resource_type and body.get("id"):
+            return body
+        location = response.headers.get("location") or response.headers.get("content-location")
+        if location:
+            match = re.search(rf"{resource_type}/([A-Za-z0-9\-.]{{1,64}})", location)
+            if match:
+                return await self.read(f"{resource_type}/{match.group(1)}")
+        raise FhirError(
+            f"POST {resource_type}: the server returned neither the resource nor a Location"
+        )
+
+    async def transaction(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        """POST a transaction/batch Bundle to the base; returns the response Bundle."""
+        if bundle.get("resourceType") != "Bundle":
+            raise ValueError("a transaction must be a Bundle")
+        response = await self._send(
+            "POST", self.base_url, json=bundle, headers={"Content-Type": JSON_TYPES}
+        )
+        return self._json_dict(response)
+
+    # --------------------------------------------------------------- plumbing
+
+    async def _collect(
+        self,
+        url: str,
+        params: list[tuple[str, str]],
+        *,
+        limit: int | None = None,
+        max_pages: int | None = None,
+    ) -> list[dict[str, Any]]:
+        cap = max_pages or self.max_pages
+        found: list[dict[str, Any]] = []
+        next_url: str | None = url
+        query: list[tuple[str, str]] | None = params
+        pages = 0
+        while next_url:
+            bundle = await self._get_json(next_url, params=query)
+            if bundle.get("resourceType") != "Bundle":
+                raise FhirError(
+                    f"expected a Bundle from {next_url}, got {bundle.get('resourceType')!r}"
+                )
+            pages += 1
+            for entry in bundle.get("entry") or []:
+                resource = entry.get("resource") if isinstance(entry, dict) else None
+                if not isinstance(resource, dict):
+                    continue
+                if (entry.get("search") or {}).get("mode") == "outcome":
+                    continue
+                if resource.get("resourceType") == "OperationOutcome":
+                    continue
+                found.append(resource)
+            if limit is not None and len(found) >= limit:
+                return found[:limit]
+            next_url = self._next_link(bundle)
+            if next_url and pages >= cap:
+                log.warning("stopped after %d pages of %s; more results exist", pages, url)
+                break
+            query = None  # the next link carries its own query
+        return found
+
+    def _next_link(self, bundle: dict[str, Any]) -> str | None:
+        for link in bundle.get("link") or []:
+            if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
+                return self._same_origin(str(link["url"]))
+        return None
+
+    def _same_origin(self, url: str) -> str:
+        """Resolve a server link against our base, keeping our scheme/host.
+
+        Servers behind proxies often advertise an internal host in their links; sending
+        our credentials there would be wrong, so only the path and query are kept.
+        """
+        base = urlsplit(self.base_url)
+        link = urlsplit(url)
+        if not link.netloc:  # relative link
+            path = link.path if link.path.startswith("/") else f"{base.path}/{link.path}"
+            return urlunsplit((base.scheme, base.netloc, path, link.query, ""))
+        if (link.scheme, link.netloc) != (base.scheme, base.netloc):
+            return urlunsplit((base.scheme, base.netloc, link.path, link.query, ""))
+        return url
+
+    async def _get_json(
+        self, url: str, params: list[tuple[str, str]] | None = None
+    ) -> dict[str, Any]:
+        return self._json_dict(await self._send("GET", url, params=params))
+
+    @staticmethod
+    def _json_or_none(response: httpx.Response) -> Any:
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            return None
+
+    def _json_dict(self, response: httpx.Response) -> dict[str, Any]:
+        body = self._json_or_none(response)
+        if not isinstance(body, dict):
+            raise FhirError(
+                f"{response.request.method} {response.request.url}: response is not a JSON object",
+                status=response.status_code,
+                url=str(response.request.url),
+            )
+        return body
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: list[tuple[str, str]] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        idempotent = method in ("GET", "HEAD")
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(
+                    method, url, params=params or None, json=json, headers=headers
+                )
+            except httpx.TransportError as exc:
+                # A POST is only safe to repeat when it never reached the server.
+                safe = idempotent or isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if attempt >= self.retries or not safe:
+                    raise FhirUnavailable(
+                        f"FHIR server at {self.base_url} is unreachable "
+                        f"({type(exc).__name__}: {exc or 'no detail'})",
+                        url=url,
+                    ) from exc
+                await self._pause(attempt, None)
+                attempt += 1
+                continue
+            status = response.status_code
+            retryable = status in RETRY_STATUS and (idempotent or status in (429, 503))
+            wait = retry_after_s(response.headers.get("retry-after"))
+            if retryable and attempt < self.retries and (wait or 0) <= self.max_retry_after_s:
+                await response.aclose()
+                await self._pause(attempt, wait)
+                attempt += 1
+                continue
+            if status >= 400:
+                raise self._error(method, url, response, wait)
+            return response
+
+    def _error(
+        self, method: str, url: str, response: httpx.Response, wait: float | None = None
+    ) -> FhirError:
+        status = response.status_code
+        where = url.removeprefix(self.base_url).lstrip("/") or "[base]"
+        detail = _diagnostics(response)
+        if wait is not None and status in RETRY_STATUS:
+            detail = f"{detail}; it asks to retry after {wait:.0f} s".lstrip("; ")
+        message = f"FHIR {method} {where} failed: HTTP {status}" + (f": {detail}" if detail else "")
+        if status in (404, 410):
+            return FhirNotFound(message, status=status, url=url)
+        if status in (401, 403):
+            return FhirAuthError(message, status=status, url=url)
+        if status in UNAVAILABLE_STATUS:
+            what = "is rate limiting us" if status == 429 else "is unavailable"
+            return FhirUnavailable(
+                f"FHIR server at {self.base_url} {what}: HTTP {status}"
+                + (f": {detail}" if detail else ""),
+                status=status,
+                url=url,
+            )
+        return FhirError(message, status=status, url=url)
+
+    async def _pause(self, attempt: int, retry_after: float | None) -> None:
+        delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
+        if retry_after is not None:  # the server said when; sooner would be refused again
+            delay = retry_after
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

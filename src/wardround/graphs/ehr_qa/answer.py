@@ -1,0 +1,148 @@
+"""`answer_question`: run either EHR QA graph and return one result object."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from pydantic import BaseModel, Field
+
+from wardround.fhir.client import FhirClient
+from wardround.graphs.ehr_qa.citations import check_citations
+from wardround.graphs.ehr_qa.options import Similarity
+from wardround.graphs.trace import stored_refs, token_usage, trace
+
+GraphName = Literal["planner", "loop"]
+# The default graph: the one that scored better on the EHR QA eval (see README).
+DEFAULT_GRAPH: GraphName = "planner"
+MAX_QUESTION_CHARS = 2000
+
+
+class QAResult(BaseModel):
+    question: str
+    patient_id: str
+    graph: str
+    answer: str
+    citations: list[str]
+    flagged_citations: list[str] = Field(default_factory=list)
+    retrieved: list[str] = Field(default_factory=list)
+    plan: str | None = None  # the planner's kind and records, e.g. "latest: Potassium"
+    computed: bool = False  # the answer was computed by code from the cited records
+    unsupported: list[str] = Field(default_factory=list)  # values not in the citations
+    steps: int
+    tokens: dict[str, int]
+    latency_s: float
+    error: str | None = None
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def supported(self) -> bool:
+        """Every value the answer writes is in its cited records (computed ones by design)."""
+        return not self.error and not self.unsupported and bool(self.citations or self.computed)
+
+    def public(self) -> dict[str, Any]:
+        """The `ask --json` object."""
+        return {
+            "answer": self.answer,
+            "citations": self.citations,
+            "supported": self.supported,
+            **({"unsupported": self.unsupported} if self.unsupported else {}),
+            "plan": self.plan,
+            "computed": self.computed,
+            "steps": self.steps,
+            "tokens": self.tokens,
+            "latency_s": round(self.latency_s, 3),
+            **({"error": self.error} if self.error else {}),
+        }
+
+
+def check_question(question: str) -> str:
+    text = question.strip()
+    if not text:
+        raise ValueError("the question is empty: ask something about the patient")
+    if len(text) > MAX_QUESTION_CHARS:
+        raise ValueError(f"the question is {len(text)} characters; at most {MAX_QUESTION_CHARS}")
+    return text
+
+
+async def _planner(
+    question: str, patient_id: str, model: BaseChatModel, fhir: FhirClient, similarity: Similarity
+) -> QAResult:
+    from wardround.graphs.ehr_qa.planner import PlannerContext, run_planner
+
+    started = time.perf_counter()
+    state = await run_planner(question, patient_id, PlannerContext(model, fhir, similarity))
+    history = state.get("messages", [])
+    kept, flagged = check_citations(state.get("citations", []), state.get("retrieved", []))
+    plan = f"{state['kind']}: {state['about']}" if "kind" in state else None
+    return QAResult(
+        question=question,
+        patient_id=patient_id,
+        graph="planner",
+        answer=state.get("answer", ""),
+        citations=kept,
+        flagged_citations=flagged,
+        retrieved=state.get("retrieved", []),
+        plan=plan,
+        computed=state.get("computed", False),
+        unsupported=state.get("unsupported", []),
+        steps=state.get("steps", 0),
+        tokens=token_usage(history),
+        latency_s=time.perf_counter() - started,
+        error=state.get("error"),
+        messages=trace(history),
+    )
+
+
+async def _loop(
+    question: str, patient_id: str, model: BaseChatModel, fhir: FhirClient, max_steps: int
+) -> QAResult:
+    from wardround.graphs.ehr_qa.free_loop import run_loop
+
+    started = time.perf_counter()
+    result, final = await run_loop(
+        question, patient_id, model=model, fhir=fhir, max_steps=max_steps
+    )
+    retrieved = stored_refs(result.messages)
+    kept, flagged = check_citations(final.get("citations", []), retrieved)
+    return QAResult(
+        question=question,
+        patient_id=patient_id,
+        graph="loop",
+        answer=result.answer,
+        citations=kept,
+        flagged_citations=flagged,
+        retrieved=retrieved,
+        steps=result.steps,
+        tokens=result.tokens,
+        latency_s=time.perf_counter() - started,
+        error=result.error,
+        messages=result.messages,
+    )
+
+
+async def answer_question(
+    question: str,
+    patient_id: str,
+    *,
+    model: BaseChatModel,
+    fhir: FhirClient,
+    graph: GraphName = DEFAULT_GRAPH,
+    similarity: Similarity | None = None,
+    max_steps: int = 6,
+) -> QAResult:
+    """Answer a question about one patient; citations are always among the retrieved records.
+
+    Raises ValueError for an empty or oversized question or an unknown graph.
+    """
+    question = check_question(question)
+    if graph == "planner":
+        if similarity is None:
+            from wardround.tools.text_embeddings import minilm_similarity  # loads torch
+
+            similarity = minilm_similarity()
+        return await _planner(question, patient_id, model, fhir, similarity)
+    if graph == "loop":
+        return await _loop(question, patient_id, model, fhir, max_steps)
+    raise ValueError(f"unknown graph {graph!r} (planner or loop)")

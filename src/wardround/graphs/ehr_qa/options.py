@@ -1,0 +1,84 @@
+"""What the planner may choose from: the chart's own codes, ranked by similarity to the question.
+
+A small model cannot be trusted to invent a LOINC code or even a resource type, so each
+decision is an enum built from what the patient's chart really holds, best candidates first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from pydantic import BaseModel
+
+from wardround.fhir.manifest import CodeSummary, Manifest
+
+# Types a question may ask about as a whole ("active medications", "allergies"); offered even
+# when the chart holds none, so "nothing is recorded" is a retrievable answer.
+LIST_TYPES: dict[str, str] = {
+    "MedicationRequest": "all medications (prescriptions)",
+    "Condition": "all conditions, problems and diagnoses",
+    "AllergyIntolerance": "all allergies and intolerances",
+    "Immunization": "all immunizations and vaccines",
+    "Encounter": "all encounters and visits",
+    "Procedure": "all procedures",
+    "DiagnosticReport": "all diagnostic reports",
+    "DocumentReference": "all clinical notes and documents",
+}
+CODED_TYPES = ("Observation", "Condition", "MedicationRequest", "Procedure", "Immunization")
+
+
+# The option a model picks when the chart holds nothing the question is about.
+NOT_IN_CHART = "none of these: not recorded in this chart"
+
+
+class Option(BaseModel):
+    label: str  # what the model sees and picks
+    resource_type: str
+    code: str | None = None  # FHIR token `system|code`; None means every record of the type
+    component: str | None = None  # read this component's code inside each record
+    score: float = 0.0  # cosine similarity to the question
+
+    @property
+    def name(self) -> str:
+        """The label without its `[Type]` suffix."""
+        return self.label.rsplit(" [", 1)[0]
+
+
+Similarity = Callable[[str, Sequence[str]], np.ndarray]
+
+
+def _coded(code: CodeSummary) -> Option:
+    label = f"{code.display} [{code.resource_type}]"
+    if code.component_of:  # searched by the panel's code, read from the component
+        return Option(
+            label=label, resource_type=code.resource_type, code=code.component_of,
+            component=code.code,
+        )  # fmt: skip
+    return Option(label=label, resource_type=code.resource_type, code=code.token)
+
+
+def candidates(manifest: Manifest) -> list[Option]:
+    """Every retrieval the chart allows: whole types, then each code, labels unique."""
+    found: dict[str, Option] = {
+        f"{text} [{rtype}]": Option(label=f"{text} [{rtype}]", resource_type=rtype)
+        for rtype, text in LIST_TYPES.items()
+    }
+    for code in manifest.codes:
+        if code.resource_type in CODED_TYPES and code.token is not None:
+            option = _coded(code)
+            found.setdefault(option.label, option)
+    return list(found.values())
+
+
+def build_options(
+    manifest: Manifest, question: str, similarity: Similarity, top_k: int = 8
+) -> list[Option]:
+    """The whole-type options, always and in a fixed order (a list question must never lose
+    them to a similar-sounding code, and a fixed prefix is reused by the prompt cache), then
+    the `top_k` codes most similar to the question."""
+    options = candidates(manifest)
+    fixed, coded = options[: len(LIST_TYPES)], options[len(LIST_TYPES) :]
+    scores = similarity(question, [o.label for o in coded])
+    order = np.argsort(-scores, kind="stable")[:top_k]
+    return fixed + [coded[i].model_copy(update={"score": float(scores[i])}) for i in order]

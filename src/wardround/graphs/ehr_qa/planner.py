@@ -1,0 +1,247 @@
+"""The planner graph: patient -> manifest -> plan -> read -> (computed answer | cite -> answer).
+
+The model makes narrow choices under schemas built from the chart: what kind of question
+this is and which records it is about (enums of the chart's own codes, ranked by similarity
+to the question); for questions no kind fits, which of the retrieved records answer it (an
+enum of their references), then the answer from those records alone, checked for values
+the records do not hold. Code does the rest: date windows, statuses, counts, ages, trends.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, cast
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.runtime import Runtime
+from pydantic import BaseModel, Field, create_model
+from typing_extensions import TypedDict
+
+from wardround.agents.protocol import Dialect, ModelOutputError, complete_json, model_dialect
+from wardround.fhir.client import FhirClient
+from wardround.fhir.errors import FhirNotFound
+from wardround.fhir.manifest import Manifest, build_manifest
+from wardround.fhir.render import render_resource
+from wardround.graphs.ehr_qa import prompts
+from wardround.graphs.ehr_qa.dates import find_window
+from wardround.graphs.ehr_qa.faithfulness import unsupported
+from wardround.graphs.ehr_qa.kinds import Kind, nothing, with_day
+from wardround.graphs.ehr_qa.options import NOT_IN_CHART, Option, Similarity, build_options
+from wardround.graphs.ehr_qa.reading import Done, compute
+from wardround.graphs.ehr_qa.retrieve import fetch, ids_of
+
+MAX_RECORDS = 15
+
+
+@dataclass
+class PlannerContext:
+    """What every node reads at run time: the model, the FHIR server, the ranking."""
+
+    model: BaseChatModel
+    fhir: FhirClient
+    similarity: Similarity
+    dialect: Dialect | None = None  # None: what make_chat_model recorded on the model
+    # Reuse a patient's manifest (which codes the chart holds) for this long. It only shapes
+    # the options offered; every value is read fresh. 0 reads it for every question.
+    manifest_ttl_s: float = 120.0
+
+    def output_dialect(self) -> Dialect:
+        return self.dialect or model_dialect(self.model)
+
+
+class PlannerInput(TypedDict):
+    question: str
+    patient_id: str
+
+
+class PlannerOutput(TypedDict, total=False):
+    answer: str
+    citations: list[str]
+    flagged: list[str]  # cited references that were not retrieved (dropped)
+    retrieved: list[str]  # references of every record the graph read
+    kind: str
+    about: str  # the option the plan chose
+    computed: bool  # the answer was computed by code from the records
+    unsupported: list[str]  # values in the answer that its citations do not hold
+    steps: int  # model decisions
+    messages: Annotated[list[AnyMessage], add_messages]  # the model turns, for the trace
+    error: str | None
+
+
+class PlannerState(PlannerInput, PlannerOutput, total=False):
+    patient: dict[str, Any]
+    manifest: Manifest
+    options: list[Option]
+    records: list[str]  # compact lines shown to the model (general path)
+
+
+async def _decide(
+    runtime: Runtime[PlannerContext], system: str, ask: str, schema: type[BaseModel]
+) -> tuple[Any, list[AnyMessage]]:
+    """One constrained decision; returns (validated value, the turns for the trace)."""
+    ctx = runtime.context
+    messages = [SystemMessage(system), HumanMessage(ask)]
+    value, reply = await complete_json(
+        ctx.model, messages, schema.model_json_schema(), schema.model_validate,
+        ctx.output_dialect(),
+    )  # fmt: skip
+    return value, [HumanMessage(ask), reply]
+
+
+def _enum(values: list[str]) -> Any:
+    return Literal[tuple(values)]  # type: ignore[valid-type]
+
+
+async def patient(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:
+    fhir = runtime.context.fhir
+    try:
+        resource = await fhir.read(f"Patient/{state['patient_id']}")
+    except FhirNotFound:
+        return {"error": f"unknown patient {state['patient_id']!r} on {fhir.base_url}"}
+    except ValueError as err:  # a malformed id never reaches the server
+        return {"error": str(err)}
+    return {"patient": resource}
+
+
+_MANIFESTS: dict[tuple[str, str], tuple[float, Manifest]] = {}
+
+
+async def manifest(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:
+    """The chart's manifest; `$everything` on a whole chart is the costliest read, so a
+    recent one is reused (see `PlannerContext.manifest_ttl_s`)."""
+    ctx, pid = runtime.context, state["patient_id"]
+    key, now = (str(ctx.fhir.base_url), pid), time.monotonic()
+    cached = _MANIFESTS.get(key)
+    if cached is None or now - cached[0] > ctx.manifest_ttl_s:
+        if len(_MANIFESTS) > 1000:
+            _MANIFESTS.clear()
+        cached = _MANIFESTS[key] = (now, await build_manifest(ctx.fhir, pid))
+    return {"manifest": cached[1]}
+
+
+async def plan(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:
+    options = build_options(state["manifest"], state["question"], runtime.context.similarity)
+    labels = [o.label for o in options] + [NOT_IN_CHART]
+    schema = create_model("Plan", kind=(Kind, ...), about=(_enum(labels), ...))
+    ask = prompts.PLAN.format(
+        options="\n".join(f"- {x}" for x in labels), question=state["question"]
+    )
+    try:
+        value, turns = await _decide(runtime, prompts.PLAN_SYSTEM, ask, schema)
+    except ModelOutputError as err:
+        return {"error": str(err), "steps": state.get("steps", 0) + 1}
+    return {
+        "options": options,
+        "kind": Kind(value.kind).value,
+        "about": value.about,
+        "messages": turns,
+        "steps": state.get("steps", 0) + 1,
+    }
+
+
+async def read(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:
+    """Fetch what the plan points at; answer by code when the kind allows it."""
+    window = find_window(state["question"])
+    kind = with_day(Kind(state["kind"]), window is not None and not window.year)
+    option = next((o for o in state["options"] if o.label == state["about"]), None)
+    fhir, pid = runtime.context.fhir, state["patient_id"]
+    done = await compute(kind, option, window, fhir, pid, state["patient"])
+    if done is None:  # the general path: the records the plan points at, for the model
+        records = await fetch(fhir, pid, option, MAX_RECORDS) if option else []
+        if records:
+            return {
+                "records": [render_resource(r) for r in records],
+                "retrieved": ids_of(records),
+                "kind": Kind.OTHER.value,
+            }
+        done = Done(nothing().answer, [], [])  # nothing to cite: the chart holds none of it
+    return {"answer": done.answer, "citations": done.citations, "retrieved": done.read or [],
+            "computed": True, "unsupported": []}  # fmt: skip
+
+
+def _lines_of(state: PlannerState, refs: list[str]) -> list[str]:
+    wanted = set(refs)
+    return [line for line in state["records"] if line.split(" ", 1)[0] in wanted]
+
+
+async def cite(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:
+    """The model picks which retrieved records answer the question."""
+    refs = state["retrieved"]
+    schema = create_model("Cited", citations=(list[_enum(refs)], Field(min_length=1, max_length=5)))
+    label = state["about"].rsplit(" [", 1)[0]
+    ask = prompts.CITE.format(
+        label=label, records="\n".join(state["records"]), question=state["question"]
+    )
+    try:
+        value, turns = await _decide(runtime, prompts.CITE_SYSTEM, ask, schema)
+    except ModelOutputError as err:
+        return {"error": str(err), "steps": state.get("steps", 0) + 1}
+    cited = list(dict.fromkeys(value.citations))
+    return {"citations": cited, "messages": turns, "steps": state.get("steps", 0) + 1}
+
+
+async def answer(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:
+    """The answer from the cited records alone; values they don't hold are repaired once."""
+    lines = _lines_of(state, state["citations"])
+    schema = create_model("Answer", answer=(str, Field(min_length=1)))
+    ask = prompts.ANSWER.format(
+        patient=render_resource(state["patient"]), records="\n".join(lines),
+        question=state["question"],
+    )  # fmt: skip
+    evidence = [*lines, state["question"]]
+    turns: list[AnyMessage] = []
+    steps = state.get("steps", 0)
+    for attempt in range(2):
+        try:
+            value, new = await _decide(runtime, prompts.ANSWER_SYSTEM, ask, schema)
+        except ModelOutputError as err:
+            return {"error": str(err), "steps": steps + 1, "messages": turns}
+        turns, steps = turns + new, steps + 1
+        missing = unsupported(value.answer, evidence)
+        if not missing or attempt:
+            break
+        reply = cast(AIMessage, new[-1])
+        ask = f"{ask}\n\nYour answer: {reply.content}\n" + prompts.UNSUPPORTED.format(
+            values=", ".join(missing)
+        )
+    return {"answer": value.answer, "unsupported": missing, "messages": turns, "steps": steps}
+
+
+def _ok(state: PlannerState) -> str:
+    return END if state.get("error") else "next"
+
+
+def _after_read(state: PlannerState) -> str:
+    return END if state.get("error") or state.get("computed") else "cite"
+
+
+def build_planner_graph() -> Any:
+    graph = StateGraph(
+        PlannerState, context_schema=PlannerContext, input_schema=PlannerInput,
+        output_schema=PlannerOutput,
+    )  # fmt: skip
+    for node in (patient, manifest, plan, read, cite, answer):
+        graph.add_node(node.__name__, node)
+    graph.add_edge(START, "patient")
+    graph.add_conditional_edges("patient", _ok, {"next": "manifest", END: END})
+    graph.add_edge("manifest", "plan")
+    graph.add_conditional_edges("plan", _ok, {"next": "read", END: END})
+    graph.add_conditional_edges("read", _after_read, {"cite": "cite", END: END})
+    graph.add_conditional_edges("cite", _ok, {"next": "answer", END: END})
+    graph.add_edge("answer", END)
+    return graph.compile(name="ehr_qa_planner")
+
+
+PLANNER = build_planner_graph()
+
+
+async def run_planner(question: str, patient_id: str, context: PlannerContext) -> PlannerOutput:
+    state = await PLANNER.ainvoke({"question": question, "patient_id": patient_id}, context=context)
+    return cast(PlannerOutput, state)
+
+
+__all__ = ["PLANNER", "PlannerContext", "PlannerInput", "PlannerOutput", "run_planner"]

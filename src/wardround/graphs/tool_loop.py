@@ -1,0 +1,181 @@
+"""The free tool loop: the model picks a tool, LangGraph's ToolNode runs it, until an answer.
+
+Bounded: after `max_steps` model turns without a final answer the loop stops and says so.
+A call the model already made with the same arguments is not run again: the model is told
+the result is above and is asked, with no tools offered, for its final answer (small models
+otherwise repeat one lookup until the step budget runs out).
+A model reply that stays invalid after the protocol's one repair ends the loop with an
+error in the state, never an exception out of the graph.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import openai
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.prebuilt import ToolNode
+from langgraph.runtime import Runtime
+from pydantic import BaseModel, Field
+from typing_extensions import TypedDict
+
+from wardround.agents.protocol import ModelOutputError, tool_calling_model
+from wardround.graphs.trace import token_usage, trace
+
+
+class LoopState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    steps: int
+    stuck: bool  # every call of the last reply repeated an earlier one
+    error: str | None
+
+
+class LoopResult(BaseModel):
+    answer: str
+    final: dict[str, Any] = Field(default_factory=dict)  # all fields of the final answer object
+    messages: list[dict[str, Any]]
+    tool_calls: list[dict[str, Any]]
+    steps: int
+    tokens: dict[str, int]
+    latency_s: float
+    error: str | None = None
+
+
+REPEATED = (
+    "Error: you already called {name} with these arguments; its result is above. Do not "
+    "repeat the call: use that result, call another tool, or give your final answer."
+)
+
+
+def _call_key(call: dict[str, Any]) -> str:
+    return json.dumps([call["name"], call.get("args") or {}], sort_keys=True, default=str)
+
+
+def repeated_calls(history: Sequence[BaseMessage], calls: Sequence[dict[str, Any]]) -> list[str]:
+    """Ids of `calls` whose name and arguments match a call made earlier in `history`."""
+    made = {_call_key(c) for m in history if isinstance(m, AIMessage) for c in m.tool_calls}
+    return [str(c["id"]) for c in calls if _call_key(c) in made]
+
+
+def _repeat_message(call: dict[str, Any]) -> ToolMessage:
+    text = REPEATED.format(name=call["name"])
+    return ToolMessage(text, tool_call_id=call["id"], name=call["name"], status="error")
+
+
+CONCLUDE = (
+    "You called the same tool with the same arguments again: its result will not change. "
+    "Stop calling tools and give your final answer now, from the results above."
+)
+
+
+@dataclass(frozen=True)
+class LoopContext:
+    """What a loop run needs besides its state. `closer` answers without tools: the turn a
+    model that repeats an identical call gets instead (None: the loop just says so)."""
+
+    caller: Runnable[Sequence[BaseMessage], AIMessage]
+    tools: ToolNode
+    max_steps: int = 6
+    closer: Runnable[Sequence[BaseMessage], AIMessage] | None = None
+
+
+async def agent(state: LoopState, runtime: Runtime[LoopContext]) -> dict[str, Any]:
+    ctx, steps = runtime.context, state.get("steps", 0) + 1
+    nudge = [HumanMessage(CONCLUDE)] if state.get("stuck") and ctx.closer else []
+    model = ctx.closer if nudge and ctx.closer else ctx.caller
+    try:
+        reply = await model.ainvoke([*state["messages"], *nudge])
+    except ModelOutputError as err:
+        return {"steps": steps, "error": str(err)}
+    except openai.BadRequestError as err:  # e.g. the conversation outgrew the context
+        return {"steps": steps, "error": f"the model server refused the request: {err.message}"}
+    return {"messages": [*nudge, reply], "steps": steps, "stuck": False}
+
+
+def route(state: LoopState, runtime: Runtime[LoopContext]) -> str:
+    last = state["messages"][-1]
+    if state.get("error") or not (isinstance(last, AIMessage) and last.tool_calls):
+        return END
+    if state.get("steps", 0) >= runtime.context.max_steps:
+        return "out_of_steps"
+    return "tools"
+
+
+async def act(state: LoopState, runtime: Runtime[LoopContext]) -> dict[str, Any]:
+    """Run the last reply's tool calls, unless every one of them was made before."""
+    last = state["messages"][-1]
+    assert isinstance(last, AIMessage)
+    repeats = repeated_calls(state["messages"][:-1], last.tool_calls)
+    if repeats and len(repeats) == len(last.tool_calls):
+        return {"messages": [_repeat_message(call) for call in last.tool_calls], "stuck": True}
+    return await runtime.context.tools.ainvoke(state)
+
+
+def out_of_steps(state: LoopState, runtime: Runtime[LoopContext]) -> dict[str, Any]:
+    return {"error": f"no final answer after {runtime.context.max_steps} steps"}
+
+
+def _build() -> Any:
+    graph = StateGraph(LoopState, context_schema=LoopContext)
+    graph.add_node("agent", agent)
+    graph.add_node("tools", act)
+    graph.add_node("out_of_steps", out_of_steps)
+    graph.add_edge(START, "agent")
+    graph.add_conditional_edges("agent", route, ["tools", "out_of_steps", END])
+    graph.add_edge("tools", "agent")
+    graph.add_edge("out_of_steps", END)
+    return graph.compile(name="tool_loop")
+
+
+# agent -> (tools -> agent)* -> end; run it with context=LoopContext(...).
+TOOL_LOOP = _build()
+
+
+async def run_tool_loop(
+    prompt: str | Sequence[BaseMessage],
+    tools: Sequence[BaseTool],
+    *,
+    model: BaseChatModel | None = None,
+    caller: Runnable[Sequence[BaseMessage], AIMessage] | None = None,
+    final: type[BaseModel] | None = None,
+    max_steps: int = 6,
+) -> LoopResult:
+    """Run the loop on a prompt; collect the answer, the trace, tokens and latency.
+
+    Give `model` (its tool protocol is the one `make_chat_model` recorded) or a ready `caller`.
+    """
+    started = time.perf_counter()
+    if caller is None:
+        if model is None:
+            raise ValueError("run_tool_loop needs a model or a caller")
+        caller = tool_calling_model(model, tools, final=final)
+    messages = [HumanMessage(content=prompt)] if isinstance(prompt, str) else list(prompt)
+    closer = tool_calling_model(model, [], final=final) if model is not None else None
+    context = LoopContext(caller, ToolNode(list(tools), handle_tool_errors=True), max_steps, closer)
+    state = await TOOL_LOOP.ainvoke(
+        {"messages": list(messages), "steps": 0},
+        {"recursion_limit": 2 * max_steps + 5},
+        context=context,
+    )
+    history: list[BaseMessage] = state["messages"]
+    last = history[-1]
+    done = isinstance(last, AIMessage) and not last.tool_calls and not state.get("error")
+    return LoopResult(
+        answer=str(last.content) if done else "",
+        final=dict(last.additional_kwargs.get("final", {})) if done else {},
+        messages=trace(history),
+        tool_calls=[c for m in history if isinstance(m, AIMessage) for c in m.tool_calls],
+        steps=state.get("steps", 0),
+        tokens=token_usage(history),
+        latency_s=time.perf_counter() - started,
+        error=state.get("error"),
+    )

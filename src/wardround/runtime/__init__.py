@@ -1,0 +1,1 @@
+"""Processes and devices: child-process services (`procs`) and torch device placement (`devices`)."""

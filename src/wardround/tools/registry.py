@@ -1,0 +1,99 @@
+"""The one place that says which tools an agent gets.
+
+Every consumer (the copilot, the HTTP API, the MCP server, LangGraph Studio, the evals, the
+benches) asks here, so a new tool is one function plus one line in `_builders`.
+
+- `patient_tools(fhir, patient_id, settings)`: the FHIR reads and writes bound to one patient
+  (writes carry `REQUIRES_APPROVAL` and the resource they would write), plus image search and
+  guideline lookup when their indexes hold something.
+- `read_only(tools)`: the same without the writes.
+- `tool_specs()`: every tool over no backend, for schemas only (benches, docs); never run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.tools import BaseTool
+
+from wardround.settings import Settings
+from wardround.tools.evidence import REQUIRES_APPROVAL
+
+log = logging.getLogger(__name__)
+SPEC_PATIENT = "spec-patient"  # a valid FHIR id for tools built only for their schemas
+
+
+def _fhir(fhir: Any, patient_id: str, settings: Settings | None) -> list[BaseTool]:
+    from wardround.tools.fhir.tools import make_fhir_tools
+
+    return make_fhir_tools(fhir, patient_id=patient_id)
+
+
+def _images(fhir: Any, patient_id: str, settings: Settings | None) -> list[BaseTool]:
+    from wardround.tools.images.search import open_image_index
+    from wardround.tools.images.tools import make_image_tools
+
+    if settings is None:
+        return make_image_tools(None)  # type: ignore[arg-type]  # schemas only
+    if not settings.chroma_url and not settings.chroma_dir.exists():
+        return []  # opening would create an empty store as a side effect
+    index = open_image_index(settings.chroma_url or settings.chroma_dir)
+    return make_image_tools(index) if index.count() else []
+
+
+def _guidelines(fhir: Any, patient_id: str, settings: Settings | None) -> list[BaseTool]:
+    from wardround.tools.guidelines.index import GuidelineIndex
+    from wardround.tools.guidelines.tools import make_guideline_tools
+
+    if settings is None:
+        return make_guideline_tools(None)  # type: ignore[arg-type]  # schemas only
+    index = GuidelineIndex(settings.chroma_url or settings.chroma_dir)
+    return make_guideline_tools(index) if index.count() else []
+
+
+Builder = Callable[[Any, str, "Settings | None"], list[BaseTool]]
+# name -> (builder, required): an optional builder that fails is left out with a log line
+# (a deployment without an image index still gets a copilot over the chart).
+_builders: dict[str, tuple[Builder, bool]] = {
+    "fhir": (_fhir, True),
+    "images": (_images, False),
+    "guidelines": (_guidelines, False),
+}
+
+
+def register(name: str, builder: Builder, *, required: bool = False) -> None:
+    """Add a group of tools every agent gets from now on (a plugin's entry point)."""
+    _builders[name] = (builder, required)
+
+
+def _build(name: str, fhir: Any, patient_id: str, settings: Settings | None) -> list[BaseTool]:
+    builder, required = _builders[name]
+    if required:
+        return builder(fhir, patient_id, settings)
+    try:
+        return builder(fhir, patient_id, settings)
+    except Exception as exc:  # an optional extra must not stop the agent
+        log.warning("%s tools left out: %s: %s", name, type(exc).__name__, exc)
+        return []
+
+
+def patient_tools(fhir: Any, patient_id: str, settings: Settings) -> list[BaseTool]:
+    """Every tool for one patient's chart, in registry order."""
+    return [t for name in _builders for t in _build(name, fhir, patient_id, settings)]
+
+
+def extra_tools(settings: Settings) -> list[BaseTool]:
+    """The tools that need no patient (image search, guideline lookup, plugins)."""
+    names = [n for n in _builders if n != "fhir"]
+    return [t for name in names for t in _build(name, None, SPEC_PATIENT, settings)]
+
+
+def read_only(tools: list[BaseTool]) -> list[BaseTool]:
+    return [t for t in tools if not (t.metadata or {}).get(REQUIRES_APPROVAL)]
+
+
+def tool_specs() -> list[BaseTool]:
+    """Every registered tool, built over no backend: for their names and schemas only."""
+    return [t for name in _builders for t in _build(name, None, SPEC_PATIENT, None)]
