@@ -3,7 +3,7 @@
 One message shape everywhere a conversation is stored (eval results, QA and loop results):
 {"role": "human" | "ai" | "tool" | "system", "content", and where they apply "name",
 "tool_calls" [{"name", "args", "id"}], "tool_call_id", "artifact" (the record ids a tool
-returned), "status" ("error"), "usage" (the model's token counts), "citations"}.
+returned), "status" ("error"), "usage" (the model's token counts), "citations", and on chart answers "supported" and "plan"}.
 `message_fields` also reads the shape older results files hold (LangChain's
 {"type", "data"}), so reports rebuild from them.
 """
@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from pydantic_core import to_jsonable_python
 
 
 def token_usage(messages: Iterable[BaseMessage]) -> dict[str, int]:
@@ -23,14 +24,6 @@ def token_usage(messages: Iterable[BaseMessage]) -> dict[str, int]:
             prompt += int(message.usage_metadata.get("input_tokens", 0))
             completion += int(message.usage_metadata.get("output_tokens", 0))
     return {"prompt": prompt, "completion": completion}
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    return value if isinstance(value, str | int | float | bool | type(None)) else repr(value)
 
 
 def message_record(message: BaseMessage) -> dict[str, Any]:
@@ -46,13 +39,17 @@ def message_record(message: BaseMessage) -> dict[str, Any]:
             data["usage"] = dict(message.usage_metadata)
         if "citations" in message.additional_kwargs:
             data["citations"] = list(message.additional_kwargs["citations"])
+        for key in ("supported", "plan"):  # a chart answer's check and plan (the planner's)
+            if key in message.additional_kwargs:
+                data[key] = message.additional_kwargs[key]
     if isinstance(message, ToolMessage):
         data.update(name=message.name, tool_call_id=message.tool_call_id)
         if message.artifact is not None:
-            data["artifact"] = _json_safe(message.artifact)
+            data["artifact"] = message.artifact
         if message.status == "error":
             data["status"] = "error"
-    return data
+    # Plain JSON whatever a real run put in it: dates in tool arguments, decimals in results.
+    return to_jsonable_python(data, fallback=str)
 
 
 def trace(messages: Iterable[BaseMessage | Mapping[str, Any]]) -> list[dict[str, Any]]:

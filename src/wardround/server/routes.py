@@ -54,7 +54,7 @@ async def respond(thread_id: str, queue: asyncio.Queue, stream: bool) -> Any:
 
         async def sse() -> Any:
             async for item in events_of(queue):
-                yield {"event": item["event"], "data": json.dumps(item["data"], default=str)}
+                yield {"event": item["event"], "data": json.dumps(item["data"])}
 
         return EventSourceResponse(sse(), ping=15)
     return JSONResponse({"thread_id": thread_id, "events": [e async for e in events_of(queue)]})

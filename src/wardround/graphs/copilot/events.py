@@ -4,13 +4,18 @@
     tool_call         {"id", "name", "args"}
     tool_result       {"id", "name", "text", "refs", "status"}
     approval_required {"interrupt_id", "call_id", "tool", "resource_type", "args", "summary", "error"?}
-    answer            {"text", "citations", "flagged"}
+    answer            {"text", "citations", "flagged", "supported", "plan"}
+                      (supported and plan: chart answers, from the planner; else null)
     error             {"message"}
     done              {"status": "complete" | "awaiting_approval" | "error"}
 
 Under the json tool protocol the model writes one JSON object; tokens are the growing
 `"answer"` string of a final-answer object, decoded as it arrives (tool-call objects are
-not shown as tokens: they become `tool_call` events).
+not shown as tokens: they become `tool_call` events). A chart answer comes from the EHR QA
+planner as a whole (an `answer_from_chart` tool call and result, then the answer).
+
+Every event's data is plain JSON (dates, datetimes and decimals from tool arguments and
+results as strings), so each response path can send it as it is.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
+from pydantic_core import to_jsonable_python
 
 from wardround.graphs.copilot.graph import REPLY_TAG
 
@@ -33,7 +39,7 @@ _ANSWER_START = re.compile(r'"answer"\s*:\s*"')
 
 
 def event(kind: str, /, **data: Any) -> Event:
-    return {"event": kind, "data": data}
+    return {"event": kind, "data": to_jsonable_python(data, fallback=str)}
 
 
 def partial_answer(raw: str, plain: bool = False) -> str | None:
@@ -167,6 +173,8 @@ async def run_events(graph: Any, payload: Any, config: RunnableConfig) -> AsyncI
                         text=update.get("answer", ""),
                         citations=update.get("citations", []),
                         flagged=update.get("flagged", []),
+                        supported=update.get("supported"),
+                        plan=update.get("plan"),
                     )
     # From the stream: re-reading the checkpoint here cost every request one more read.
     status = "awaiting_approval" if waiting else "error" if error else "complete"

@@ -1,8 +1,12 @@
 """The copilot: a conversation about one patient's chart, with orders a clinician approves.
 
-    START -> agent -> finish -> END              (an answer)
-             agent -> act -> agent               (read tools, image and guideline search)
+    START -> agent -> finish -> END              (a reply)
+             agent -> act -> finish              (answer_from_chart: the EHR QA planner)
+             agent -> act -> agent               (guideline and image search)
              agent -> review -> act -> agent     (write tools: interrupt() for a decision)
+
+The model chooses among a few high-level actions (routing.py), as one constrained choice:
+chart questions go to the planner, whose cited answer ends the turn.
 
 A thread's state (messages, patient, pending decisions) lives in the checkpointer, so a
 conversation survives restarts and an order waits for approval as long as it takes. The
@@ -45,6 +49,7 @@ from wardround.fhir.render import render_resource
 from wardround.graphs.bound_graph import BoundGraph
 from wardround.graphs.copilot import prompts
 from wardround.graphs.copilot.audit import AuditLog
+from wardround.graphs.copilot.chart import chart_messages
 from wardround.graphs.copilot.orders import (
     check_args,
     check_decision,
@@ -52,8 +57,11 @@ from wardround.graphs.copilot.orders import (
     resource_type,
     summarize,
 )
+from wardround.graphs.copilot.routing import CHART_TOOL, model_tools, standalone_question
 from wardround.graphs.copilot.toolset import HIDDEN_ARGS, CopilotTools, needs_approval
+from wardround.graphs.ehr_qa.answer import answer_question
 from wardround.graphs.ehr_qa.citations import check_citations
+from wardround.graphs.ehr_qa.options import Similarity
 from wardround.tools.evidence import evidence_ids
 from wardround.tools.fhir.tools import FHIR_TOOLS
 
@@ -75,6 +83,8 @@ class CopilotState(TypedDict, total=False):
     answer: str
     citations: list[str]
     flagged: list[str]
+    supported: bool | None  # chart answers: every value in the cited records (planner)
+    plan: str | None  # chart answers: the planner's kind and records
     error: str | None
 
 
@@ -148,6 +158,7 @@ class CopilotContext:
     model: BaseChatModel | None = None
     tools: CopilotTools | None = None
     audit: AuditLog = field(default_factory=lambda: AuditLog(None))
+    similarity: Similarity | None = None  # the planner's ranking; None: MiniLM, loaded once
     max_steps: int = 8
     history_tokens: int = 1600
     user: str | None = None
@@ -219,6 +230,37 @@ async def _read_patient(ctx: CopilotContext, patient_id: str, config: RunnableCo
     return render_resource(resource)
 
 
+def _question(state: CopilotState) -> str:
+    turn = _current_turn(state.get("messages", []))
+    return str(turn[0].content) if turn and isinstance(turn[0], HumanMessage) else ""
+
+
+def _minilm() -> Similarity:
+    from wardround.tools.text_embeddings import minilm_similarity  # loads torch, once
+
+    return minilm_similarity()
+
+
+async def _chart_call(
+    ctx: CopilotContext, state: CopilotState, call: dict[str, Any], config: RunnableConfig
+) -> list[AnyMessage]:
+    """`answer_from_chart`: the turn's question (made standalone) through the EHR QA planner."""
+    patient_id, messages = state["patient_id"], state.get("messages", [])
+    try:
+        question = await standalone_question(ctx.model, _question(state), messages[:-1])
+        result = await answer_question(
+            question, patient_id, model=ctx.model, fhir=ctx.tools.fhir, graph="planner",
+            similarity=ctx.similarity or _minilm(),
+        )  # fmt: skip
+    except (ModelOutputError, ValueError) as exc:
+        return [_error(call, f"Error: {CHART_TOOL} failed: {exc}")]
+    ctx.audit.record(
+        user=_user(ctx, config), action=CHART_TOOL, patient=patient_id, kind="read",
+        resources=result.retrieved, thread=_thread(config), plan=result.plan,
+    )  # fmt: skip
+    return list(chart_messages(call["id"], question, result))
+
+
 async def agent(
     state: CopilotState, config: RunnableConfig, runtime: Runtime[CopilotContext]
 ) -> dict[str, Any]:
@@ -242,7 +284,8 @@ async def agent(
         m for m in turn if isinstance(m, ToolMessage) and m.name not in WRITE_TOOLS
     )
     final = _answer_model(tuple(citable), bool(read_now))
-    caller = tool_calling_model(ctx.model, ctx.tools.for_model(), final=final).with_config(
+    tools = model_tools(ctx.tools.for_model())
+    caller = tool_calling_model(ctx.model, tools, final=final).with_config(
         tags=[REPLY_TAG, f"{REPLY_TAG}:{protocol}"]
     )
     system = SystemMessage(prompts.SYSTEM.format(patient=patient, today=date.today()))
@@ -348,8 +391,26 @@ async def act(
     ctx = _ctx(runtime)
     last = state["messages"][-1]
     assert isinstance(last, AIMessage)
-    messages = await asyncio.gather(*(_run_call(ctx, state, c, config) for c in last.tool_calls))
-    return {"messages": list(messages)}
+    results = await asyncio.gather(*(_one_call(ctx, state, c, config) for c in last.tool_calls))
+    messages = [m for result in results for m in result]
+    # A chart answer ends the turn: put it last, after any other call's result.
+    messages.sort(key=lambda m: isinstance(m, AIMessage))
+    return {"messages": messages}
+
+
+async def _one_call(
+    ctx: CopilotContext, state: CopilotState, call: dict[str, Any], config: RunnableConfig
+) -> list[AnyMessage]:
+    if call["name"] == CHART_TOOL:
+        return await _chart_call(ctx, state, call, config)
+    return [await _run_call(ctx, state, call, config)]
+
+
+async def after_act(state: CopilotState) -> str:
+    """A chart answer (the planner's, final) ends the turn; any other result goes back to
+    the model."""
+    last = state["messages"][-1]
+    return "finish" if isinstance(last, AIMessage) and not last.tool_calls else "agent"
 
 
 async def finish(state: CopilotState) -> dict[str, Any]:
@@ -362,7 +423,14 @@ async def finish(state: CopilotState) -> dict[str, Any]:
     kept, flagged = check_citations(cited, evidence_ids(state["messages"]))
     extra = {**last.additional_kwargs, "citations": kept, "flagged": flagged}
     marked = last.model_copy(update={"additional_kwargs": extra})
-    return {"messages": [marked], "answer": text, "citations": kept, "flagged": flagged}
+    return {
+        "messages": [marked],
+        "answer": text,
+        "citations": kept,
+        "flagged": flagged,
+        "supported": extra.get("supported"),
+        "plan": extra.get("plan"),
+    }
 
 
 def build_copilot() -> StateGraph:
@@ -375,7 +443,7 @@ def build_copilot() -> StateGraph:
     graph.add_edge(START, "agent")
     graph.add_conditional_edges("agent", route, ["act", "review", "finish"])
     graph.add_edge("review", "act")
-    graph.add_edge("act", "agent")
+    graph.add_conditional_edges("act", after_act, ["agent", "finish"])
     graph.add_edge("finish", END)
     return graph
 
@@ -394,11 +462,13 @@ def copilot_graph(
     audit: AuditLog | None = None,
     max_steps: int = 8,
     history_tokens: int = 1600,
+    similarity: Similarity | None = None,
 ) -> BoundGraph:
     """The compiled copilot with its context bound (a run may still pass its own `context`,
     e.g. with the user set). Threads need a checkpointer (LangGraph's server brings its own)."""
     context = CopilotContext(
-        model, tools, audit or AuditLog(None), max_steps=max_steps, history_tokens=history_tokens
-    )
+        model, tools, audit or AuditLog(None), similarity=similarity,
+        max_steps=max_steps, history_tokens=history_tokens,
+    )  # fmt: skip
     compiled = build_copilot().compile(checkpointer=checkpointer, name="copilot")
     return BoundGraph(compiled, context)

@@ -80,3 +80,10 @@ def find_window(text: str) -> Window | None:
         y = int(year.group("year"))
         return Window(date(y, 1, 1), date(y, 12, 31), year=True)
     return None
+
+
+def without_dates(text: str) -> str:
+    """`text` with its dates and named years blanked, so their digits read as no number."""
+    for pattern in (*_PATTERNS, _YEAR):
+        text = pattern.sub(" ", text)
+    return text

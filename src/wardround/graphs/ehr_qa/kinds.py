@@ -27,12 +27,21 @@ class Kind(StrEnum):
     SINCE = "list_since_date"
     AGE = "age"
     LAST_VISIT = "last_visit"
+    HIGHEST = "highest_value"
+    LOWEST = "lowest_value"
+    FIRST = "first_value"
+    FIRST_DIAGNOSED = "first_diagnosed"
+    STARTED = "medication_started"
+    EVER = "ever_had"
+    THRESHOLD = "above_or_below"
+    HAPPENED = "what_happened"
     OTHER = "other"
 
 
 # What the model reads when it chooses a kind (prompts.PLAN_SYSTEM lists them in this order).
 KIND_HELP: dict[Kind, str] = {
-    Kind.LATEST: "the most recent value of one test or measurement (no date named)",
+    Kind.LATEST: "the most recent value or status of one test, measurement or record (e.g. "
+    "potassium, smoking status, the last flu shot; no date named)",
     Kind.ON_DATE: "the value of one test or measurement on a date the question names",
     Kind.TREND: "whether a result went up or down between its last two measurements",
     Kind.COUNT: "how many records of something there are (optionally in a year)",
@@ -40,6 +49,17 @@ KIND_HELP: dict[Kind, str] = {
     Kind.SINCE: "which items started on or after a given date (e.g. diagnoses since)",
     Kind.AGE: "the patient's age, now or on a given date",
     Kind.LAST_VISIT: "the date of the most recent encounter or visit",
+    Kind.HIGHEST: "the highest (maximum, peak) value of one test, ever or in a year named",
+    Kind.LOWEST: "the lowest (minimum) value of one test, ever or in a year named",
+    Kind.FIRST: "the first (earliest) value of one test or measurement",
+    Kind.FIRST_DIAGNOSED: "when a condition was first diagnosed (its earliest onset)",
+    Kind.STARTED: "when a medication was started (its first prescription)",
+    Kind.EVER: "yes or no: whether the patient ever had a condition, procedure, vaccine or "
+    "medication (optionally in a year named)",
+    Kind.THRESHOLD: "yes or no: whether a value was above or below a number the question "
+    "names (optionally in a year named)",
+    Kind.HAPPENED: "what happened on a date or in a year named: visits and their reasons, "
+    "diagnoses, procedures, vaccines",
     Kind.OTHER: "anything else",
 }
 # Kinds that need a day in the question; without one they go to the general path.

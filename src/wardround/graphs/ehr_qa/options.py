@@ -12,6 +12,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from wardround.fhir.manifest import CodeSummary, Manifest
+from wardround.graphs.ehr_qa.analyte import core_words, fit
 
 # Types a question may ask about as a whole ("active medications", "allergies"); offered even
 # when the chart holds none, so "nothing is recorded" is a retrievable answer.
@@ -79,6 +80,42 @@ def build_options(
     the `top_k` codes most similar to the question."""
     options = candidates(manifest)
     fixed, coded = options[: len(LIST_TYPES)], options[len(LIST_TYPES) :]
-    scores = similarity(question, [o.label for o in coded])
+    scores = similarity(question, [o.label for o in coded]) + analyte_adjustments(question, coded)
     order = np.argsort(-scores, kind="stable")[:top_k]
     return fixed + [coded[i].model_copy(update={"score": float(scores[i])}) for i in order]
+
+
+def analyte_adjustments(question: str, options: Sequence[Option]) -> np.ndarray:
+    """Score changes from the LOINC parts of each result's name (see `analyte`): nearest in
+    words is not the same test. Only results carry LOINC-style names."""
+    return np.array(
+        [fit(question, o.name).adjustment if o.resource_type == "Observation" else 0.0
+         for o in options]
+    )  # fmt: skip
+
+
+def settle_choice(question: str, chosen: Option, options: Sequence[Option]) -> Option | None:
+    """The model's result choice, checked against the question's qualifiers.
+
+    A variant of the same test that fits better replaces it (total cholesterol asked, HDL
+    chosen). When the question names a qualifier that no variant carries (LDL asked, only
+    HDL and total charted), the chart does not hold the test asked for: None.
+    """
+    if chosen.resource_type != "Observation" or not chosen.code:
+        return chosen
+    if not fit(question, chosen.name).hard:
+        return chosen
+    core = core_words(chosen.name)
+    siblings = [
+        o for o in options
+        if o.resource_type == "Observation" and o.code and core & core_words(o.name)
+    ]  # fmt: skip
+    best = max([chosen, *siblings], key=lambda o: _rank(question, o))
+    if fit(question, best.name).missing:
+        return None
+    return best
+
+
+def _rank(question: str, option: Option) -> tuple[int, int, float]:
+    found = fit(question, option.name)
+    return (-found.missing, -found.extra, found.adjustment + option.score)

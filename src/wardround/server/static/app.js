@@ -396,6 +396,7 @@ const STEP_TEXT = {
   read_record: (a) => "Reading " + (a.reference || "a record"),
   search_images: () => "Searching images",
   lookup_guideline: () => "Looking up guidelines",
+  answer_from_chart: () => "Answering from the chart",
 };
 
 const handlers = {
@@ -438,6 +439,7 @@ function showAnswer(div, d) {
     div.append(el("div", { class: "check " + (d.supported ? "supported" : "unsupported") },
       d.supported ? "✓ its numbers are in the cited records" : "⚠ not supported: its numbers are not in the cited records"));
   }
+  if (d.plan) div.append(el("div", { class: "plan" }, "plan: " + d.plan));
   if ((d.flagged || []).length) {
     div.append(el("div", { class: "check unsupported" }, `⚠ ${d.flagged.length} citation(s) removed: not read in this conversation (${d.flagged.join(", ")})`));
   }

@@ -1,0 +1,172 @@
+"""Which test a question names, read from the parts of LOINC display names.
+
+Embedding similarity puts "Cholesterol in HDL" next to "total cholesterol" and "Hemoglobin
+A1c" next to "hemoglobin": the words are shared, the analytes are not. A LOINC display is
+`Component [Property] in System by Method`, and the component or system carries the words
+that tell such pairs apart (HDL, A1c, ionized, Urine...). A candidate carrying a qualifier
+the question does not name, or lacking one it names, is a different test.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Qualifiers from LOINC's own naming: key -> (how a question names it, how a display marks it).
+# Each is a set of lower-case phrases matched on word boundaries.
+QUALIFIERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "hdl": (frozenset({"hdl", "high density", "high-density", "good cholesterol"}),
+            frozenset({"hdl"})),
+    "ldl": (frozenset({"ldl", "low density", "low-density", "bad cholesterol"}),
+            frozenset({"ldl"})),
+    "vldl": (frozenset({"vldl", "very low density"}), frozenset({"vldl"})),
+    "a1c": (frozenset({"a1c", "hba1c", "glycated", "glycosylated", "glycohemoglobin"}),
+            frozenset({"a1c"})),
+    "ionized": (frozenset({"ionized", "ionised", "free calcium"}), frozenset({"ionized"})),
+    "direct": (frozenset({"direct", "conjugated"}), frozenset({"direct"})),
+    "ratio": (frozenset({"ratio"}), frozenset({"mass ratio", "molar ratio"})),
+    "percentile": (frozenset({"percentile"}), frozenset({"percentile"})),
+    "systolic": (frozenset({"systolic"}), frozenset({"systolic"})),
+    "diastolic": (frozenset({"diastolic"}), frozenset({"diastolic"})),
+    "width": (frozenset({"distribution width", "rdw", "pdw"}),
+              frozenset({"distribution width"})),
+    "mean": (frozenset({"mean", "mcv", "mch", "mchc", "mpv", "corpuscular"}),
+             frozenset({"mean", "mcv", "mch", "mchc"})),
+    "micro": (frozenset({"microalbumin"}), frozenset({"microalbumin"})),
+}  # fmt: skip
+
+# Specimen systems (the part after "] in "). Urine, arterial blood or CSF make a different
+# test; blood against serum or plasma is a softer difference (people say "blood sugar" for
+# a serum glucose), so it only ranks, it never rules a candidate out.
+SYSTEMS: dict[str, frozenset[str]] = {
+    "urine": frozenset({"urine", "urinary", "urinalysis"}),
+    "arterial": frozenset({"arterial", "abg"}),
+    "venous": frozenset({"venous"}),
+    "capillary": frozenset({"capillary"}),
+    "csf": frozenset({"csf", "cerebral spinal fluid", "spinal fluid", "cerebrospinal"}),
+    "stool": frozenset({"stool", "fecal", "faecal", "feces"}),
+    "serum": frozenset({"serum", "plasma"}),
+    "blood": frozenset({"blood"}),
+}
+SOFT_SYSTEMS = frozenset({"serum", "blood"})
+# Phrases in which "blood" names no specimen.
+_NOT_SPECIMEN = re.compile(r"\b(blood pressure|white blood|red blood|blood cell)s?\b")
+
+# Abbreviations clinicians write for a component (LOINC's own component names).
+SYNONYMS: dict[str, str] = {
+    "egfr": "glomerular filtration rate", "gfr": "glomerular filtration rate",
+    "bun": "urea nitrogen", "wbc": "leukocytes", "white blood cell": "leukocytes",
+    "rbc": "erythrocytes", "red blood cell": "erythrocytes", "hgb": "hemoglobin",
+    "haemoglobin": "hemoglobin", "hct": "hematocrit", "plt": "platelets",
+    "platelet": "platelets", "bmi": "body mass index", "tsh": "thyrotropin",
+    "alt": "alanine aminotransferase", "ast": "aspartate aminotransferase",
+    "alp": "alkaline phosphatase", "co2": "carbon dioxide", "bicarbonate": "carbon dioxide",
+    "sugar": "glucose", "crp": "c reactive protein", "psa": "prostate specific ag",
+    "pulse": "heart rate", "weight": "body weight", "height": "body height",
+    "temperature": "body temperature", "spo2": "oxygen saturation",
+    "smoking": "tobacco smoking status", "smoker": "tobacco smoking status",
+}  # fmt: skip
+
+PENALTY = 0.3  # per hard mismatch: more than the gap between near neighbours in MiniLM
+SOFT_PENALTY = 0.1
+BONUS = 0.15  # the question names the candidate's component (or its abbreviation)
+
+
+@dataclass(frozen=True)
+class Parts:
+    """A LOINC display's parts, lower case; `system` is None when the display names none."""
+
+    component: str
+    prop: str = ""
+    system: str | None = None
+
+    @property
+    def text(self) -> str:
+        return " ".join(x for x in (self.component, self.prop, self.system) if x)
+
+
+def parts_of(display: str) -> Parts:
+    """`Cholesterol in HDL [Mass/volume] in Serum or Plasma by ...` -> component `cholesterol
+    in hdl`, property `mass/volume`, system `serum or plasma`. Without brackets, a trailing
+    `in <specimen>` is the system (`Hemoglobin A1c/Hemoglobin.total in Blood`)."""
+    text = display.lower().strip()
+    head, bracket, rest = text.partition("[")
+    if bracket:
+        prop, _, after = rest.partition("]")
+        found = re.match(r"\s*(?:in|of)\s+(.+?)(?:\s+by\s+.*)?$", after)
+        return Parts(head.strip(), prop.strip(), found.group(1).strip() if found else None)
+    component, sep, tail = head.rpartition(" in ")
+    specimen = any(_has(tail, words) for words in SYSTEMS.values())
+    return Parts(component.strip(), "", tail.strip()) if sep and specimen else Parts(head)
+
+
+def _has(text: str, phrases: frozenset[str]) -> bool:
+    return any(re.search(rf"(?<![a-z0-9]){re.escape(p)}(?![a-z0-9])", text) for p in phrases)
+
+
+def question_terms(question: str) -> str:
+    """The question in lower case, abbreviations spelled out beside themselves."""
+    text = question.lower().replace("?", " ")
+    extra = [full for short, full in SYNONYMS.items() if _has(text, frozenset({short}))]
+    return " ".join([text, *extra])
+
+
+def _system_of(parts: Parts) -> str | None:
+    if parts.system is None:
+        return None
+    return next((key for key, words in SYSTEMS.items() if _has(parts.system, words)), None)
+
+
+def _systems_named(question: str) -> set[str]:
+    text = _NOT_SPECIMEN.sub(" ", question)
+    return {key for key, words in SYSTEMS.items() if _has(text, words)}
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How a candidate's display fits the analyte a question names."""
+
+    missing: int  # qualifiers or specimens the question names and the candidate lacks
+    extra: int  # ones the candidate carries and the question does not name
+    soft: int  # blood against serum or plasma
+    named: bool  # the question names the candidate's component
+
+    @property
+    def hard(self) -> int:
+        return self.missing + self.extra
+
+    @property
+    def adjustment(self) -> float:
+        return -PENALTY * self.hard - SOFT_PENALTY * self.soft + (BONUS if self.named else 0.0)
+
+
+def fit(question: str, display: str) -> Fit:
+    """Compare the qualifiers and specimen the question names with those of a display."""
+    terms, parts = question_terms(question), parts_of(display)
+    asked = [_has(terms, words) for words, _ in QUALIFIERS.values()]
+    carried = [_has(parts.text, marks) for _, marks in QUALIFIERS.values()]
+    missing = sum(a and not c for a, c in zip(asked, carried, strict=True))
+    extra = sum(c and not a for a, c in zip(asked, carried, strict=True))
+    soft = 0
+    system, named = _system_of(parts), _systems_named(terms)
+    if named and system not in named:
+        if system in SOFT_SYSTEMS and named <= SOFT_SYSTEMS:
+            soft += 1
+        elif system is not None or not named <= SOFT_SYSTEMS:
+            missing += 1  # urine asked, a blood test offered (or no specimen at all)
+    elif system is not None and not named and system not in SOFT_SYSTEMS:
+        extra += 1  # a urine or arterial test the question does not ask for
+    return Fit(missing, extra, soft, _names_component(terms, parts.component))
+
+
+def _names_component(terms: str, component: str) -> bool:
+    """The question holds the component's first word (`cholesterol`, `glucose`)."""
+    words = re.findall(r"[a-z][a-z0-9]+", component)
+    return bool(words) and _has(terms, frozenset({words[0]}))
+
+
+def core_words(display: str) -> set[str]:
+    """The component's words, qualifiers left out: what two variants of one test share."""
+    component = parts_of(display).component
+    marks = {m for _, found in QUALIFIERS.values() for m in found}
+    return {w for w in re.findall(r"[a-z][a-z0-9]+", component) if w not in marks | {"in"}}

@@ -1,0 +1,128 @@
+"""Answers about records rather than values: ever or never, the first one, what happened when.
+
+"No" is an answer only when the whole type was read: a search cut short by a limit, or a
+count below the chart's own, proves no absence, so it answers "Not known" instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from wardround.fhir.fields import concept_text, reference_of, resource_date
+from wardround.graphs.ehr_qa.dates import Window
+from wardround.graphs.ehr_qa.kinds import Computed
+from wardround.graphs.ehr_qa.retrieve import name_of, status_of
+from wardround.graphs.ehr_qa.value_kinds import where
+
+# How an answer names each type's records (plural).
+TYPE_WORDS = {
+    "Condition": "conditions",
+    "Procedure": "procedures",
+    "Immunization": "immunizations",
+    "MedicationRequest": "medications",
+    "Encounter": "visits",
+}
+EVER_TYPES = ("Condition", "Procedure", "Immunization", "MedicationRequest")
+# What happened on a day: these types, in this order.
+EVENT_TYPES = ("Encounter", "Condition", "Procedure", "Immunization")
+_NOT_REAL = {"refuted", "entered-in-error", "not-done"}
+MAX_CITED = 5
+
+
+def is_real(resource: dict[str, Any]) -> bool:
+    """Not refuted, entered in error, or a vaccine not given."""
+    return status_of(resource, "verificationStatus") not in _NOT_REAL and (
+        status_of(resource, "status") not in _NOT_REAL
+    )
+
+
+def in_window(records: Sequence[dict[str, Any]], window: Window | None) -> list[dict[str, Any]]:
+    if window is None:
+        return list(records)
+    start, end = window.start.isoformat(), window.end.isoformat()
+    return [r for r in records if start <= (resource_date(r) or "") <= end]
+
+
+def _oldest_first(records: Sequence[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return sorted(((d, r) for r in records if (d := resource_date(r))), key=lambda p: p[0])
+
+
+def first_record(records: Sequence[dict[str, Any]], what: str, resource_type: str) -> Computed:
+    dated = _oldest_first([r for r in records if is_real(r)])
+    if not dated:
+        return Computed(f"No dated {what} record is recorded.")
+    day, oldest = dated[0]
+    ref = [reference_of(oldest)]
+    if resource_type == "Condition":
+        return Computed(f"First diagnosed on {day} ({what}).", ref)
+    if resource_type == "MedicationRequest":
+        return Computed(f"Started on {day} (the first prescription of {what}).", ref)
+    return Computed(f"First recorded on {day} ({what}).", ref)
+
+
+def yes(records: Sequence[dict[str, Any]], what: str, window: Window | None) -> Computed | None:
+    """Yes, citing the first and last matching records; None when none is real and dated
+    in the window."""
+    dated = _oldest_first(in_window([r for r in records if is_real(r)], window))
+    if not dated:
+        return None
+    days = list(dict.fromkeys(d for d, _ in dated))
+    shown = days[0] if len(days) == 1 else f"first {days[0]}, latest {days[-1]}"
+    picks = dated if len(dated) <= MAX_CITED else [dated[0], dated[-1]]
+    name = what or name_of(dated[0][1])
+    return Computed(
+        f"Yes: {name}{where(window)} ({shown}; {len(dated)} record{'s' * (len(dated) > 1)}).",
+        list(dict.fromkeys(reference_of(r) for _, r in picks)),
+    )
+
+
+def no(types: Sequence[str], read: int, complete: bool, what: str, window: Window | None) -> Computed:
+    """No, when every record of `types` was read; else an honest "not known"."""
+    kinds_read = " or ".join(TYPE_WORDS.get(t, t) for t in types)
+    if not complete:
+        return Computed(
+            f"Not known: the chart's {kinds_read} could not all be read, so an absence "
+            "cannot be confirmed."
+        )
+    subject = f"no {what} is" if what else "nothing of the kind is"
+    return Computed(
+        f"No: {subject} recorded{where(window)} (all {read} of the patient's {kinds_read} "
+        "records were read)."
+    )
+
+
+def _reasons(encounter: dict[str, Any]) -> list[str]:
+    found = [concept_text(c) for c in encounter.get("reasonCode") or []]
+    found += [str(r.get("display")) for r in encounter.get("reasonReference") or [] if r.get("display")]
+    return [r for r in found if r]
+
+
+def _event_text(resource: dict[str, Any]) -> str:
+    if resource.get("resourceType") != "Encounter":
+        return name_of(resource)
+    kind = concept_text((resource.get("type") or [None])[0]) or "visit"
+    reasons = _reasons(resource)
+    return f"{kind} (reason: {', '.join(reasons)})" if reasons else kind
+
+
+def happened_on(by_type: dict[str, list[dict[str, Any]]], window: Window) -> Computed:
+    """Each type's records on the day (or in the year), named, with visit reasons."""
+    parts, cited = [], []
+    for rtype in EVENT_TYPES:
+        found = _oldest_first([r for r in in_window(by_type.get(rtype, []), window) if is_real(r)])
+        if not found:
+            continue
+        names = list(dict.fromkeys(_dated(d, r, window) for d, r in found))
+        parts.append(f"{TYPE_WORDS.get(rtype, rtype)}: {'; '.join(names)}")
+        cited += [reference_of(r) for _, r in found]
+    span = where(window).strip()
+    if not parts:
+        listed = ", ".join(TYPE_WORDS[t] for t in by_type if t in TYPE_WORDS)
+        return Computed(f"Nothing is recorded {span} (no {listed}).")
+    return Computed(f"{span[0].upper()}{span[1:]}: {' | '.join(parts)}.", cited)
+
+
+def _dated(day: str, resource: dict[str, Any], window: Window) -> str:
+    text = _event_text(resource)
+    return f"{text} ({day})" if window.year else text
