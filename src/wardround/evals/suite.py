@@ -32,7 +32,10 @@ from wardround.evals.task import EvalEnv, Sample, TaskDef
 from wardround.settings import Settings
 
 # Options that change the dataset rather than the solver; they name the samples file.
-DATASET_OPTIONS = frozenset({"patients", "per_category", "phrasing"})
+DATASET_OPTIONS = frozenset({"patients", "per_category", "phrasing", "mode"})
+# Options that say where to run, not what: they name neither the samples nor the run.
+# `fhir_url` points a task at another FHIR server (MedAgentBench's own, for mode=official).
+PLACE_OPTIONS = frozenset({"fhir_url"})
 # Options naming other models by role (agentclinic's patient actor and judge).
 ROLE_OPTIONS = {"actor_model": "actor", "judge_model": "judge"}
 _SAFE = re.compile(r"[^A-Za-z0-9_.=+-]+")
@@ -67,7 +70,7 @@ def default_fhir(settings: Settings) -> Any:
 
 
 def _suffix(options: Mapping[str, str], keep: Callable[[str], bool]) -> str:
-    parts = [f"{k}={v}" for k, v in sorted(options.items()) if keep(k)]
+    parts = [f"{k}={v}" for k, v in sorted(options.items()) if keep(k) and k not in PLACE_OPTIONS]
     return _SAFE.sub("_", "+" + "+".join(parts)) if parts else ""
 
 
@@ -125,6 +128,8 @@ async def eval_env(
     if not taskdef.needs_fhir:
         yield env
         return
+    if options.get("fhir_url"):
+        settings = settings.model_copy(update={"fhir_base_url": options["fhir_url"]})
     async with (make_fhir or default_fhir)(settings) as fhir:
         env.fhir = fhir
         yield env

@@ -32,7 +32,7 @@ import hashlib
 import random
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -371,7 +371,23 @@ def build_samples(
     return samples
 
 
+MODES = ("ours", "official")
+
+
+def mode_of(env: EvalEnv) -> str:
+    """`-o mode=ours` (the templates on our patients, the default) or `official` (the
+    original 300 tasks against the benchmark's own FHIR server, see mab_official/)."""
+    mode = env.option("mode", "ours")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    return mode
+
+
 async def dataset(env: EvalEnv) -> list[Sample]:
+    if mode_of(env) == "official":
+        from wardround.evals.tasks import mab_official
+
+        return await mab_official.dataset(env)
     limit = int(env.option("patients", "0")) or None
     per_category = int(env.option("per_category", str(PER_CATEGORY)))
     charts = []
@@ -412,14 +428,16 @@ async def score(sample: Sample, trace: Trace) -> Score:
 # ---------------------------------------------------------------- solver
 
 
-def bind(env: EvalEnv, samples: list[Sample]) -> Task:
+def tool_solver(env: EvalEnv, max_steps: int) -> Callable[[Sample], Awaitable[Trace]]:
+    """The free tool loop over the nine function tools, the chart as of the sample's "now";
+    the trace keeps the POSTs it captured and the tools it was offered (for export)."""
+    from wardround.evals.export import tool_specs
     from wardround.evals.tasks.mab_tools import OrderLog, make_mab_tools, original_descriptions
     from wardround.graphs.tool_loop import run_tool_loop
 
     descriptions = None
     if env.option("descriptions", "short") == "original":
         descriptions = original_descriptions(load_json("medagentbench/funcs_v1.json", env.settings))
-    max_steps = int(env.option("max_steps", str(MAX_STEPS)))
 
     async def solve(sample: Sample) -> Trace:
         orders = OrderLog()
@@ -427,24 +445,36 @@ def bind(env: EvalEnv, samples: list[Sample]) -> Task:
         tools = make_mab_tools(env.fhir, orders, as_of=now, descriptions=descriptions)
         prompt = PROMPT.format(context=sample.metadata["context"], instruction=sample.input)
         result = await run_tool_loop(prompt, tools, model=env.model, max_steps=max_steps)
-        trace = trace_from(result, artifacts={"posts": orders.as_artifact()})
+        artifacts = {"posts": orders.as_artifact(), "tools": tool_specs(tools)}
+        trace = trace_from(result, artifacts=artifacts)
         trace.retrieved = retrieved_refs(trace.messages)
         return trace
 
+    return solve
+
+
+def bind(env: EvalEnv, samples: list[Sample]) -> Task:
+    if mode_of(env) == "official":
+        from wardround.evals.tasks import mab_official
+
+        return mab_official.bind(env, samples)
+    max_steps = int(env.option("max_steps", str(MAX_STEPS)))
+    original = env.option("descriptions", "short") == "original"
     return Task(
         name="medagentbench",
         samples=samples,
-        solver=solve,
+        solver=tool_solver(env, max_steps),
         scorer=score,
         scoring="per-category graders over the FINISH([...]) answer and the captured POST "
         "bodies; numbers within tolerance, order times to the day",
-        info={"tool_descriptions": "original" if descriptions else "short", "max_steps": max_steps},
+        info={"tool_descriptions": "original" if original else "short", "max_steps": max_steps},
     )
 
 
 TASK = TaskDef(
     name="medagentbench",
-    description="MedAgentBench's 10 task templates on our patients, with order graders",
+    description="MedAgentBench's 10 task templates on our patients, with order graders "
+    "(-o mode=official: the original 300 tasks on the benchmark's FHIR server)",
     dataset=dataset,
     bind=bind,
     needs_fhir=True,
