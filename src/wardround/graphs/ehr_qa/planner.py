@@ -30,11 +30,19 @@ from wardround.graphs.ehr_qa import prompts
 from wardround.graphs.ehr_qa.dates import find_window
 from wardround.graphs.ehr_qa.faithfulness import unsupported
 from wardround.graphs.ehr_qa.kinds import Kind, nothing, with_day
-from wardround.graphs.ehr_qa.options import NOT_IN_CHART, Option, Similarity, build_options
-from wardround.graphs.ehr_qa.reading import Done, compute
+from wardround.graphs.ehr_qa.options import (
+    NOT_IN_CHART,
+    Option,
+    Similarity,
+    build_options,
+    candidates,
+    settle_choice,
+)
+from wardround.graphs.ehr_qa.reading import Ask, Done, compute
 from wardround.graphs.ehr_qa.retrieve import fetch, ids_of
 
 MAX_RECORDS = 15
+MAX_NAMES = 12  # names offered in a follow-up choice (ever-questions over a whole type)
 
 
 @dataclass
@@ -149,18 +157,56 @@ async def read(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[st
     kind = with_day(Kind(state["kind"]), window is not None and not window.year)
     option = next((o for o in state["options"] if o.label == state["about"]), None)
     fhir, pid = runtime.context.fhir, state["patient_id"]
-    done = await compute(kind, option, window, fhir, pid, state["patient"])
+    settled = _settled(state, option)
+    ask = Ask(state["question"], state["manifest"])
+    ask.choose = _chooser(ask, runtime)
+    if option is not None and settled is None:  # the test asked for is not in the chart
+        done: Done | None = Done(nothing().answer, [], [])
+    else:
+        try:
+            done = await compute(kind, settled, window, fhir, pid, state["patient"], ask)
+        except ModelOutputError as err:  # the follow-up choice failed: no answer, not "No"
+            return {"error": str(err), "steps": state.get("steps", 0) + 1}
+    made = ask.extra.get("turns", [])
+    turns = {"messages": made, "steps": state.get("steps", 0) + len(made) // 2}
+    about = {"about": settled.label} if settled is not None else {}
     if done is None:  # the general path: the records the plan points at, for the model
-        records = await fetch(fhir, pid, option, MAX_RECORDS) if option else []
+        records = await fetch(fhir, pid, settled, MAX_RECORDS) if settled else []
         if records:
             return {
                 "records": [render_resource(r) for r in records],
                 "retrieved": ids_of(records),
                 "kind": Kind.OTHER.value,
+                **about,
+                **turns,
             }
         done = Done(nothing().answer, [], [])  # nothing to cite: the chart holds none of it
     return {"answer": done.answer, "citations": done.citations, "retrieved": done.read or [],
-            "computed": True, "unsupported": []}  # fmt: skip
+            "computed": True, "unsupported": [], **about, **turns}  # fmt: skip
+
+
+def _settled(state: PlannerState, option: Option | None) -> Option | None:
+    """The plan's record choice after the analyte check over every code in the chart."""
+    if option is None:
+        return None
+    return settle_choice(state["question"], option, candidates(state["manifest"]))
+
+
+def _chooser(ask_for: Ask, runtime: Runtime[PlannerContext]) -> Any:
+    """A follow-up choice among names the code has read (an enum, nearest first); its turns
+    are kept on `ask_for` for the trace."""
+
+    async def choose(question: str, names: list[str]) -> str | None:
+        scores = runtime.context.similarity(question, names)
+        ranked = [names[i] for i in sorted(range(len(names)), key=lambda i: -scores[i])]
+        shown = [*ranked[:MAX_NAMES], NOT_IN_CHART]
+        schema = create_model("Which", about=(_enum(shown), ...))
+        ask = prompts.WHICH.format(options="\n".join(f"- {x}" for x in shown), question=question)
+        value, turns = await _decide(runtime, prompts.WHICH_SYSTEM, ask, schema)
+        ask_for.extra.setdefault("turns", []).extend(turns)
+        return None if value.about == NOT_IN_CHART else str(value.about)
+
+    return choose
 
 
 def _lines_of(state: PlannerState, refs: list[str]) -> list[str]:

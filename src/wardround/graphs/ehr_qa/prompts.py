@@ -20,6 +20,15 @@ PLAN = """Options:
 
 Question: {question}"""
 
+WHICH_SYSTEM = """You find what a yes-or-no question about one patient's health record asks about.
+Reply with a JSON object whose "about" is the option that names it, copied exactly. If no
+option is the same thing (a similar-sounding name is not the same thing), choose the option
+that says it is not recorded."""
+WHICH = """Recorded in the chart:
+{options}
+
+Question: {question}"""
+
 CITE_SYSTEM = """You pick the records that answer a question about one patient's health record.
 Each record line starts with its reference, then its date.
 Reply with a JSON object whose "citations" lists the references of the records that answer

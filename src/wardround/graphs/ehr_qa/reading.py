@@ -5,18 +5,37 @@ Returns None when code cannot answer (the general path then shows records to the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from wardround.fhir.client import FhirClient
+from wardround.fhir.manifest import Manifest
 from wardround.fhir.records import fetch_records
-from wardround.graphs.ehr_qa import kinds
+from wardround.graphs.ehr_qa import kinds, record_kinds, value_kinds
 from wardround.graphs.ehr_qa.dates import Window
 from wardround.graphs.ehr_qa.kinds import Computed, Kind
 from wardround.graphs.ehr_qa.options import Option
 from wardround.graphs.ehr_qa.retrieve import ALL, current_items, fetch, ids_of, in_year, items_since
+from wardround.graphs.ehr_qa.thresholds import find_threshold
 
-VALUE_KINDS = frozenset({Kind.LATEST, Kind.ON_DATE, Kind.TREND})
+VALUE_KINDS = frozenset(
+    {Kind.LATEST, Kind.ON_DATE, Kind.TREND, Kind.HIGHEST, Kind.LOWEST, Kind.THRESHOLD}
+)
+FIRST_KINDS = frozenset({Kind.FIRST, Kind.FIRST_DIAGNOSED, Kind.STARTED})
+# A follow-up choice: the question and names -> the name the model picks (None: none).
+Choose = Callable[[str, list[str]], Awaitable[str | None]]
+
+
+@dataclass
+class Ask:
+    """What some kinds need beyond the plan: the question's words (a limit, a type), the
+    manifest (how many records each type holds), a narrow follow-up choice by the model."""
+
+    question: str = ""
+    manifest: Manifest | None = None
+    choose: Choose | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -35,7 +54,13 @@ async def compute(
     fhir: FhirClient,
     patient_id: str,
     patient: dict[str, Any],
+    ask: Ask | None = None,
 ) -> Done | None:
+    ask = ask or Ask()
+    if kind is Kind.EVER:
+        return await _ever(option, window, fhir, patient_id, ask)
+    if kind is Kind.HAPPENED:
+        return await _happened(option, window, fhir, patient_id) if window else None
     if kind is Kind.AGE:
         on = window.day if window and not window.year else None
         return _done(kinds.age(patient, on), [patient])
@@ -45,7 +70,9 @@ async def compute(
     if option is None:
         return _done(kinds.nothing(), []) if kind is not Kind.OTHER else None
     if kind in VALUE_KINDS:
-        return await _values(kind, option, window, fhir, patient_id)
+        return await _values(kind, option, window, fhir, patient_id, ask.question)
+    if kind in FIRST_KINDS:
+        return await _first(option, fhir, patient_id)
     if kind in (Kind.COUNT, Kind.CURRENT, Kind.SINCE):
         records = await fetch(fhir, patient_id, option, ALL)
         return _done(_listed(kind, option, window, records), records)
@@ -53,21 +80,102 @@ async def compute(
 
 
 async def _values(
-    kind: Kind, option: Option, window: Window | None, fhir: FhirClient, patient_id: str
+    kind: Kind,
+    option: Option,
+    window: Window | None,
+    fhir: FhirClient,
+    patient_id: str,
+    question: str,
 ) -> Done | None:
     if not option.code:  # a whole type has no single value to read
         return None
+    limit = find_threshold(question) if kind is Kind.THRESHOLD else None
+    if kind is Kind.THRESHOLD and limit is None:
+        return None  # no number to compare with: the general path
     records = await fetch(fhir, patient_id, option, ALL)
     values = kinds.readings(records, option.component)
-    if records and not values:  # coded, but not numeric (a text result, a panel)
-        return None
+    if records and not values:  # coded, but not numeric (a status, a vaccine, a panel)
+        latest = value_kinds.latest_record(records, option.name) if kind is Kind.LATEST else None
+        return _done(latest, records) if latest else None
+    what, cut = option.name, value_kinds.within(values, window)
     if kind is Kind.LATEST:
-        result = kinds.latest(values, option.name)
+        result = kinds.latest(values, what)
     elif kind is Kind.ON_DATE and window is not None:
-        result = kinds.on_day(values, option.name, window.day)
+        result = kinds.on_day(values, what, window.day)
+    elif kind in (Kind.HIGHEST, Kind.LOWEST):
+        result = value_kinds.extreme(cut, what, kind is Kind.HIGHEST, window)
+    elif limit is not None:
+        result = value_kinds.against(cut, what, limit, window)
     else:
-        result = kinds.trend(values, option.name)
+        result = kinds.trend(values, what)
     return _done(result, records)
+
+
+async def _first(option: Option, fhir: FhirClient, patient_id: str) -> Done | None:
+    """The earliest value of a test, onset of a condition, or prescription of a medicine."""
+    if not option.code:
+        return None
+    records = await fetch(fhir, patient_id, option, ALL)
+    if option.resource_type == "Observation":
+        values = kinds.readings(records, option.component)
+        if records and not values:
+            return None
+        return _done(value_kinds.first(values, option.name), records)
+    return _done(record_kinds.first_record(records, option.name, option.resource_type), records)
+
+
+async def _read_types(
+    fhir: FhirClient, patient_id: str, types: tuple[str, ...], manifest: Manifest | None
+) -> tuple[dict[str, list[dict[str, Any]]], bool]:
+    """Every record of each type, and whether all were read: no page limit reached, and at
+    least as many as the manifest counted."""
+    by_type, complete = {}, True
+    for rtype in types:
+        found = await fetch_records(fhir, patient_id, rtype, limit=ALL)
+        counted = manifest.types[rtype].count if manifest and rtype in manifest.types else 0
+        complete = complete and len(found) < ALL and len(found) >= counted
+        by_type[rtype] = found
+    return by_type, complete
+
+
+async def _ever(
+    option: Option | None, window: Window | None, fhir: FhirClient, patient_id: str, ask: Ask
+) -> Done:
+    """Yes with the records of the chosen code; otherwise read the whole type, let the model
+    choose among its names, and say No only when every record of it was read."""
+    if option is not None and option.code:
+        records = await fetch(fhir, patient_id, option, ALL)
+        found = record_kinds.yes(records, option.name, window)
+        result = found or record_kinds.no(
+            (option.resource_type,), len(records), len(records) < ALL, option.name, window
+        )
+        return _done(result, records)
+    typed = option is not None and option.resource_type in record_kinds.EVER_TYPES
+    types = (option.resource_type,) if typed and option else record_kinds.types_named(ask.question)
+    by_type, complete = await _read_types(fhir, patient_id, types, ask.manifest)
+    records = [r for found in by_type.values() for r in found]
+    names = list(dict.fromkeys(record_kinds.name_of(r) for r in records if record_kinds.is_real(r)))
+    chosen = await ask.choose(ask.question, names) if ask.choose and names else None
+    if chosen:
+        same = [r for r in records if record_kinds.name_of(r) == chosen]
+        found = record_kinds.yes(same, chosen, window)
+        if found:
+            return _done(found, records)
+        return _done(record_kinds.no(types, len(same), complete, chosen, window), records)
+    return _done(record_kinds.no(types, len(records), complete, "", window), records)
+
+
+async def _happened(
+    option: Option | None, window: Window, fhir: FhirClient, patient_id: str
+) -> Done:
+    """A day: its visits, diagnoses, procedures and vaccines. A year: the records of what
+    the plan chose (a type or a code), or of every event type."""
+    if window.year and option is not None and option.resource_type != "Observation":
+        records = await fetch(fhir, patient_id, option, ALL)
+        return _done(record_kinds.happened_on({option.resource_type: records}, window), records)
+    by_type, _ = await _read_types(fhir, patient_id, record_kinds.EVENT_TYPES, None)
+    records = [r for found in by_type.values() for r in found]
+    return _done(record_kinds.happened_on(by_type, window), records)
 
 
 def _listed(

@@ -77,24 +77,48 @@ def yes(records: Sequence[dict[str, Any]], what: str, window: Window | None) -> 
     )
 
 
-def no(types: Sequence[str], read: int, complete: bool, what: str, window: Window | None) -> Computed:
-    """No, when every record of `types` was read; else an honest "not known"."""
+def no(
+    types: Sequence[str], read: int, complete: bool, what: str, window: Window | None
+) -> Computed:
+    """No, when every record of `types` (or of `what`) was read; else "Not known"."""
     kinds_read = " or ".join(TYPE_WORDS.get(t, t) for t in types)
     if not complete:
         return Computed(
             f"Not known: the chart's {kinds_read} could not all be read, so an absence "
             "cannot be confirmed."
         )
-    subject = f"no {what} is" if what else "nothing of the kind is"
+    if what:
+        scope = f"all {read} of its records were read" if read else f"all {kinds_read} read"
+        return Computed(f"No: no {what} is recorded{where(window)} ({scope}).")
     return Computed(
-        f"No: {subject} recorded{where(window)} (all {read} of the patient's {kinds_read} "
-        "records were read)."
+        f"No: nothing of the kind is recorded{where(window)} (all {read} of the patient's "
+        f"{kinds_read} records were read)."
     )
+
+
+# Words that say which type an ever-question is about, when no record was chosen.
+_TYPE_HINTS = {
+    "Condition": ("diagnos", "condition", "disease", "disorder", "problem", "history of"),
+    "Procedure": ("procedure", "surgery", "operation", "underwent", "performed", "ectomy",
+                  "scopy", "otomy", "plasty"),
+    "Immunization": ("vaccin", "immuniz", "immunis", "shot", "jab", "booster"),
+    "MedicationRequest": ("medication", "medicine", "drug", "prescri", "taking", "taken",
+                          "been on", "tablet", "pill"),
+}  # fmt: skip
+
+
+def types_named(question: str) -> tuple[str, ...]:
+    """The ever-types a question's words point at; all of them when none does."""
+    text = question.lower()
+    found = tuple(t for t, hints in _TYPE_HINTS.items() if any(h in text for h in hints))
+    return found or EVER_TYPES
 
 
 def _reasons(encounter: dict[str, Any]) -> list[str]:
     found = [concept_text(c) for c in encounter.get("reasonCode") or []]
-    found += [str(r.get("display")) for r in encounter.get("reasonReference") or [] if r.get("display")]
+    found += [
+        str(r.get("display")) for r in encounter.get("reasonReference") or [] if r.get("display")
+    ]
     return [r for r in found if r]
 
 
@@ -109,7 +133,8 @@ def _event_text(resource: dict[str, Any]) -> str:
 def happened_on(by_type: dict[str, list[dict[str, Any]]], window: Window) -> Computed:
     """Each type's records on the day (or in the year), named, with visit reasons."""
     parts, cited = [], []
-    for rtype in EVENT_TYPES:
+    order = {t: n for n, t in enumerate(EVENT_TYPES)}
+    for rtype in sorted(by_type, key=lambda t: order.get(t, len(order))):
         found = _oldest_first([r for r in in_window(by_type.get(rtype, []), window) if is_real(r)])
         if not found:
             continue

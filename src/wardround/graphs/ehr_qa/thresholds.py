@@ -35,8 +35,10 @@ class Threshold:
     def words(self) -> str:
         side = "above" if self.above else "below"
         shown = f"{self.limit:g}"
-        return f"at least {shown}" if self.inclusive and self.above else (
-            f"at most {shown}" if self.inclusive else f"{side} {shown}"
+        return (
+            f"at least {shown}"
+            if self.inclusive and self.above
+            else (f"at most {shown}" if self.inclusive else f"{side} {shown}")
         )
 
 

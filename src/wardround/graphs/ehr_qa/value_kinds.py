@@ -47,9 +47,7 @@ def first(values: list[Reading], what: str) -> Computed:
     return Computed(f"{oldest.text} (the first {what} result).", [oldest.ref])
 
 
-def against(
-    values: list[Reading], what: str, limit: Threshold, window: Window | None
-) -> Computed:
+def against(values: list[Reading], what: str, limit: Threshold, window: Window | None) -> Computed:
     """Yes with the most extreme value past the limit, or No with the closest one to it."""
     if not values:
         return Computed(f"No: no {what} result is recorded{where(window)}.")
