@@ -79,7 +79,8 @@ def bench_app() -> Any:
     from wardround.server.app import create_app
     from wardround.settings import Settings
 
-    app = create_app(Settings(), model=bench_model(), extra_tools=[])
+    # The scripted model calls the raw FHIR reads: the copilot's free-loop mode.
+    app = create_app(Settings(copilot_chart="tools"), model=bench_model(), extra_tools=[])
 
     @app.middleware("http")
     async def name_worker(request: Any, call_next: Any) -> Any:

@@ -10,6 +10,7 @@ tests are not part of the installed package.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +27,11 @@ from wardround.testing.sample_charts import (
     synthea_chart,
 )
 from wardround.testing.sekmet_inprocess import asgi_client, load_chart, sekmet_app
+
+# The suite's scripted models call the raw FHIR reads, the copilot's free-loop mode; the
+# planner route (the default) is tested by test_copilot_chart.py, which asks for it. Child
+# processes (API workers, `langgraph dev`) inherit the setting.
+os.environ.setdefault("WARDROUND_COPILOT_CHART", "tools")
 
 
 @asynccontextmanager

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     # Copilot HTTP API: bearer token clients must send (None: no auth), thread checkpoints
     # (None: SQLite in home; a postgresql:// DSN for Postgres).
     api_token: SecretStr | None = None
+    # How the copilot answers chart questions: "planner" (the EHR QA planner, one argument-
+    # free action for the model; what a small model can drive) or "tools" (the model calls
+    # the raw FHIR reads itself, a free tool loop for models strong enough to drive one).
+    copilot_chart: Literal["planner", "tools"] = "planner"
     checkpoint_url: SecretStr | None = None
     # Postgres thread store: connections kept per API worker, and how long one may sit idle
     # before the pool closes it (keep it under the server's or proxy's idle timeout).
@@ -82,6 +86,26 @@ class Settings(BaseSettings):
     # per encoder forward pass (larger batches pay on a GPU, not on a CPU).
     device: str = "auto"
     encoder_batch_size: int = Field(default=16, ge=1)
+
+    # CDS Hooks service (/cds-services): the public base URL EHRs call (the JWT's `aud` is
+    # built from it; None: the request's own URL), and the trusted CDS Clients, each `iss`
+    # with the URL of its JWK Set, e.g. {"https://sandbox.cds-hooks.org":
+    # "https://sandbox.cds-hooks.org/.well-known/jwks.json"}. Without a JWT requirement any
+    # caller gets cards: for local development only.
+    cds_base_url: str | None = None
+    cds_trusted_issuers: dict[str, str] = Field(default_factory=dict)
+    cds_require_jwt: bool = True
+
+    # SMART App Launch of the copilot page (on when smart_app_client_id is set): the client
+    # registered with the EHR's authorization server (a secret only for a confidential
+    # client), the scopes asked for, the FHIR servers an EHR launch may name as `iss` (empty:
+    # fhir_base_url only), the redirect URL registered (None: <this server>/smart/callback).
+    smart_app_client_id: str | None = None
+    smart_app_client_secret: SecretStr | None = None
+    smart_app_scope: str = "launch/patient openid fhirUser patient/*.read"
+    smart_app_issuers: list[str] = Field(default_factory=list)
+    smart_app_redirect_url: str | None = None
+    smart_app_session_ttl_s: float = Field(default=8 * 3600, gt=0)
 
     @model_validator(mode="after")
     def _local_fhir_by_default(self) -> Settings:

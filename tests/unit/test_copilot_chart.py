@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 from copilot_fakes import call, final
@@ -40,10 +39,12 @@ def plan(kind: str, about: str) -> str:
 
 
 def graph_for(fhir: FhirFixture, model: ScriptedChatModel, audit: AuditLog | None = None) -> Any:
+    model.metadata = {"dialect": "llamacpp", "protocol": "json"}  # constrained, as served
     tools = CopilotTools(fhir.client)
     return copilot_graph(
-        model, tools, checkpointer=InMemorySaver(), audit=audit, similarity=word_overlap
-    )
+        model, tools, checkpointer=InMemorySaver(), audit=audit, similarity=word_overlap,
+        chart="planner",
+    )  # fmt: skip
 
 
 async def turn(graph: Any, cfg: dict[str, Any], text: str, patient: str) -> list[dict[str, Any]]:
@@ -111,7 +112,7 @@ async def test_a_follow_up_is_made_standalone_before_the_planner_sees_it(
     assert model.replies == []
 
 
-def test_follow_ups_are_told_apart_from_standalone_questions() -> None:
+async def test_follow_ups_are_told_apart_from_standalone_questions() -> None:
     for text in (
         "and the one before?",
         "What about LDL?",
@@ -134,7 +135,7 @@ async def test_a_reply_without_tools_has_no_plan(fhir: FhirFixture) -> None:
     assert answer["supported"] is None and answer["plan"] is None
 
 
-def test_event_data_is_plain_json_whatever_a_run_puts_in_it() -> None:
+async def test_event_data_is_plain_json_whatever_a_run_puts_in_it() -> None:
     data = event(
         "tool_call",
         args={"date_from": date(2024, 1, 2), "at": datetime(2024, 1, 2, 3, 4, 5),
@@ -154,9 +155,32 @@ def dated_search_model() -> ScriptedChatModel:
         refs = [w for w in str(messages[-1].content).split() if w.startswith("Observation/")]
         return final("Found them.", refs[:1])
 
-    reply = AIMessage(content=call("search_records", resource_type="Observation",
-                                   date_from="2020-01-01", date_to="2024-12-31", limit=3))  # fmt: skip
-    return ScriptedChatModel(replies=[reply, answer])
+    search = call("search_records", resource_type="Observation", date_from="2020-01-01",
+                  date_to="2024-12-31", limit=3)  # fmt: skip
+    return ScriptedChatModel(replies=[search, answer])
+
+
+async def test_the_api_answers_a_chart_question_with_the_planner(
+    fhir: FhirFixture, tmp_path: Path
+) -> None:
+    """The default mode through the API: MiniLM ranks the options (no stand-in)."""
+    model = ScriptedChatModel(replies=[call(CHART_TOOL), plan("latest_value", A1C)])
+    model.metadata = {"dialect": "llamacpp", "protocol": "json"}
+    pid = fhir.patients["handmade"]
+    async with api_harness(tmp_path, fhir.client, model, chart="planner") as api:
+        thread = (await api.client.post("/api/threads", json={"patient_id": pid})).json()
+        response = await api.client.post(
+            f"/api/threads/{thread['thread_id']}/messages?stream=false",
+            json={"content": "What's her latest HbA1c?"},
+        )
+        assert response.status_code == 200, response.text
+        answer = first(response.json()["events"], "answer")
+        assert answer["text"] == "6.1 % on 2023-11-12." and answer["supported"] is True
+        assert answer["plan"] == f"latest_value: {A1C}"
+        view = (await api.client.get(f"/api/threads/{thread['thread_id']}")).json()
+        last = view["messages"][-1]
+        assert last["supported"] is True and last["plan"] == answer["plan"]
+        assert last["citations"] == answer["citations"]
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -164,7 +188,7 @@ async def test_both_response_modes_carry_dates_and_the_chart_fields(
     fhir: FhirFixture, tmp_path: Path, stream: bool
 ) -> None:
     pid = fhir.patients["handmade"]
-    async with api_harness(tmp_path, fhir.client, dated_search_model()) as api:
+    async with api_harness(tmp_path, fhir.client, dated_search_model(), chart="tools") as api:
         thread = (await api.client.post("/api/threads", json={"patient_id": pid})).json()
         response = await api.client.post(
             f"/api/threads/{thread['thread_id']}/messages?stream={str(stream).lower()}",

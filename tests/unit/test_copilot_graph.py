@@ -4,6 +4,7 @@ approval before any write, reject/edit, writes that happen once, persistence, bo
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ from wardround.testing.api_inprocess import first, kinds
 from wardround.tools.fhir.writes import create_once
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+# These tests drive the copilot's free tool loop (their scripted models call the raw reads);
+# the planner route is tested in test_copilot_chart.py.
+copilot_graph = partial(copilot_graph, chart="tools")
 
 
 async def collect(graph: Any, payload: Any, config: dict[str, Any]) -> list[dict[str, Any]]:

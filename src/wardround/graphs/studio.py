@@ -53,6 +53,7 @@ def _build_copilot() -> Any:
         tools,
         audit=AuditLog(settings.home / "audit.jsonl"),
         history_tokens=history_budget(settings.model_ctx, settings.max_tokens),
+        chart=settings.copilot_chart,
     )
     serve_with(bound.context)  # LangGraph's server runs the graph without a context
     return bound.graph

@@ -156,6 +156,7 @@ async def start_copilot(
         audit=audit,
         max_steps=given.max_steps,
         history_tokens=history_budget(settings.model_ctx, settings.max_tokens),
+        chart=settings.copilot_chart,
     )
     app.state.copilot = CopilotService(graph, tools, audit)
     app.state.tool_names = [t.name for t in tools.for_model()]

@@ -94,15 +94,18 @@ async def api_harness(
     token: str | None = None,
     max_steps: int = 8,
     raise_app_exceptions: bool = True,
+    chart: str | None = None,
 ) -> AsyncIterator[ApiHarness]:
     """The API app in process over a SQLite thread store in `home`, its lifespan run here.
 
     `fhir` is the FHIR client the API uses; `token` the bearer token it requires;
-    `raise_app_exceptions=False` turns unhandled errors into 500 responses, as a server would.
+    `raise_app_exceptions=False` turns unhandled errors into 500 responses, as a server would;
+    `chart` the copilot's chart mode (None: WARDROUND_COPILOT_CHART, else the default).
     """
     from wardround.server.app import create_app
 
-    settings = Settings(home=home, api_token=token)  # type: ignore[call-arg, arg-type]
+    chosen = {"copilot_chart": chart} if chart else {}
+    settings = Settings(home=home, api_token=token, **chosen)  # type: ignore[call-arg, arg-type]
     audit = AuditLog(home / "audit.jsonl")
     async with open_checkpointer(settings) as saver:
         app = create_app(

@@ -1,4 +1,4 @@
-""""Answer from the chart": the copilot hands a chart question to the EHR QA planner.
+""" "Answer from the chart": the copilot hands a chart question to the EHR QA planner.
 
 The model's `answer_from_chart` call gets the planner's answer as its result (so the records
 it read are citable later and the history stays well formed), followed by a final answer

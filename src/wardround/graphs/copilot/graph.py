@@ -57,7 +57,12 @@ from wardround.graphs.copilot.orders import (
     resource_type,
     summarize,
 )
-from wardround.graphs.copilot.routing import CHART_TOOL, model_tools, standalone_question
+from wardround.graphs.copilot.routing import (
+    CHART_TOOL,
+    ChartMode,
+    model_tools,
+    standalone_question,
+)
 from wardround.graphs.copilot.toolset import HIDDEN_ARGS, CopilotTools, needs_approval
 from wardround.graphs.ehr_qa.answer import answer_question
 from wardround.graphs.ehr_qa.citations import check_citations
@@ -159,6 +164,7 @@ class CopilotContext:
     tools: CopilotTools | None = None
     audit: AuditLog = field(default_factory=lambda: AuditLog(None))
     similarity: Similarity | None = None  # the planner's ranking; None: MiniLM, loaded once
+    chart: ChartMode = "planner"  # chart questions: the planner, or the raw reads (free loop)
     max_steps: int = 8
     history_tokens: int = 1600
     user: str | None = None
@@ -284,11 +290,12 @@ async def agent(
         m for m in turn if isinstance(m, ToolMessage) and m.name not in WRITE_TOOLS
     )
     final = _answer_model(tuple(citable), bool(read_now))
-    tools = model_tools(ctx.tools.for_model())
+    tools = model_tools(ctx.tools.for_model(), ctx.chart)
     caller = tool_calling_model(ctx.model, tools, final=final).with_config(
         tags=[REPLY_TAG, f"{REPLY_TAG}:{protocol}"]
     )
-    system = SystemMessage(prompts.SYSTEM.format(patient=patient, today=date.today()))
+    how = prompts.CHART_HOW[ctx.chart]
+    system = SystemMessage(prompts.SYSTEM.format(patient=patient, how=how, today=date.today()))
     try:
         reply = await caller.ainvoke(
             [system, *_context(state.get("messages", []), ctx.history_tokens)]
@@ -463,11 +470,12 @@ def copilot_graph(
     max_steps: int = 8,
     history_tokens: int = 1600,
     similarity: Similarity | None = None,
+    chart: ChartMode = "planner",
 ) -> BoundGraph:
     """The compiled copilot with its context bound (a run may still pass its own `context`,
     e.g. with the user set). Threads need a checkpointer (LangGraph's server brings its own)."""
     context = CopilotContext(
-        model, tools, audit or AuditLog(None), similarity=similarity,
+        model, tools, audit or AuditLog(None), similarity=similarity, chart=chart,
         max_steps=max_steps, history_tokens=history_tokens,
     )  # fmt: skip
     compiled = build_copilot().compile(checkpointer=checkpointer, name="copilot")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
@@ -29,7 +29,7 @@ RAW_READS = frozenset({"patient_manifest", "search_records", "read_record"})
 # A follow-up leans on the turn before ("and the one before?", "what about LDL?").
 _FOLLOW_UP = re.compile(
     r"^\s*(and|also|what about|how about)\b"
-    r"|\b(it|its|those|them|the one|one before|before that|the previous|the same|again)\b",
+    r"|\b(it|its|those|them|the one|one before|before that|the previous|same|again)\b",
     re.IGNORECASE,
 )
 
@@ -52,8 +52,14 @@ CHART_SPEC = StructuredTool(
 )
 
 
-def model_tools(tools: Sequence[BaseTool]) -> list[BaseTool]:
-    """The actions the copilot's model chooses among: the chart, then the rest but raw reads."""
+ChartMode = Literal["planner", "tools"]
+
+
+def model_tools(tools: Sequence[BaseTool], chart: ChartMode = "planner") -> list[BaseTool]:
+    """The actions the copilot's model chooses among: under "planner", the chart and the rest
+    but raw reads; under "tools", every tool as it is (the free loop)."""
+    if chart == "tools":
+        return list(tools)
     return [CHART_SPEC, *(t for t in tools if t.name not in RAW_READS)]
 
 
