@@ -8,6 +8,7 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -322,3 +323,101 @@ async def test_an_unknown_protocol_or_mode_is_refused(seeded: Seeded):
         bind(env_for(seeded.client, protocol="xml"), [])
     with pytest.raises(ValueError, match="mode"):
         await medagentbench.dataset(EvalEnv(settings=settings(), options={"mode": "paper"}))
+
+
+# ---------------------------------------------------------------- our instantiation: both branches
+
+
+async def test_our_samples_hold_both_branches_even_on_a_synthea_like_chart(eval_fhir):
+    # Bob is shaped as PySynthea's patients are: no magnesium, potassium never low. His
+    # samples add the result a branch needs; Ann's own results give hers.
+    from wardround.evals.chart import fetch_chart
+
+    tmpl = medagentbench.templates(EvalEnv(settings=settings()))
+    bob = await fetch_chart(eval_fhir.client, eval_fhir.ids["bob"])
+    assert (
+        not medagentbench.readings(bob, "MG")
+        and min(v for _, v, _ in medagentbench.readings(bob, "K")) >= 3.5
+    )
+    want = {
+        "task4": {"value", "none"},
+        "task5": {"order", "normal", "none"},
+        "task9": {"order", "normal"},
+    }
+    both = {**want, "task6": {"value", "none"}, "task10": {"recent", "stale"}}
+    for charts, branches_of in (([bob], want), (await _both(eval_fhir), both)):
+        samples = medagentbench.build_samples(charts, tmpl)
+        outcomes = {(s.category, s.target["outcome"]) for s in samples}
+        for category, branches in branches_of.items():
+            assert {o for c, o in outcomes if c == category} >= branches, (category, outcomes)
+    samples = medagentbench.build_samples([bob], tmpl)
+    for s in samples:
+        for added in s.metadata.get("added", []):
+            assert added["subject"]["reference"] == f"Patient/{bob.id}"
+            assert added["effectiveDateTime"] < s.metadata["now"]
+            used = f"Observation/{added['id']}" in s.target["evidence"]
+            assert used == (s.target["outcome"] != "none")  # an older result is not the answer
+    bands = {s.target["dose"] and tuple(s.target["dose"]) for s in samples if s.category == "task5"}
+    assert bands >= {(4, 4), (2, 2), (1, 1), None}
+    # reproducible, and the same ids again
+    assert [s.id for s in samples] == [s.id for s in medagentbench.build_samples([bob], tmpl)]
+
+
+async def _both(eval_fhir):
+    from wardround.evals.chart import fetch_chart
+
+    return [await fetch_chart(eval_fhir.client, eval_fhir.ids[n]) for n in ("ann", "bob")]
+
+
+async def test_an_added_result_is_read_through_the_tools_not_the_server(eval_fhir):
+    tmpl = medagentbench.templates(EvalEnv(settings=settings()))
+    from wardround.evals.chart import fetch_chart
+
+    bob = await fetch_chart(eval_fhir.client, eval_fhir.ids["bob"])
+    sample = next(
+        s
+        for s in medagentbench.build_samples([bob], tmpl)
+        if s.category == "task5" and s.target["outcome"] == "order"
+    )
+    added = sample.metadata["added"][0]
+    env = EvalEnv(settings=settings(), fhir=eval_fhir.client)
+    since = datetime.fromisoformat(sample.metadata["now"]) - timedelta(hours=24)
+    read = {"patient": "7654321", "code": "19123-9", "date": f"ge{since.isoformat()}"}
+    env.model = ScriptedChatModel(
+        replies=[
+            json.dumps({"action": "get_lab_observations", "args": read}),
+            json.dumps({"action": "final_answer", "answer": f"FINISH([{sample.target['value']}])"}),
+        ]
+    )
+    task = medagentbench.bind(env, [sample])
+    trace = await task.solver(sample)
+    result = trace.messages[2]
+    assert result["role"] == "tool" and f"{sample.target['value']} mg/dL" in result["content"]
+    assert result["artifact"] == [f"Observation/{added['id']}"]
+    score = await task.scorer(sample, trace)
+    assert not score.correct and "POSTs, expected 1" in score.explanation  # read, but no order
+    assert not await eval_fhir.client.search("Observation", {"patient": bob.id, "code": "19123-9"})
+
+
+async def test_added_records_answer_only_the_searches_they_match():
+    from wardround.evals.tasks.mab_tools import added_matches
+
+    obs = {
+        "resourceType": "Observation",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "19123-9"}]},
+        "category": [{"coding": [{"code": "laboratory"}]}],
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2024-05-01T20:00:00+00:00",
+    }
+    assert added_matches(
+        obs, "Observation", [("patient", "p1"), ("code", "http://loinc.org|19123-9")]
+    )
+    assert added_matches(
+        obs, "Observation", [("patient", "p1"), ("date", "ge2024-05-01T12:00:00+00:00")]
+    )
+    assert added_matches(obs, "Observation", [("date", "2024-05-01")])
+    assert not added_matches(obs, "Observation", [("date", "lt2024-05-01T12:00:00+00:00")])
+    assert not added_matches(obs, "Observation", [("patient", "p2")])
+    assert not added_matches(obs, "Observation", [("code", "2339-0")])
+    assert not added_matches(obs, "Condition", [("patient", "p1")])
+    assert not added_matches(obs, "Observation", [("category", "vital-signs")])

@@ -9,6 +9,8 @@ over any `FhirClient`, and keep our evidence contract (text plus record ids).
 Two behaviours make them usable for the benchmark on other data:
 - `as_of`: the chart as it was at the task's fixed "now"; records dated later are hidden.
 - `patient` accepts a FHIR id or an MRN (MedAgentBench's server used the MRN as the id).
+- `added`: records a task adds to the chart (results our synthetic patients lack) are
+  searched beside the server's, and never written to it.
 
 Writes go to an `OrderLog`. In "capture" mode (the default for evaluation) a POST is
 recorded and acknowledged but not sent, exactly as MedAgentBench's harness does: graders
@@ -288,12 +290,16 @@ def _after(resource: dict[str, Any], as_of: datetime | None) -> bool:
 @dataclass
 class MabScope:
     """What the nine tools of one task run against: the client, where writes go, the task's
-    "now" (records dated later are hidden) and the MRN -> id lookups made so far."""
+    "now" (records dated later are hidden), the MRN -> id lookups made so far and the
+    records the task adds."""
 
     client: FhirClient
     orders: OrderLog
     as_of: datetime | None = None
     patient_ids: dict[str, str] = field(default_factory=dict)
+    # Records the task adds to the chart (results our synthetic patients lack), searched
+    # beside the server's and never written to it.
+    added: Sequence[dict[str, Any]] = ()
 
 
 async def resolve(scope: MabScope, value: str) -> str:
@@ -308,9 +314,63 @@ async def resolve(scope: MabScope, value: str) -> str:
     return scope.patient_ids[value]
 
 
+def _codes(concepts: Any) -> set[str]:
+    concepts = concepts if isinstance(concepts, list) else [concepts]
+    return {
+        str(c.get("code")) for k in concepts if isinstance(k, dict) for c in k.get("coding") or []
+    }
+
+
+def _date_matches(stamp: str | None, value: str) -> bool:
+    """A FHIR date filter (prefix + date or date-time) against a record's date-time."""
+    op = value[:2] if value[:2] in {"eq", "ne", "gt", "lt", "ge", "le"} else "eq"
+    text = value[2:] if value[:2] == op else value
+    if not stamp:
+        return False
+    if len(text) <= 10:  # a day (or month, year): compare that much of the date
+        mine, theirs = stamp[: len(text)], text
+    else:
+        try:
+            mine = datetime.fromisoformat(stamp.replace("Z", "+00:00"))  # type: ignore[assignment]
+            theirs = datetime.fromisoformat(text.replace("Z", "+00:00"))  # type: ignore[assignment]
+            mine < theirs  # noqa: B015 (naive against aware raises here, not below)
+        except (ValueError, TypeError):
+            return False
+    return {
+        "eq": mine == theirs,
+        "ne": mine != theirs,
+        "gt": mine > theirs,
+        "lt": mine < theirs,
+        "ge": mine >= theirs,
+        "le": mine <= theirs,
+    }[op]
+
+
+def added_matches(
+    resource: dict[str, Any], resource_type: str, params: list[tuple[str, str]]
+) -> bool:
+    """Whether an added record answers this search (patient, code, category and date)."""
+    if resource.get("resourceType") != resource_type:
+        return False
+    for name, value in params:
+        if name == "patient":
+            ok = (resource.get("subject") or {}).get("reference") == f"Patient/{value}"
+        elif name in ("code", "category"):
+            wanted = {v.rpartition("|")[2] for v in value.split(",")}
+            ok = bool(wanted & _codes(resource.get(name)))
+        elif name == "date":
+            ok = _date_matches(resource_datetime(resource), value)
+        else:  # a parameter an added record cannot be judged by: it stays out
+            ok = False
+        if not ok:
+            return False
+    return True
+
+
 async def listing(scope: MabScope, resource_type: str, params: list[tuple[str, str]]) -> ToolOutput:
     """The search's records as of the task's "now", newest first, within the text budget."""
     found = await scope.client.search(resource_type, params)
+    found += [r for r in scope.added if added_matches(r, resource_type, params)]
     shown = [r for r in found if not _after(r, scope.as_of)]
     shown.sort(key=lambda r: resource_datetime(r) or "", reverse=True)
     if not shown:
@@ -390,10 +450,12 @@ def make_mab_tools(
     *,
     as_of: datetime | None = None,
     descriptions: dict[str, str] | None = None,
+    added: Sequence[dict[str, Any]] = (),
 ) -> list[BaseTool]:
-    """The nine tools, in funcs_v1.json order (see TOOL_NAMES); writes go to `orders`."""
+    """The nine tools, in funcs_v1.json order (see TOOL_NAMES); writes go to `orders`;
+    `added` records join the server's in the searches."""
     described = {**_SHORT, **(descriptions or {})}
-    scope = MabScope(client, orders, as_of)
+    scope = MabScope(client, orders, as_of, added=added)
     return [
         checked_tool(
             name,

@@ -16,6 +16,10 @@ each category's instruction and context text, and put in our patients, codes and
   SNOMED 306181000000106) are the original's.
 - patients: MRNs are our patients' MR identifiers; the tools accept an MRN wherever a
   patient id goes, as the original server did.
+- added results: PySynthea records no magnesium and its potassium is never low, so on such
+  a chart a task4/task5/task9 sample adds one result (magnesium within 24 h or earlier, in
+  each dosing band; a low potassium), kept in the sample: the tools list it among the
+  chart's records, nothing is written to the server (see ADDED_LABS).
 
 Orders are graded from the POST bodies the write tools capture (see evals/mab_tools.py, and
 mab_grading.py for the graders):
@@ -33,7 +37,7 @@ import random
 import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,6 +56,7 @@ MAX_STEPS = 8
 ORIGINAL_NOW = "2023-11-13T10:15:00+00:00"
 # The original's local lab codes, and what our synthetic data holds instead.
 CODE_MAP = {"MG": "19123-9", "GLU": "2339-0", "K": "6298-4", "A1C": "4548-4"}
+OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 
 PROMPT = """You are an expert in using FHIR functions to assist medical professionals. \
 Use the tools to read the patient's chart and, when the task asks for it, to write orders.
@@ -146,6 +151,9 @@ class Candidate:
     target: dict[str, Any]
     name: str = ""
     dob: str = ""
+    # Results this sample adds to the chart (see ADDED_LABS), and a tag that tells it apart.
+    added: list[dict[str, Any]] = field(default_factory=list)
+    tag: str = ""
 
 
 def _common(chart: Chart, now: datetime) -> dict[str, Any]:
@@ -188,8 +196,69 @@ def gen_task3(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
         yield Candidate(chart, now, "record", {**_common(chart, now), "value": "118/77 mmHg"})
 
 
+# Results some templates need that our synthetic patients lack: PySynthea records no
+# magnesium, and its potassium is never low. A sample on such a chart brings one result
+# along (`added`, kept in the sample): the tools show it among the chart's records; nothing
+# is written to the server. (tag, hours before "now", value) per added result.
+ADDED_LABS = {
+    "MG": ("Magnesium [Mass/volume] in Serum or Plasma", "mg/dL"),
+    "K": ("Potassium [Moles/volume] in Blood", "mmol/L"),
+}
+Plan = list[tuple[str, tuple[float, float], float]]
+MG_TODAY_OR_NOT: Plan = [
+    ("mg-today", (1, 23), 1.8),
+    ("mg-today-2", (1, 23), 2.3),
+    ("mg-earlier", (26, 72), 1.6),
+]
+MG_BANDS: Plan = [
+    ("mg-severe", (1, 23), 0.8),
+    ("mg-moderate", (1, 23), 1.3),
+    ("mg-mild", (1, 23), 1.7),
+    ("mg-normal", (1, 23), 2.2),
+    ("mg-earlier", (26, 72), 1.6),
+]
+K_LOW: Plan = [("k-low", (1, 12), 3.1), ("k-low-2", (1, 12), 2.8), ("k-low-3", (1, 12), 3.4)]
+
+
+def added_result(chart: Chart, local: str, at: datetime, value: float, tag: str) -> dict[str, Any]:
+    """A lab result for the sample's chart, as the server would hold it (a LOINC code)."""
+    display, unit = ADDED_LABS[local]
+    digest = hashlib.sha1(f"{chart.id}|{tag}|{_iso(at)}".encode()).hexdigest()[:12]
+    return {
+        "resourceType": "Observation",
+        "id": f"mab-{tag}-{digest}",
+        "status": "final",
+        "category": [{"coding": [{"system": OBS_CATEGORY, "code": "laboratory"}]}],
+        "code": {
+            "coding": [{"system": "http://loinc.org", "code": CODE_MAP[local], "display": display}]
+        },
+        "subject": {"reference": f"Patient/{chart.id}"},
+        "effectiveDateTime": _iso(at),
+        "valueQuantity": {"value": value, "unit": unit},
+    }
+
+
+def with_added(
+    chart: Chart, rng: random.Random, local: str, plan: Plan
+) -> Iterator[tuple[datetime, str, list[dict[str, Any]], list[tuple[datetime, float, str]]]]:
+    """(now, tag, added results, all rows) for each planned result, "now" the day after the
+    chart's last record (so the added result is the latest)."""
+    now = base_now(chart)
+    if now is None:
+        return
+    for tag, hours, value in plan:
+        at = _round(now - timedelta(hours=rng.uniform(*hours)))
+        resource = added_result(chart, local, at, value, tag)
+        rows = sorted([*readings(chart, local), (at, value, f"Observation/{resource['id']}")])
+        yield now, tag, [resource], rows
+
+
 def _window_candidates(
-    chart: Chart, rng: random.Random, local: str, make: Callable[[datetime, list], tuple[str, dict]]
+    chart: Chart,
+    rng: random.Random,
+    local: str,
+    make: Callable[[datetime, list], tuple[str, dict]],
+    plan: Plan | None = None,
 ) -> Iterator[Candidate]:
     rows = readings(chart, local)
     times = list(anchors_near(rows, rng, (0.5, 23.5))) + list(anchors_near(rows, rng, (30, 96)))
@@ -199,6 +268,12 @@ def _window_candidates(
     for now in times:
         outcome, target = make(now, rows)
         yield Candidate(chart, now, outcome, {**_common(chart, now), **target})
+    if rows:
+        return
+    for now, tag, added, all_rows in with_added(chart, rng, local, plan or []):
+        outcome, target = make(now, all_rows)
+        target = {**_common(chart, now), **target}
+        yield Candidate(chart, now, outcome, target, added=added, tag=tag)
 
 
 def gen_task4(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
@@ -208,7 +283,7 @@ def gen_task4(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
             return "none", {"value": -1, "evidence": []}
         return "value", {"value": hit[1], "evidence": [hit[2]]}
 
-    yield from _window_candidates(chart, rng, "MG", make)
+    yield from _window_candidates(chart, rng, "MG", make, MG_TODAY_OR_NOT)
 
 
 def gen_task5(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
@@ -223,7 +298,7 @@ def gen_task5(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
             "evidence": [hit[2]],
         }
 
-    yield from _window_candidates(chart, rng, "MG", make)
+    yield from _window_candidates(chart, rng, "MG", make, MG_BANDS)
 
 
 def gen_task6(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
@@ -253,15 +328,24 @@ def gen_task8(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
         yield Candidate(chart, now, "refer", {**_common(chart, now), "note": SBAR})
 
 
+def _potassium(chart: Chart, now: datetime, rows: list) -> tuple[str, dict[str, Any]] | None:
+    hit = latest_before(rows, now)
+    if hit is None:
+        return None
+    dose = potassium_dose(hit[1])
+    target = {**_common(chart, now), "value": hit[1], "dose_meq": dose, "evidence": [hit[2]]}
+    return ("order" if dose else "normal"), target
+
+
 def gen_task9(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
     rows = readings(chart, "K")
     for now in anchors_near(rows, rng, (0.5, 12)):
-        hit = latest_before(rows, now)
-        if hit is None:
-            continue
-        dose = potassium_dose(hit[1])
-        target = {**_common(chart, now), "value": hit[1], "dose_meq": dose, "evidence": [hit[2]]}
-        yield Candidate(chart, now, "order" if dose else "normal", target)
+        if (found := _potassium(chart, now, rows)) is not None:
+            yield Candidate(chart, now, *found)
+    if rows and all(potassium_dose(r[1]) is None for r in rows):  # never low: add a low one
+        for now, tag, added, all_rows in with_added(chart, rng, "K", K_LOW):
+            if (found := _potassium(chart, now, all_rows)) is not None:
+                yield Candidate(chart, now, *found, added=added, tag=tag)
 
 
 def gen_task10(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
@@ -322,7 +406,7 @@ def _pick(candidates: list[Candidate], n: int, seed: int, category: str) -> list
                 turn[i] += 1
                 if queue:
                     c = queue.pop(0)
-                    key = (c.chart.id, _iso(c.now) + c.dob)
+                    key = (c.chart.id, _iso(c.now) + c.dob + c.tag)
                     if key not in seen:
                         seen.add(key)
                         chosen.append(c)
@@ -354,7 +438,8 @@ def build_samples(
             instruction, context = instantiate(
                 tmpl[category], mrn=str(c.target["mrn"]), now=_iso(c.now), name=c.name, dob=c.dob
             )
-            digest = hashlib.sha1(f"{c.chart.id}|{_iso(c.now)}|{c.dob}".encode()).hexdigest()[:10]
+            key = f"{c.chart.id}|{_iso(c.now)}|{c.dob}" + (f"|{c.tag}" if c.tag else "")
+            digest = hashlib.sha1(key.encode()).hexdigest()[:10]
             samples.append(
                 Sample(
                     id=f"mab-{category}-{digest}",
@@ -365,6 +450,7 @@ def build_samples(
                         "context": context,
                         "now": _iso(c.now),
                         "template": tmpl[category]["id"],
+                        **({"added": c.added} if c.added else {}),
                     },
                 )
             )
@@ -442,7 +528,8 @@ def tool_solver(env: EvalEnv, max_steps: int) -> Callable[[Sample], Awaitable[Tr
     async def solve(sample: Sample) -> Trace:
         orders = OrderLog()
         now = datetime.fromisoformat(sample.metadata["now"])
-        tools = make_mab_tools(env.fhir, orders, as_of=now, descriptions=descriptions)
+        added = sample.metadata.get("added") or []
+        tools = make_mab_tools(env.fhir, orders, as_of=now, descriptions=descriptions, added=added)
         prompt = PROMPT.format(context=sample.metadata["context"], instruction=sample.input)
         result = await run_tool_loop(prompt, tools, model=env.model, max_steps=max_steps)
         artifacts = {"posts": orders.as_artifact(), "tools": tool_specs(tools)}
