@@ -29,8 +29,10 @@ from wardround.fhir.client import FhirClient
 from wardround.fhir.errors import FhirAuthError, FhirError, FhirNotFound, FhirUnavailable
 from wardround.graphs.copilot import AuditLog, CopilotTools, copilot_graph, open_checkpointer
 from wardround.graphs.copilot.graph import history_budget
+from wardround.server.cds_hooks import install_cds_hooks
 from wardround.server.routes import router
 from wardround.server.service import ApiError, CopilotService
+from wardround.server.smart import install_smart, smart_dependencies
 from wardround.settings import Settings
 from wardround.tools import registry
 
@@ -202,7 +204,10 @@ def create_app(settings: Settings, **overrides: Any) -> FastAPI:
     app.state.api_token = api_token(settings)
     install_error_handlers(app)
     describe_errors(app)
-    app.include_router(router)
+    # With SMART configured the launched patient binds every /api call (server/smart).
+    app.include_router(router, dependencies=smart_dependencies(settings))
+    install_smart(app, settings)
+    install_cds_hooks(app, settings, audit=given.audit)
     app.add_api_route(
         "/api/health", health, methods=["GET"], summary="Liveness (no auth)", tags=["meta"]
     )

@@ -87,8 +87,7 @@ def _chunks(path: Path) -> list[Chunk]:
     return load_chunks(path) if path.exists() else []
 
 
-def open_passages(settings: Any) -> PassageFinder:
-    """The guideline index of these settings when it holds passages, else the corpus files."""
+def _open(settings: Any) -> PassageFinder:
     try:
         index = GuidelineIndex(settings.chroma_url or settings.chroma_dir)
         if index.count():
@@ -96,3 +95,25 @@ def open_passages(settings: Any) -> PassageFinder:
     except Exception as exc:  # a broken index must not stop decision support
         log.warning("guideline index unavailable, citing the starter corpus: %s", exc)
     return CorpusPassages()
+
+
+class _Deferred:
+    """Opens the index on first use, not when the app is built (tests build many apps)."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self._finder: PassageFinder | None = None
+        self._lock = threading.Lock()
+
+    def find(self, query: str, source: str | None = None) -> Passage | None:
+        if self._finder is None:
+            with self._lock:
+                if self._finder is None:
+                    self._finder = _open(self.settings)
+        return self._finder.find(query, source)
+
+
+def open_passages(settings: Any) -> PassageFinder:
+    """The guideline index of these settings when it holds passages, else the corpus files
+    (decided on the first lookup)."""
+    return _Deferred(settings)

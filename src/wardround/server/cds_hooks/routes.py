@@ -66,6 +66,7 @@ def cds_router() -> APIRouter:
 
     @router.get("", summary="CDS Hooks discovery")
     async def discovery(hooks: Hooks, client: Client) -> dict[str, Any]:
+        hooks.start_warming()
         return dump(hooks.discovery())
 
     @router.post("/{service_id}", summary="Call a CDS service (answers cards)")

@@ -101,6 +101,7 @@ class CdsHooks:
 
     def __post_init__(self) -> None:
         self.issued = IssuedCards()
+        self._warming: asyncio.Task[None] | None = None
 
     def discovery(self) -> Discovery:
         return Discovery(services=list(SERVICES.values()))
@@ -109,6 +110,11 @@ class CdsHooks:
         """Find every rule's guideline passage now (loads the text model once)."""
         for g in RULE_GUIDELINES:
             self.passages.find(g.query, g.source)
+
+    def start_warming(self) -> None:
+        """Warm in the background once (an EHR calls discovery when it registers us)."""
+        if self._warming is None:
+            self._warming = asyncio.create_task(asyncio.to_thread(self.warm))
 
     async def answer(
         self, service_id: str, hook: HookRequest, client: str, base_url: str
