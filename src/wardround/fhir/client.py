@@ -16,7 +16,8 @@ import asyncio
 import logging
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Self
@@ -25,7 +26,15 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from wardround.fhir.auth import auth_from_settings
-from wardround.fhir.errors import FhirAuthError, FhirError, FhirNotFound, FhirUnavailable
+from wardround.fhir.compartment import CompartmentGuard, DropHook, belongs_to
+from wardround.fhir.errors import (
+    FhirAuthError,
+    FhirError,
+    FhirForeignRecord,
+    FhirNotFound,
+    FhirUnavailable,
+    FhirUnsupportedSearch,
+)
 
 if TYPE_CHECKING:
     from wardround.settings import Settings
@@ -34,8 +43,10 @@ __all__ = [
     "FhirAuthError",
     "FhirClient",
     "FhirError",
+    "FhirForeignRecord",
     "FhirNotFound",
     "FhirUnavailable",
+    "FhirUnsupportedSearch",
     "SearchParams",
     "check_id",
     "check_resource_type",
@@ -56,6 +67,13 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 UNAVAILABLE_STATUS = frozenset({429, 502, 503, 504})
 # Statuses meaning "this server does not offer $everything" rather than "no such patient".
 UNSUPPORTED_STATUS = frozenset({400, 404, 405, 422, 501})
+# Searches ask the server to refuse parameters it does not know: R4's default, lenient
+# handling ignores them, and an ignored `patient` returns every patient's records.
+STRICT = {"Prefer": "handling=strict"}
+# Words of a message saying a parameter was refused or ignored (SEKMET: "Unknown search
+# parameter 'patient' for CareTeam; parameter ignored").
+_REFUSED = re.compile(r"\b(unknown|unsupported|not supported|ignored|invalid)\b", re.I)
+_CLAUSES = re.compile(r"[.;]\s|\n")
 
 # Searched one by one (patient=<id>) when a server has no Patient/$everything.
 EVERYTHING_FALLBACK_TYPES = (
@@ -137,6 +155,60 @@ def _typed_patient(query: list[tuple[str, str]]) -> list[tuple[str, str]]:
     ]
 
 
+@dataclass(frozen=True)
+class _Scope:
+    """A read made for one patient: what to check its results against. `param` is the
+    search parameter that scopes it (None for `$everything`), `via` names it in reports."""
+
+    patient_id: str
+    via: str
+    resource_type: str = "Patient"
+    param: str | None = None
+
+
+def _scope_of(resource_type: str, query: list[tuple[str, str]]) -> _Scope | None:
+    """The patient a search asks for (`patient=<id>`, `patient=` or `subject=Patient/<id>`)."""
+    for name, value in query:
+        pid = value.removeprefix("Patient/") if name in ("patient", "subject") else ""
+        if (name == "patient" or value.startswith("Patient/")) and FHIR_ID.fullmatch(pid):
+            return _Scope(pid, f"search {resource_type}", resource_type, name)
+    return None
+
+
+def refuses(text: str, param: str) -> bool:
+    """Whether a server's message says search parameter `param` was unknown or ignored
+    (the clause naming it, not a list of valid parameters that may follow)."""
+    named = re.compile(rf"(?<![\w.:-]){re.escape(param)}(?![\w.:-])")
+    return any(_REFUSED.search(c) and named.search(c) for c in _CLAUSES.split(text))
+
+
+def _outcome_texts(entries: list[Any]) -> list[str]:
+    """The issue texts of a search Bundle's OperationOutcome entries."""
+    texts: list[str] = []
+    for entry in entries:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType") == "OperationOutcome":
+            for issue in resource.get("issue") or []:
+                if isinstance(issue, dict):
+                    detail = issue.get("diagnostics") or (issue.get("details") or {}).get("text")
+                    texts.append(str(detail or ""))
+    return texts
+
+
+def search_params_of(capabilities: dict[str, Any]) -> dict[str, frozenset[str]]:
+    """Each resource type's search parameter names, from a CapabilityStatement (types
+    listed without any are left out: nothing is known of them)."""
+    found: dict[str, frozenset[str]] = {}
+    for rest in capabilities.get("rest") or []:
+        if not isinstance(rest, dict) or rest.get("mode", "server") != "server":
+            continue
+        for resource in rest.get("resource") or []:
+            params = resource.get("searchParam") if isinstance(resource, dict) else None
+            if resource.get("type") and params:
+                found[str(resource["type"])] = frozenset(str(p.get("name")) for p in params)
+    return found
+
+
 def _diagnostics(response: httpx.Response) -> str:
     """The useful part of an error body: OperationOutcome diagnostics, OAuth error, or text."""
     try:
@@ -209,6 +281,13 @@ class FhirClient:
         self._has_everything: bool | None = None
         # Whether this server needs `patient=Patient/<id>` (None: not known yet).
         self._typed_patient: bool | None = None
+        # Records of other patients are dropped here; `dropped` counts them.
+        self.compartment = CompartmentGuard(self.base_url)
+        # Search parameters per type, read from the CapabilityStatement once.
+        self._search_params: dict[str, frozenset[str]] | None = None
+        self._capabilities_lock = asyncio.Lock()
+        # Types this server cannot search by patient, and why (said once, in the log).
+        self._unsearchable: dict[str, str] = {}
 
     @classmethod
     def from_settings(
@@ -242,14 +321,72 @@ class FhirClient:
         """The server's CapabilityStatement (`GET [base]/metadata`)."""
         return await self._get_json(f"{self.base_url}/metadata")
 
-    async def read(self, reference: str) -> dict[str, Any]:
-        """Read one resource by `Type/id`. Raises FhirNotFound, or ValueError on a bad reference."""
+    @property
+    def dropped(self) -> int:
+        """How many records of other patients this client has dropped so far."""
+        return self.compartment.dropped
+
+    def on_drop(self, hook: DropHook) -> None:
+        """Call `hook(DroppedRecord)` for every record dropped from now on."""
+        self.compartment.on_drop(hook)
+
+    async def search_parameters(self, resource_type: str) -> frozenset[str] | None:
+        """The search parameters the CapabilityStatement lists for a type (empty for a type
+        it leaves out; None when it lists none at all); read once per client."""
+        if self._search_params is None:
+            async with self._capabilities_lock:
+                if self._search_params is None:
+                    self._search_params = await self._read_search_params()
+        if not self._search_params:
+            return None
+        return self._search_params.get(resource_type, frozenset())
+
+    async def patient_param(self, resource_type: str) -> str:
+        """The search parameter that finds a type's records by patient here: `patient`, or
+        `subject` where the server has only that. Raises FhirUnsupportedSearch if neither."""
+        if resource_type in self._unsearchable:
+            raise FhirUnsupportedSearch(
+                self._unsearchable[resource_type], resource_type=resource_type
+            )
+        names = await self.search_parameters(resource_type)
+        if names is None or "patient" in names:
+            return "patient"
+        if "subject" in names:
+            return "subject"
+        raise self._unsupported(
+            resource_type, "its CapabilityStatement lists no `patient` or `subject` search for it"
+        )
+
+    async def unsearchable(self, resource_types: Iterable[str]) -> dict[str, str]:
+        """Of `resource_types`, those this server cannot search by patient, with the reason."""
+        reasons: dict[str, str] = {}
+        for resource_type in resource_types:
+            try:
+                await self.patient_param(resource_type)
+            except FhirUnsupportedSearch as exc:
+                reasons[resource_type] = str(exc)
+        return reasons
+
+    async def read(self, reference: str, *, patient_id: str | None = None) -> dict[str, Any]:
+        """Read one resource by `Type/id`. Raises FhirNotFound, or ValueError on a bad reference.
+
+        With `patient_id` (implied when reading a Patient), a record outside that patient's
+        compartment is dropped, reported and refused with FhirForeignRecord."""
         resource_type, resource_id = parse_reference(reference)
         resource = await self._get_json(f"{self.base_url}/{resource_type}/{resource_id}")
         if resource.get("resourceType") != resource_type:
             raise FhirError(
                 f"GET {reference} returned a {resource.get('resourceType')!r}, not a {resource_type}"
             )
+        owner = patient_id or (resource_id if resource_type == "Patient" else None)
+        if owner is not None and not belongs_to(resource, owner):
+            self.compartment.report(resource, owner, f"read {reference}")
+            raise FhirForeignRecord(
+                f"GET {reference} returned a record that is not Patient/{owner}'s; it was dropped",
+                url=f"{self.base_url}/{reference}",
+            )
+        if resource.get("id") not in (None, resource_id):
+            raise FhirError(f"GET {reference} returned {resource_type}/{resource.get('id')}")
         return resource
 
     async def search(
@@ -269,12 +406,20 @@ class FhirClient:
         `max_pages` pages (default: the client's), stopping early once `limit` resources
         are in hand. Included resources (`_include`) are returned too; OperationOutcome
         entries are dropped.
+
+        A search for one patient (`patient=<id>`, or `subject=Patient/<id>`) returns only
+        records in that patient's compartment (others are dropped and reported); it is sent
+        as `subject` where the server has no `patient` for the type, and raises
+        FhirUnsupportedSearch where it has neither or says it ignored the parameter.
         """
         check_resource_type(resource_type)
         url, query = f"{self.base_url}/{resource_type}", _query(params)
+        scope = _scope_of(resource_type, query)
+        if scope is not None:
+            query, scope = await self._scoped(query, scope)
         if self._typed_patient:
             query = _typed_patient(query)
-        found = await self._collect(url, query, limit=limit, max_pages=max_pages)
+        found = await self._collect(url, query, limit=limit, max_pages=max_pages, scope=scope)
         typed = _typed_patient(query)
         if typed == query or self._typed_patient is False:
             return found
@@ -283,7 +428,7 @@ class FhirClient:
             return found
         # `patient=<id>` is valid FHIR, yet some servers (Medplum's in-memory repository)
         # match reference parameters only as `Type/id`: an empty result is asked again so.
-        found = await self._collect(url, typed, limit=limit, max_pages=max_pages)
+        found = await self._collect(url, typed, limit=limit, max_pages=max_pages, scope=scope)
         if found:
             log.info("%s matches patient=Patient/<id> only; sending that form", self.base_url)
             self._typed_patient = True
@@ -301,17 +446,22 @@ class FhirClient:
 
         `count` is the page size asked for (`_count`, part of the operation's definition);
         at most `max_pages` pages are read, so a huge chart may come back truncated (logged).
+        Resources outside the patient's compartment are dropped and reported.
 
         On a server without the operation, falls back to reading the Patient and searching
-        each of `fallback_types` with `patient={id}` (types the server rejects are skipped).
-        Raises FhirNotFound if the patient does not exist.
+        each of `fallback_types` by patient (types the server rejects, or cannot search by
+        patient, are skipped). Raises FhirNotFound if the patient does not exist.
         """
         check_id(patient_id)
         if self._has_everything is not False:
             params = [("_count", str(count))] if count else []
+            scope = _Scope(patient_id, "$everything")
             try:
                 found = await self._collect(
-                    f"{self.base_url}/Patient/{patient_id}/$everything", params, max_pages=max_pages
+                    f"{self.base_url}/Patient/{patient_id}/$everything",
+                    params,
+                    max_pages=max_pages,
+                    scope=scope,
                 )
                 self._has_everything = True
                 return found
@@ -332,6 +482,8 @@ class FhirClient:
                     return await self.search(
                         resource_type, {"patient": patient_id, **page}, max_pages=max_pages
                     )
+                except FhirUnsupportedSearch:
+                    return []  # said once, when learnt
                 except FhirError as exc:
                     if isinstance(exc, FhirUnavailable) or exc.status not in (400, 403, 404):
                         raise
@@ -339,6 +491,38 @@ class FhirClient:
 
         batches = await asyncio.gather(*(one(t) for t in fallback_types))
         return [patient, *(r for batch in batches for r in batch)]
+
+    async def _read_search_params(self) -> dict[str, frozenset[str]]:
+        try:
+            return search_params_of(await self.capabilities())
+        except (FhirUnavailable, FhirAuthError):
+            raise
+        except FhirError as exc:  # the results are still checked; only the sieve is lost
+            log.warning("no CapabilityStatement from %s (%s)", self.base_url, exc)
+            return {}
+
+    async def _scoped(
+        self, query: list[tuple[str, str]], scope: _Scope
+    ) -> tuple[list[tuple[str, str]], _Scope]:
+        """The query with the patient parameter this server has for the type."""
+        param = await self.patient_param(scope.resource_type)
+        if param == scope.param or scope.param != "patient":
+            return query, scope
+        value = f"Patient/{scope.patient_id}"
+        query = [(param, value) if name == "patient" else (name, v) for name, v in query]
+        return query, _Scope(scope.patient_id, scope.via, scope.resource_type, param)
+
+    def _unsupported(self, resource_type: str, why: str) -> FhirUnsupportedSearch:
+        """Remember (and log once) that a type cannot be searched by patient here."""
+        if resource_type not in self._unsearchable:
+            message = (
+                f"{self.base_url} cannot search {resource_type} by patient ({why}), so "
+                f"{resource_type} records are left out: a search that ignores the patient "
+                "returns every patient's records"
+            )
+            self._unsearchable[resource_type] = message
+            log.warning("%s", message)
+        return FhirUnsupportedSearch(self._unsearchable[resource_type], resource_type=resource_type)
 
     # ----------------------------------------------------------------- writes
 
@@ -386,6 +570,7 @@ class FhirClient:
         *,
         limit: int | None = None,
         max_pages: int | None = None,
+        scope: _Scope | None = None,
     ) -> list[dict[str, Any]]:
         cap = max_pages or self.max_pages
         found: list[dict[str, Any]] = []
@@ -393,21 +578,13 @@ class FhirClient:
         query: list[tuple[str, str]] | None = params
         pages = 0
         while next_url:
-            bundle = await self._get_json(next_url, params=query)
+            bundle = await self._page(next_url, query, scope)
             if bundle.get("resourceType") != "Bundle":
                 raise FhirError(
                     f"expected a Bundle from {next_url}, got {bundle.get('resourceType')!r}"
                 )
             pages += 1
-            for entry in bundle.get("entry") or []:
-                resource = entry.get("resource") if isinstance(entry, dict) else None
-                if not isinstance(resource, dict):
-                    continue
-                if (entry.get("search") or {}).get("mode") == "outcome":
-                    continue
-                if resource.get("resourceType") == "OperationOutcome":
-                    continue
-                found.append(resource)
+            found.extend(self._entries(bundle, scope))
             if limit is not None and len(found) >= limit:
                 return found[:limit]
             next_url = self._next_link(bundle)
@@ -416,6 +593,49 @@ class FhirClient:
                 break
             query = None  # the next link carries its own query
         return found
+
+    async def _page(
+        self, url: str, query: list[tuple[str, str]] | None, scope: _Scope | None
+    ) -> dict[str, Any]:
+        """One page of a search (strict handling asked for) or of `$everything`."""
+        if scope is not None and scope.param is None:  # an operation, not a search
+            return await self._get_json(url, params=query)
+        try:
+            return await self._get_json(url, params=query, headers=STRICT)
+        except FhirError as exc:
+            if exc.status not in (400, 422) or isinstance(exc, FhirUnavailable | FhirAuthError):
+                raise
+            if scope is not None and scope.param and refuses(str(exc), scope.param):
+                raise self._unsupported(
+                    scope.resource_type, f"it refused `{scope.param}` under strict handling"
+                ) from exc
+            if not _REFUSED.search(str(exc)):
+                raise
+            # Another parameter refused: asked again as before, leniently; a patient-scoped
+            # search is still checked record by record.
+            log.info("%s refused a search under strict handling (%s); asked leniently", url, exc)
+            return await self._get_json(url, params=query)
+
+    def _entries(self, bundle: dict[str, Any], scope: _Scope | None) -> list[dict[str, Any]]:
+        """A page's resources (OperationOutcome entries left out), checked against `scope`."""
+        entries = [e for e in bundle.get("entry") or [] if isinstance(e, dict)]
+        outcomes = _outcome_texts(entries)
+        if scope is not None and scope.param:
+            ignored = next((t for t in outcomes if refuses(t, scope.param)), None)
+            if ignored is not None:
+                raise self._unsupported(scope.resource_type, f"it said: {ignored}")
+        if outcomes:
+            log.info("%s said: %s", self.base_url, "; ".join(outcomes)[:500])
+        resources = [
+            e["resource"]
+            for e in entries
+            if isinstance(e.get("resource"), dict)
+            and (e.get("search") or {}).get("mode") != "outcome"
+            and e["resource"].get("resourceType") != "OperationOutcome"
+        ]
+        if scope is None:
+            return resources
+        return self.compartment.keep(resources, scope.patient_id, scope.via)
 
     def _next_link(self, bundle: dict[str, Any]) -> str | None:
         for link in bundle.get("link") or []:
@@ -439,9 +659,12 @@ class FhirClient:
         return url
 
     async def _get_json(
-        self, url: str, params: list[tuple[str, str]] | None = None
+        self,
+        url: str,
+        params: list[tuple[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        return self._json_dict(await self._send("GET", url, params=params))
+        return self._json_dict(await self._send("GET", url, params=params, headers=headers))
 
     @staticmethod
     def _json_or_none(response: httpx.Response) -> Any:

@@ -22,3 +22,17 @@ class FhirNotFound(FhirError):
 
 class FhirAuthError(FhirError):
     """Authentication failed: the token endpoint refused us, or the server answered 401/403."""
+
+
+class FhirUnsupportedSearch(FhirError):
+    """The server cannot search this resource type by patient (no `patient` or `subject`
+    search parameter, or it said it ignored the one sent), so the type is left out: a search
+    it ignores returns every patient's records."""
+
+    def __init__(self, message: str, *, resource_type: str, url: str | None = None):
+        super().__init__(message, url=url)
+        self.resource_type = resource_type
+
+
+class FhirForeignRecord(FhirError):
+    """A read made for one patient returned a record of another (dropped and reported)."""

@@ -1,4 +1,4 @@
-"""Where each resource type keeps its clinical date, its main code and its patient.
+"""Where each resource type keeps its clinical date and its main code (its patient: compartment.py).
 
 FHIR spreads these over type-specific (and choice-typed) elements; rendering, the manifest
 and record search all need the same answer, so it lives here once.
@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Any
+
+# Whose record a resource is: the Patient compartment's rules, kept in one place.
+from wardround.fhir.compartment import belongs_to as belongs_to
 
 # Elements holding the date a record is "about", most specific first. Choice types
 # ([x]) are listed per variant; a Period contributes its start.
@@ -143,25 +146,6 @@ def concept_text(concept: dict[str, Any] | None) -> str | None:
 def reference_of(resource: dict[str, Any]) -> str:
     """`Type/id` of a resource."""
     return f"{resource.get('resourceType', 'Resource')}/{resource.get('id', '?')}"
-
-
-def patient_reference(resource: dict[str, Any]) -> str | None:
-    """The `reference` string of the patient the record belongs to (subject, patient, ...)."""
-    if resource.get("resourceType") == "Patient":
-        return reference_of(resource)
-    for field in ("subject", "patient", "beneficiary"):
-        value = resource.get(field)
-        if isinstance(value, dict) and value.get("reference"):
-            return str(value["reference"])
-    return None
-
-
-def belongs_to(resource: dict[str, Any], patient_id: str) -> bool:
-    """Whether `resource` is a record of Patient/`patient_id` (shared records such as a
-    Practitioner or a Medication, which name no patient, belong to every chart)."""
-    owner = patient_reference(resource)
-    mine = f"Patient/{patient_id}"
-    return owner is None or owner == mine or owner.endswith(f"/{mine}")
 
 
 def status_code(resource: dict[str, Any], field_name: str) -> str | None:

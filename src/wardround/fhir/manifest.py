@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from wardround.fhir.fields import primary_concept, resource_date
+from wardround.fhir.records import RECORD_TYPES
 
 if TYPE_CHECKING:
     from wardround.fhir.client import FhirClient
@@ -89,6 +90,8 @@ class Manifest(BaseModel):
     patient_id: str | None = None
     types: dict[str, TypeSummary] = Field(default_factory=dict)
     codes: list[CodeSummary] = Field(default_factory=list)
+    # Types the server cannot search by patient, so no tool can fetch them: type -> why.
+    left_out: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
     def from_resources(
@@ -154,6 +157,12 @@ class Manifest(BaseModel):
             hidden = len(codes) - len(shown)
             if hidden:
                 lines.append(f"  ... {hidden} more code{'s' if hidden > 1 else ''}")
+        left_out = sorted(t for t in self.left_out if wanted is None or t in wanted)
+        if left_out:
+            lines.append(
+                f"Left out: {', '.join(left_out)} (this FHIR server cannot search them by "
+                "patient, so they cannot be fetched for this chart alone)"
+            )
         return "\n".join(lines)
 
 
@@ -195,6 +204,14 @@ def _first_coding(concept: dict[str, Any] | None) -> tuple[str | None, str | Non
 
 
 async def build_manifest(client: FhirClient, patient_id: str) -> Manifest:
-    """Fetch the patient's whole chart (`$everything`, or per-type searches) and summarise it."""
+    """Fetch the patient's whole chart (`$everything`, or per-type searches) and summarise it.
+
+    Record types the server cannot search by patient are left out (`Manifest.left_out` says
+    why): a planner that picked one could only get every patient's records back."""
     resources = await client.everything(patient_id)
-    return Manifest.from_resources(resources, patient_id=patient_id)
+    seen = {str(r.get("resourceType")) for r in resources} - NON_CHART_TYPES - {"Patient"}
+    left_out = await client.unsearchable(sorted(seen | set(RECORD_TYPES)))
+    kept = [r for r in resources if r.get("resourceType") not in left_out]
+    manifest = Manifest.from_resources(kept, patient_id=patient_id)
+    manifest.left_out = left_out
+    return manifest

@@ -8,13 +8,18 @@ single-line writes under a lock, so concurrent conversations never interleave li
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from wardround.fhir.compartment import DroppedRecord
+from wardround.fhir.compartment import log as compartment_log
+
 ANONYMOUS = "anonymous"
+DROPPED = "drop_foreign_record"
 
 
 class AuditLog:
@@ -58,3 +63,32 @@ class AuditLog:
             return []
         with self.path.open(encoding="utf-8") as lines:
             return [json.loads(line) for line in lines if line.strip()]
+
+
+class DroppedRecordHandler(logging.Handler):
+    """Writes each record the FHIR client dropped as another patient's (reported on the
+    `wardround.fhir.compartment` logger) to an audit log: server, type and id, no content."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        super().__init__(logging.WARNING)
+        self.audit = audit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        dropped = getattr(record, "dropped_record", None)
+        if isinstance(dropped, DroppedRecord):
+            self.audit.record(
+                user=None,
+                action=DROPPED,
+                patient=dropped.patient_id,
+                server=dropped.base_url,
+                resource_type=dropped.resource_type,
+                resource_id=dropped.resource_id,
+                via=dropped.via,
+            )
+
+
+def audit_dropped_records(audit: AuditLog) -> DroppedRecordHandler:
+    """Subscribe `audit` to the FHIR client's dropped records; `removeHandler` it to stop."""
+    handler = DroppedRecordHandler(audit)
+    compartment_log.addHandler(handler)
+    return handler

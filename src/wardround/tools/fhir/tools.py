@@ -28,11 +28,14 @@ from wardround.fhir.client import (
     FHIR_ID,
     FhirClient,
     FhirError,
+    FhirForeignRecord,
     FhirNotFound,
+    FhirUnsupportedSearch,
     escape_value,
     parse_reference,
 )
-from wardround.fhir.fields import belongs_to, reference_of
+from wardround.fhir.compartment import owner_id
+from wardround.fhir.fields import reference_of
 from wardround.fhir.manifest import build_manifest
 from wardround.fhir.records import fetch_records
 from wardround.fhir.render import render_resource, render_resources
@@ -188,17 +191,21 @@ async def _nothing_found(scope: ChartScope, args: SearchRecordsArgs, criteria: s
 
 async def read_record(scope: ChartScope, args: ReadRecordArgs) -> ToolOutput:
     parse_reference(args.reference)
-    resource = await scope.fhir.read(args.reference)
     bound = scope.patient_id
-    if bound and not belongs_to(resource, bound):
+    try:
+        resource = await scope.fhir.read(args.reference, patient_id=bound)
+    except FhirForeignRecord:
         return tool_result(f"Error: {args.reference} is not a record of Patient/{bound}.")
     lines = [render_resource(resource, note_chars=DETAIL_NOTE_CHARS)]
     ids = [reference_of(resource)]
     if resource.get("resourceType") == "DiagnosticReport":
-        # A report is read for its results: fetch them so they can be cited.
+        # A report is read for its results: fetch them so they can be cited (only those of
+        # the report's own patient: another's are dropped by the client).
+        owner = bound or owner_id(resource)
         refs = [r.get("reference", "") for r in resource.get("result") or []]
         refs = [r for r in refs[:MAX_REPORT_RESULTS] if re.fullmatch(REFERENCE_PATTERN, r)]
-        results = await asyncio.gather(*(scope.fhir.read(r) for r in refs), return_exceptions=True)
+        reads = (scope.fhir.read(r, patient_id=owner) for r in refs)
+        results = await asyncio.gather(*reads, return_exceptions=True)
         for result in results:
             if isinstance(result, dict):
                 lines.append("  " + render_resource(result))
@@ -334,6 +341,8 @@ async def _guarded(
         return await run(schema.model_validate(kwargs))
     except FhirNotFound as exc:
         return tool_result(f"Error: not found. {exc}")
+    except FhirUnsupportedSearch as exc:
+        return tool_result(f"Error: {exc}. Use another record type.")
     except FhirError as exc:
         return tool_result(f"Error from the FHIR server: {exc}")
     except ValidationError as exc:
