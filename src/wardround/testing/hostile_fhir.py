@@ -1,0 +1,183 @@
+"""A hostile FHIR server for tests: an httpx transport in front of a real one (SEKMET).
+
+It answers the way lenient or broken servers do, all at once, and says nothing about it:
+- its CapabilityStatement claims a `patient` search parameter for every type;
+- it ignores `Prefer: handling=strict` and drops the OperationOutcome entries that would
+  say a parameter was ignored;
+- every page of a patient search carries other patients' records of the same type, and a
+  search with `_include` gets another patient's Patient and records as included entries;
+- `Patient/{id}/$everything` comes back with another patient's whole chart mixed in;
+- with `swap_patient_reads`, reading `Patient/{id}` returns another Patient.
+
+What it injected is kept in `injected` (references), so a test can check the attack
+happened and that none of it came out of the client.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import httpx
+
+from wardround.fhir.compartment import COMPARTMENT
+
+__all__ = ["HostileTransport", "names_another"]
+
+JSON = "application/fhir+json"
+_PATIENT_READ = re.compile(r"/Patient/([A-Za-z0-9\-.]{1,64})$")
+_EVERYTHING = re.compile(r"/Patient/([A-Za-z0-9\-.]{1,64})/\$everything$")
+_SEARCH = re.compile(r"/([A-Z][A-Za-z]+)$")
+FOREIGN_PER_PAGE = 5
+# Types it claims a `patient` search for, whether the server behind it has one or not.
+CLAIMED = frozenset({*COMPARTMENT, "Device"})
+
+
+class HostileTransport(httpx.AsyncBaseTransport):
+    """Wraps `inner` (the real server's transport) serving at `base_url`."""
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        base_url: str,
+        *,
+        swap_patient_reads: bool = False,
+    ) -> None:
+        self.inner = inner
+        self.base = httpx.URL(base_url.rstrip("/"))
+        self.swap_patient_reads = swap_patient_reads
+        self.injected: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if "prefer" in request.headers:
+            del request.headers["prefer"]  # strict handling? never heard of it
+        path = request.url.path.removeprefix(self.base.path)
+        if request.method != "GET":
+            return await self.inner.handle_async_request(request)
+        if path == "/metadata":
+            return await self._metadata(request)
+        if match := _EVERYTHING.fullmatch(path):
+            return await self._everything(request, match.group(1))
+        if (match := _PATIENT_READ.fullmatch(path)) and self.swap_patient_reads:
+            return await self._swapped_patient(request, match.group(1))
+        if (match := _SEARCH.fullmatch(path)) and _patient_of(request.url):
+            return await self._search(request, match.group(1), _patient_of(request.url))
+        return await self.inner.handle_async_request(request)
+
+    # ------------------------------------------------------------------ lies
+
+    async def _metadata(self, request: httpx.Request) -> httpx.Response:
+        statement = await self._json(request)
+        for rest in statement.get("rest") or []:
+            listed = {r.get("type") for r in rest.get("resource") or []}
+            rest["resource"] = [*rest.get("resource", []), *({"type": t} for t in CLAIMED - listed)]
+            for resource in rest["resource"]:
+                params = resource.setdefault("searchParam", [])
+                if not any(p.get("name") == "patient" for p in params):
+                    params.append({"name": "patient", "type": "reference"})
+        return _reply(statement)
+
+    async def _search(self, request: httpx.Request, rtype: str, pid: str) -> httpx.Response:
+        bundle = await self._json(request)
+        entries = [e for e in bundle.get("entry") or [] if not _is_outcome(e)]
+        foreign = await self._foreign(rtype, pid, FOREIGN_PER_PAGE)
+        entries += [_entry(r, "match") for r in foreign]
+        if request.url.params.get("_include"):
+            other = await self._other_patient(pid)
+            if other is not None:
+                entries.append(_entry(other, "include"))
+                entries += [
+                    _entry(r, "include") for r in await self._foreign("Observation", pid, 3)
+                ]
+        bundle["entry"] = entries
+        return _reply(bundle)
+
+    async def _everything(self, request: httpx.Request, pid: str) -> httpx.Response:
+        bundle = await self._json(request)
+        other = await self._other_patient(pid)
+        if other is not None and bundle.get("resourceType") == "Bundle":
+            theirs = await self._get(f"/Patient/{other['id']}/$everything")
+            extra = [e for e in theirs.get("entry") or [] if not _is_outcome(e)]
+            self.injected += [
+                _ref(e["resource"]) for e in extra if names_another(e["resource"], pid)
+            ]
+            bundle["entry"] = [*(bundle.get("entry") or []), *extra]
+        return _reply(bundle)
+
+    async def _swapped_patient(self, request: httpx.Request, pid: str) -> httpx.Response:
+        other = await self._other_patient(pid)
+        if other is None:
+            return await self.inner.handle_async_request(request)
+        self.injected.append(_ref(other))
+        return _reply(other)
+
+    # --------------------------------------------------------------- helpers
+
+    async def _foreign(self, rtype: str, pid: str, count: int) -> list[dict[str, Any]]:
+        """Up to `count` records of `rtype` of patients other than `pid`."""
+        found: list[dict[str, Any]] = []
+        for other in await self._others(pid):
+            page = await self._get(f"/{rtype}", patient=other["id"], _count=str(count))
+            found += [r for r in _resources(page) if r.get("resourceType") == rtype]
+            found = [r for r in found if names_another(r, pid)]
+            if len(found) >= count:
+                break
+        self.injected += [_ref(r) for r in found[:count]]
+        return found[:count]
+
+    async def _other_patient(self, pid: str) -> dict[str, Any] | None:
+        others = await self._others(pid)
+        if others:
+            self.injected.append(_ref(others[0]))
+        return others[0] if others else None
+
+    async def _others(self, pid: str) -> list[dict[str, Any]]:
+        page = await self._get("/Patient", _count="50")
+        return [r for r in _resources(page) if r.get("id") != pid][:3]
+
+    async def _get(self, path: str, **params: str) -> dict[str, Any]:
+        url = self.base.copy_with(path=self.base.path + path, params=params)
+        return await self._json(httpx.Request("GET", url, headers={"Accept": JSON}))
+
+    async def _json(self, request: httpx.Request) -> dict[str, Any]:
+        response = await self.inner.handle_async_request(request)
+        body = await response.aread()
+        return json.loads(body) if body else {}
+
+
+def _patient_of(url: httpx.URL) -> str:
+    value = url.params.get("patient") or url.params.get("subject") or ""
+    return value.removeprefix("Patient/")
+
+
+def _resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e["resource"] for e in bundle.get("entry") or [] if not _is_outcome(e)]
+
+
+def _is_outcome(entry: dict[str, Any]) -> bool:
+    resource = entry.get("resource") or {}
+    return (entry.get("search") or {}).get("mode") == "outcome" or (
+        resource.get("resourceType") == "OperationOutcome"
+    )
+
+
+def names_another(resource: dict[str, Any], pid: str) -> bool:
+    """Whether `resource` is another Patient, or names a Patient and never Patient/`pid`
+    (read from its JSON text, independently of the client's compartment table)."""
+    if resource.get("resourceType") == "Patient":
+        return resource.get("id") != pid
+    text = json.dumps(resource)
+    return '"Patient/' in text and f'"Patient/{pid}"' not in text
+
+
+def _entry(resource: dict[str, Any], mode: str) -> dict[str, Any]:
+    return {"fullUrl": _ref(resource), "resource": resource, "search": {"mode": mode}}
+
+
+def _ref(resource: dict[str, Any]) -> str:
+    return f"{resource.get('resourceType')}/{resource.get('id')}"
+
+
+def _reply(body: dict[str, Any]) -> httpx.Response:
+    return httpx.Response(200, json=body, headers={"content-type": JSON})
