@@ -1,4 +1,5 @@
-"""`wardround eval run|compare|tasks`: run benchmarks and compare two models on the same samples."""
+"""`wardround eval run|compare|tasks|export`: run benchmarks, compare two models on the same
+samples, and export a run's traces to train on."""
 
 from __future__ import annotations
 
@@ -186,6 +187,46 @@ def compare(
     )
     for name, path in paths.items():
         console.print(f"{name:8} {path}", highlight=False)
+
+
+ExportToOpt = typer.Option(
+    None, "--to", help="output JSONL (default: <run folder>/export-<format>[-all].jsonl)"
+)
+
+
+@app.command()
+def export(
+    task: str = TaskArg,
+    model: str = typer.Option(..., "--model", "-m", help="model preset of the finished run"),
+    fmt: str = typer.Option(
+        "openai", "--format", "-f", help="openai (fine-tuning JSONL) or hf (Hugging Face messages)"
+    ),
+    to: Path | None = ExportToOpt,
+    include_all: bool = typer.Option(
+        False, "--all", help="every finished sample, not only the correct ones"
+    ),
+    out: Path | None = OutOpt,
+    option: list[str] | None = OptionOpt,
+) -> None:
+    """Write a finished run's traces as chat-format JSONL (messages and tools) to train on."""
+    from wardround.evals import export as exporter
+    from wardround.evals import suite
+    from wardround.evals.runner import load_records
+
+    settings = load_settings()
+    options = _options(option)
+    if fmt not in exporter.FORMATS:
+        fail(f"--format must be one of {', '.join(exporter.FORMATS)}")
+    with clean_errors(*_errors()):
+        layout = suite.Layout(suite.runs_root(settings, out), suite.get_task(task).name, options)
+        results = layout.results(model)
+        if not results.exists():
+            fail(f"no run of {model} on {task} under {layout.root}")
+        target = to or results.with_name(f"export-{fmt}{'-all' if include_all else ''}.jsonl")
+        records = load_records(results).values()
+        n = exporter.export_records(records, target, fmt, include_all=include_all)  # type: ignore[arg-type]
+    which = "finished" if include_all else "correct"
+    console.print(f"{n} {which} traces of {len(records)} -> {target}", highlight=False)
 
 
 ToOpt = typer.Option(..., "--to", help="the result folder, e.g. docs/results/<name>")
