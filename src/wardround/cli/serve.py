@@ -1,4 +1,4 @@
-"""`wardround serve vllm` (how to serve a preset on a GPU) and `wardround serve mcp`."""
+"""`wardround serve vllm` (how to serve a preset on a GPU), `serve mcp` and `serve cds`."""
 
 from __future__ import annotations
 
@@ -70,5 +70,34 @@ def mcp(
     err_console.print(f"MCP (streamable HTTP) on http://{host}:{port}/mcp", highlight=False)
     try:
         uvicorn.run(http_app(server, settings), host=host, port=port, log_level="warning")
+    except OSError as err:
+        fail(f"cannot listen on {host}:{port}: {err.strerror or err}")
+
+
+@app.command()
+def cds(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8300, min=1, max=65535, help="port to listen on"),
+) -> None:
+    """Serve the CDS Hooks service alone (/cds-services: patient-view, order-select,
+    order-sign, feedback), without the copilot or a model. EHRs are trusted per
+    WARDROUND_CDS_TRUSTED_ISSUERS (iss -> JWKS URL); see docs/ehr-integration.md."""
+    from wardround.cli.api import _is_loopback
+    from wardround.cli.common import err_console, load_settings
+    from wardround.server.cds_hooks import create_cds_app
+
+    settings = load_settings()
+    if not settings.cds_require_jwt and not _is_loopback(host):
+        fail(
+            f"refusing to serve cards without JWT checks on {host}: unset WARDROUND_CDS_REQUIRE_JWT"
+        )
+    cds_app = create_cds_app(settings)
+    err_console.print("finding the rules' guideline passages ...", highlight=False)
+    cds_app.state.cds_hooks.warm()  # the first hook is then answered without loading a model
+    import uvicorn
+
+    err_console.print(f"CDS Hooks discovery on http://{host}:{port}/cds-services", highlight=False)
+    try:
+        uvicorn.run(cds_app, host=host, port=port, log_level="warning")
     except OSError as err:
         fail(f"cannot listen on {host}:{port}: {err.strerror or err}")
