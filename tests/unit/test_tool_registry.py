@@ -73,3 +73,38 @@ def test_a_failing_optional_group_is_left_out(tmp_path: Path) -> None:
         assert registry.extra_tools(Settings(home=tmp_path)) == []
     finally:
         registry._builders.pop("broken")
+
+
+def _chart_note(fhir: object, patient_id: str, settings: Settings | None) -> list[BaseTool]:
+    def chart_note_count() -> str:
+        """How many notes the chart holds (a per-patient plugin)."""
+        return f"notes of {patient_id}"
+
+    return [StructuredTool.from_function(chart_note_count, name="chart_note_count")]
+
+
+@pytest.fixture
+def per_patient() -> Iterator[None]:
+    registry.register("notes", _chart_note, per_patient=True)
+    yield
+    registry._builders.pop("notes")
+
+
+async def test_a_per_patient_tool_reaches_the_copilot_the_loop_and_mcp(
+    per_patient: None, tmp_path: Path
+) -> None:
+    from wardround.fhir.client import FhirClient
+    from wardround.graphs.ehr_qa.free_loop import read_tools
+    from wardround.server.mcp_server import build_server
+
+    fhir = FhirClient("http://127.0.0.1:9/fhir")  # never called: tools are only listed
+    copilot = CopilotTools(fhir)
+    assert "chart_note_count" in copilot.by_name("p1")
+    assert "find_patient" not in copilot.by_name("p1"), "patient-bound: no cross-chart search"
+    loop = {t.name for t in read_tools(fhir, "p1")}
+    assert "chart_note_count" in loop and "search_records" in loop
+    assert not loop & {"find_patient", "create_service_request"}, "the loop only reads"
+    server = build_server(Settings(home=tmp_path), patient="p1", extra=[], fhir=fhir)
+    names = {t.name for t in await server.list_tools()}
+    assert {"chart_note_count", "search_records", "create_service_request"} <= names
+    await fhir.aclose()

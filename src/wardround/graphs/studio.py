@@ -38,7 +38,8 @@ def _parts() -> tuple[Settings, Any, Any]:
             from wardround.tools.registry import extra_tools
 
             settings = Settings()
-            tools = CopilotTools(FhirClient.from_settings(settings), extra_tools(settings))
+            fhir = FhirClient.from_settings(settings)
+            tools = CopilotTools(fhir, extra_tools(settings), settings)
             _BUILT["parts"] = (settings, make_chat_model(settings), tools)
         return _BUILT["parts"]
 

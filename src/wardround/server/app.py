@@ -149,7 +149,7 @@ async def start_copilot(
     extra = given.extra_tools
     if extra is None:
         extra = await asyncio.to_thread(registry.extra_tools, settings)
-    tools = CopilotTools(client, list(extra))
+    tools = CopilotTools(client, list(extra), settings)
     audit = given.audit or AuditLog(audit_path(settings))
     graph = copilot_graph(
         chat,

@@ -42,10 +42,15 @@ from wardround.graphs.copilot.audit import ANONYMOUS, AuditLog
 from wardround.graphs.copilot.checkpoint import open_checkpointer
 from wardround.graphs.copilot.graph import copilot_graph
 from wardround.graphs.copilot.orders import check_args, summarize
-from wardround.graphs.copilot.toolset import HIDDEN_ARGS, LEFT_OUT, CopilotTools, needs_approval
+from wardround.graphs.copilot.toolset import CopilotTools
 from wardround.settings import Settings
-from wardround.tools.fhir.tools import make_fhir_tools
-from wardround.tools.registry import SPEC_PATIENT
+from wardround.tools.registry import (
+    HIDDEN_ARGS,
+    SPEC_PATIENT,
+    chart_tools,
+    needs_approval,
+    patient_bound,
+)
 
 log = logging.getLogger(__name__)
 _SHAPES_ONLY = cast(FhirClient, None)
@@ -112,7 +117,7 @@ class Backend:
                 fhir = FhirClient.from_settings(self.settings)
                 stack.push_async_callback(fhir.aclose)
             saver = await stack.enter_async_context(open_checkpointer(self.settings))
-            self.fhir, self.tools = fhir, CopilotTools(fhir, self.extra)
+            self.fhir, self.tools = fhir, CopilotTools(fhir, self.extra, self.settings)
             self.audit = AuditLog(self.settings.home / "audit.jsonl")
             self.graph = copilot_graph(_NoModel(), self.tools, checkpointer=saver)
             yield self
@@ -342,9 +347,7 @@ def build_server(
         extra = extra_tools(settings)
     backend = Backend(settings, patient, user, list(extra))
     # The schemas only: the tools that run are rebuilt per call over the opened client.
-    shapes = [
-        t for t in make_fhir_tools(_SHAPES_ONLY, patient_id=SPEC_PATIENT) if t.name not in LEFT_OUT
-    ]
+    shapes = patient_bound(chart_tools(_SHAPES_ONLY, SPEC_PATIENT))
     tools = [
         *(read_tool(backend, t, True) for t in shapes if not needs_approval(t)),
         *(read_tool(backend, t, False) for t in backend.extra),

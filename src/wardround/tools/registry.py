@@ -3,17 +3,22 @@
 Every consumer (the copilot, the HTTP API, the MCP server, LangGraph Studio, the evals, the
 benches) asks here, so a new tool is one function plus one line in `_builders`.
 
-- `patient_tools(fhir, patient_id, settings)`: the FHIR reads and writes bound to one patient
-  (writes carry `REQUIRES_APPROVAL` and the resource they would write), plus image search and
-  guideline lookup when their indexes hold something.
-- `read_only(tools)`: the same without the writes.
+- `chart_tools(fhir, patient_id, settings)`: the per-patient groups (the FHIR reads and
+  writes, plugins registered `per_patient`) bound to one patient; writes carry
+  `REQUIRES_APPROVAL` and the resource they would write.
+- `extra_tools(settings)`: the groups that need no patient (image search and guideline lookup
+  when their indexes hold something, plugins).
+- `patient_tools(...)`: both at once.
+- Filters, one per kind of consumer: `patient_bound` (nothing that leaves the chart: what an
+  agent bound to one patient gets), `read_only` (no writes: the EHR QA loop, read-only MCP),
+  `needs_approval` (the writes, which wait for a clinician).
 - `tool_specs()`: every tool over no backend, for schemas only (benches, docs); never run.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_core.tools import BaseTool
@@ -23,6 +28,10 @@ from wardround.tools.evidence import REQUIRES_APPROVAL
 
 log = logging.getLogger(__name__)
 SPEC_PATIENT = "spec-patient"  # a valid FHIR id for tools built only for their schemas
+# Tools that search every patient: left out wherever an agent is bound to one chart.
+LEAVES_CHART = frozenset({"find_patient"})
+# Arguments not offered to a model or a remote client: a file path on the server is not theirs.
+HIDDEN_ARGS = {"search_images": frozenset({"image_path"})}
 
 
 def _fhir(fhir: Any, patient_id: str, settings: Settings | None) -> list[BaseTool]:
@@ -54,22 +63,25 @@ def _guidelines(fhir: Any, patient_id: str, settings: Settings | None) -> list[B
 
 
 Builder = Callable[[Any, str, "Settings | None"], list[BaseTool]]
-# name -> (builder, required): an optional builder that fails is left out with a log line
-# (a deployment without an image index still gets a copilot over the chart).
-_builders: dict[str, tuple[Builder, bool]] = {
-    "fhir": (_fhir, True),
-    "images": (_images, False),
-    "guidelines": (_guidelines, False),
+# name -> (builder, required, per_patient): an optional builder that fails is left out with a
+# log line (a deployment without an image index still gets a copilot over the chart); a
+# per-patient group is built bound to each chart, the others once.
+_builders: dict[str, tuple[Builder, bool, bool]] = {
+    "fhir": (_fhir, True, True),
+    "images": (_images, False, False),
+    "guidelines": (_guidelines, False, False),
 }
 
 
-def register(name: str, builder: Builder, *, required: bool = False) -> None:
+def register(
+    name: str, builder: Builder, *, required: bool = False, per_patient: bool = False
+) -> None:
     """Add a group of tools every agent gets from now on (a plugin's entry point)."""
-    _builders[name] = (builder, required)
+    _builders[name] = (builder, required, per_patient)
 
 
 def _build(name: str, fhir: Any, patient_id: str, settings: Settings | None) -> list[BaseTool]:
-    builder, required = _builders[name]
+    builder, required, _ = _builders[name]
     if required:
         return builder(fhir, patient_id, settings)
     try:
@@ -84,14 +96,28 @@ def patient_tools(fhir: Any, patient_id: str, settings: Settings) -> list[BaseTo
     return [t for name in _builders for t in _build(name, fhir, patient_id, settings)]
 
 
+def chart_tools(fhir: Any, patient_id: str, settings: Settings | None = None) -> list[BaseTool]:
+    """The per-patient groups' tools, bound to `patient_id` (reads first, as registered)."""
+    names = [n for n, (_, _, per_patient) in _builders.items() if per_patient]
+    return [t for name in names for t in _build(name, fhir, patient_id, settings)]
+
+
 def extra_tools(settings: Settings) -> list[BaseTool]:
     """The tools that need no patient (image search, guideline lookup, plugins)."""
-    names = [n for n in _builders if n != "fhir"]
+    names = [n for n, (_, _, per_patient) in _builders.items() if not per_patient]
     return [t for name in names for t in _build(name, None, SPEC_PATIENT, settings)]
 
 
-def read_only(tools: list[BaseTool]) -> list[BaseTool]:
-    return [t for t in tools if not (t.metadata or {}).get(REQUIRES_APPROVAL)]
+def needs_approval(tool: BaseTool) -> bool:
+    return bool((tool.metadata or {}).get(REQUIRES_APPROVAL))
+
+
+def read_only(tools: Sequence[BaseTool]) -> list[BaseTool]:
+    return [t for t in tools if not needs_approval(t)]
+
+
+def patient_bound(tools: Sequence[BaseTool]) -> list[BaseTool]:
+    return [t for t in tools if t.name not in LEAVES_CHART]
 
 
 def tool_specs() -> list[BaseTool]:

@@ -63,12 +63,13 @@ from wardround.graphs.copilot.routing import (
     model_tools,
     standalone_question,
 )
-from wardround.graphs.copilot.toolset import HIDDEN_ARGS, CopilotTools, needs_approval
+from wardround.graphs.copilot.toolset import CopilotTools
 from wardround.graphs.ehr_qa.answer import answer_question
 from wardround.graphs.ehr_qa.citations import check_citations
 from wardround.graphs.ehr_qa.options import Similarity
 from wardround.tools.evidence import evidence_ids
 from wardround.tools.fhir.tools import FHIR_TOOLS
+from wardround.tools.registry import HIDDEN_ARGS, needs_approval
 
 WRITE_TOOLS = frozenset(spec.name for spec in FHIR_TOOLS if spec.writes)
 # Tag on the model call whose tokens are streamed to the clinician.

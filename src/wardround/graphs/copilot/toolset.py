@@ -22,13 +22,16 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, create_model
 
 from wardround.fhir.client import FhirClient
-from wardround.tools.evidence import REQUIRES_APPROVAL
-from wardround.tools.fhir.tools import ChartScope, bind_tool, make_fhir_tools, write_spec
-from wardround.tools.registry import SPEC_PATIENT
+from wardround.settings import Settings
+from wardround.tools.fhir.tools import ChartScope, bind_tool, write_spec
+from wardround.tools.registry import (
+    HIDDEN_ARGS,
+    SPEC_PATIENT,
+    chart_tools,
+    needs_approval,
+    patient_bound,
+)
 
-LEFT_OUT = frozenset({"find_patient"})
-# Arguments not offered to the model: a file path on the server is not the clinician's to give.
-HIDDEN_ARGS = {"search_images": frozenset({"image_path"})}
 MAX_PATIENTS = 64  # conversations' tool lists kept; older ones are rebuilt when needed
 _UNSUPPORTED_ESCAPE = re.compile(r"\\[sSdDwW]")
 
@@ -76,10 +79,6 @@ def model_facing(tool: BaseTool) -> BaseTool:
     )
 
 
-def needs_approval(tool: BaseTool) -> bool:
-    return bool((tool.metadata or {}).get(REQUIRES_APPROVAL))
-
-
 class CopilotTools:
     """The tools of a copilot conversation, built once and reused for every turn.
 
@@ -90,12 +89,15 @@ class CopilotTools:
             be idempotent.
     """
 
-    def __init__(self, fhir: FhirClient, extra: Sequence[BaseTool] = ()) -> None:
+    def __init__(
+        self, fhir: FhirClient, extra: Sequence[BaseTool] = (), settings: Settings | None = None
+    ) -> None:
         for tool in extra:
             if needs_approval(tool):
                 raise ValueError(f"{tool.name}: extra tools must not need approval")
         self.fhir = fhir
         self.extra = list(extra)
+        self.settings = settings  # for plugins registered per patient
         self._by_patient: dict[str, dict[str, BaseTool]] = {}
         # Bound tools describe "the patient", never an id: one model-facing list serves all.
         spec = self.for_patient(SPEC_PATIENT)
@@ -110,8 +112,7 @@ class CopilotTools:
         """`for_patient`'s tools by name, built once per patient (a few, recently used)."""
         tools = self._by_patient.get(patient_id)
         if tools is None:
-            fhir = [t for t in make_fhir_tools(self.fhir, patient_id=patient_id)
-                    if t.name not in LEFT_OUT]  # fmt: skip
+            fhir = patient_bound(chart_tools(self.fhir, patient_id, self.settings))
             reads = [t for t in fhir if not needs_approval(t)]
             writes = [t for t in fhir if needs_approval(t)]
             tools = {t.name: t for t in [*reads, *self.extra, *writes]}

@@ -12,17 +12,12 @@ from wardround.fhir.client import FhirClient
 from wardround.graphs.ehr_qa import prompts
 from wardround.graphs.ehr_qa.citations import CitedAnswer
 from wardround.graphs.tool_loop import LoopResult, run_tool_loop
-from wardround.tools.evidence import REQUIRES_APPROVAL
-from wardround.tools.fhir.tools import make_fhir_tools
-
-READ_TOOLS = ("patient_manifest", "search_records", "read_record")
+from wardround.tools.registry import chart_tools, patient_bound, read_only
 
 
 def read_tools(fhir: FhirClient, patient_id: str) -> list[BaseTool]:
-    tools = make_fhir_tools(fhir, patient_id=patient_id)
-    return [
-        t for t in tools if t.name in READ_TOOLS and not (t.metadata or {}).get(REQUIRES_APPROVAL)
-    ]
+    """The chart's read tools from the registry (a plugin registered per patient included)."""
+    return read_only(patient_bound(chart_tools(fhir, patient_id)))
 
 
 async def run_loop(
