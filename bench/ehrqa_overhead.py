@@ -27,7 +27,7 @@ from wardround.evals.runner import load_records
 from wardround.fhir.client import FhirClient
 from wardround.graphs.ehr_qa import answer_question
 from wardround.graphs.trace import message_fields
-from wardround.settings import Settings
+from wardround.settings import DEFAULT_MODEL, Settings
 
 OUT = Path(__file__).parent / "out"
 
@@ -85,7 +85,7 @@ async def run(preset: str, repeat: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="qwen2.5-coder-1.5b")
+    parser.add_argument("--preset", default=DEFAULT_MODEL)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     result = asyncio.run(run(args.preset, args.repeat))

@@ -20,14 +20,19 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from wardround.agents.presets import PRESETS as MODEL_PRESETS
 from wardround.evals import suite
 from wardround.evals.results import SampleRecord, read_samples
 from wardround.evals.runner import load_records, stratified
 from wardround.evals.stats import wilson
-from wardround.settings import Settings
+from wardround.settings import DEFAULT_MODEL, Settings
 
 OUT = Path(__file__).parent / "out"
-PRESETS = "qwen2.5-coder-1.5b,qwen2.5-coder-0.5b,gemma3-270m,smollm2-135m"
+# Every embedded preset, the default first.
+PRESETS = ",".join(
+    sorted((p.name for p in MODEL_PRESETS.values() if p.backend == "embedded"),
+           key=lambda name: name != DEFAULT_MODEL)
+)  # fmt: skip
 
 
 async def run_preset(preset: str, n: int, options: dict[str, str]) -> list[SampleRecord]:

@@ -7,16 +7,16 @@ import pytest
 
 from wardround.agents.models import ModelSpec
 from wardround.agents.openai_chat import fold_system
-from wardround.agents.presets import DEFAULT_EMBEDDED, PRESETS, get_preset
+from wardround.agents.presets import PRESETS, get_preset
 from wardround.agents.vllm import template_path, vllm_argv
-from wardround.settings import Settings
+from wardround.settings import DEFAULT_MODEL, Settings
 
 
 def test_presets_cover_production_and_embedded_models() -> None:
     assert get_preset("medgemma-4b").model_id == "google/medgemma-1.5-4b-it"
     assert get_preset("gemma-3-27b").model_id == "google/gemma-3-27b-it"
     assert {p.backend for p in PRESETS.values()} == {"openai", "embedded"}
-    assert get_preset(DEFAULT_EMBEDDED).backend == "embedded"
+    assert get_preset(DEFAULT_MODEL).backend == "embedded"
     with pytest.raises(ValueError, match="known presets"):
         get_preset("gpt-17")
 

@@ -82,9 +82,8 @@ PRESETS: dict[str, ModelPreset] = {
     ]
 }
 
-# Chosen by bench/ehrqa_presets.py (EHR QA accuracy and latency of every embedded preset on
-# the same questions); the table is in the README.
-DEFAULT_EMBEDDED = "qwen2.5-coder-1.5b"
+# The default preset is settings.DEFAULT_MODEL, chosen by bench/ehrqa_presets.py (EHR QA
+# accuracy and latency of every embedded preset on the same questions; README's table).
 
 
 def get_preset(name: str) -> ModelPreset:

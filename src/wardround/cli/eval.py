@@ -9,12 +9,13 @@ from pathlib import Path
 import typer
 
 from wardround.cli.common import clean_errors, console, fail, load_settings
+from wardround.evals.tasks import NAMES
 
 app = typer.Typer(
     help="Evaluate models on agentic clinical tasks and compare them with paired statistics."
 )
 
-TaskArg = typer.Argument(..., help="task: ehrqa, medagentbench, agentclinic or images")
+TaskArg = typer.Argument(..., help=f"task: {', '.join(NAMES)}")
 
 
 def _options(values: list[str] | None) -> dict[str, str]:

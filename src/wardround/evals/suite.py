@@ -15,6 +15,7 @@ categories from the frozen dataset, so two models with the same limit get the sa
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from wardround.evals.report import write_compare_report, write_run_report
 from wardround.evals.results import read_samples, write_samples
 from wardround.evals.runner import RunResult, load_records, run_task, stratified
 from wardround.evals.task import EvalEnv, Sample, TaskDef
+from wardround.evals.tasks import NAMES
 from wardround.settings import Settings
 
 # Options that change the dataset rather than the solver; they name the samples file.
@@ -45,9 +47,9 @@ FhirFactory = Callable[[Settings], Any]
 
 
 def task_registry() -> dict[str, TaskDef]:
-    from wardround.evals.tasks import agentclinic, ehrqa, images, medagentbench
-
-    return {t.name: t for t in (ehrqa.TASK, medagentbench.TASK, agentclinic.TASK, images.TASK)}
+    """Every task in `evals.tasks.NAMES`, by name (each module imported when asked for)."""
+    tasks = (importlib.import_module(f"wardround.evals.tasks.{name}").TASK for name in NAMES)
+    return {t.name: t for t in tasks}
 
 
 def get_task(name: str) -> TaskDef:

@@ -1,2 +1,8 @@
 """The eval tasks, each a dataset + solver + scorer: `ehrqa`, `medagentbench` (with its tools
-and graders), `agentclinic` (with its actors) and `images`."""
+and graders), `agentclinic` (with its actors) and `images`.
+
+`NAMES` is the one list of them: the suite's registry and the CLI's help read it; a new task
+is a module here with a `TASK` and its name added below.
+"""
+
+NAMES: tuple[str, ...] = ("ehrqa", "medagentbench", "agentclinic", "images")
