@@ -75,9 +75,12 @@ class SmartApp:
         form = {"grant_type": "authorization_code", "code": code,
                 "redirect_uri": launch.redirect_uri, "code_verifier": launch.code_verifier,
                 "client_id": self.client_id}  # fmt: skip
-        auth = (self.client_id, self.client_secret) if self.client_secret else None
+        # A confidential client authenticates with HTTP Basic; a public one by PKCE alone.
+        basic: dict[str, Any] = {}
+        if self.client_secret:
+            basic["auth"] = httpx.BasicAuth(self.client_id, self.client_secret)
         try:
-            response = await self.http.post(launch.token_url, data=form, auth=auth)
+            response = await self.http.post(launch.token_url, data=form, **basic)
         except httpx.HTTPError as exc:
             raise HTTPException(502, f"the token endpoint failed: {exc}") from None
         if response.status_code != 200:
