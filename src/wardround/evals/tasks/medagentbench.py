@@ -357,6 +357,7 @@ def gen_task10(chart: Chart, rng: random.Random) -> Iterator[Candidate]:
         times.append(now0)
     for now in times:
         hit = latest_before(rows, now)
+        target: dict[str, Any]
         if hit is None:
             target = {"value": -1, "date": None, "order": True, "evidence": []}
             outcome = "none"
