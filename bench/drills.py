@@ -663,10 +663,10 @@ def drill_api_killed(trials: int = 10, seed: int = 3, max_delay: float = 2.5) ->
 
 SECOND_CLIENT = """
 from wardround.runtime import procs
-from wardround.agents.models import make_chat_model
+from wardround.agents.embedded import ensure_model_server
 from wardround.settings import Settings
 settings = Settings()
-make_chat_model(settings)
+ensure_model_server(settings)
 print(procs.read_record(settings.run_dir, "model").pid)
 """
 

@@ -231,12 +231,15 @@ def main(
     ] = "original",
 ) -> None:
     """Seed the injected and twin charts, ask every question, print the counts."""
+    from wardround.agents.embedded import ensure_model_server
     from wardround.agents.models import make_chat_model
     from wardround.settings import Settings
 
     home = Path(tempfile.mkdtemp(prefix="wardround-injection-"))
     extra = {"model_base_url": base_url, "model_name": model} if base_url else {}
-    chat = make_chat_model(Settings(model=model, **extra))  # type: ignore[arg-type]
+    settings = Settings(model=model, **extra)  # type: ignore[arg-type]
+    ensure_model_server(settings)
+    chat = make_chat_model(settings)
     unknown = set(only or []) - set(PAYLOADS)
     if unknown:
         raise typer.BadParameter(

@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from wardround.agents.embedded import gguf_path
+from wardround.agents.embedded import ensure_model_server, gguf_path
 from wardround.agents.models import make_chat_model
 from wardround.agents.presets import get_preset
 from wardround.agents.protocol import (
@@ -428,6 +428,7 @@ async def bench_preset(
 ) -> dict[str, Any]:
     settings = Settings(home=HOME, model=preset, max_tokens=max_tokens)
     start = time.perf_counter()
+    ensure_model_server(settings)
     model = make_chat_model(settings)
     ready_s = time.perf_counter() - start
     tools = bench_tools()

@@ -79,3 +79,14 @@ def test_streams_wait_as_long_as_requests(tmp_path: Path) -> None:
     )
     model = make_chat_model(settings)
     assert model.stream_chunk_timeout == 777  # type: ignore[attr-defined]
+
+
+def test_the_model_factory_starts_nothing(tmp_path: Path) -> None:
+    """An embedded preset without its server: a clear error naming the remedy, no process,
+    no 1 GB join (ensure_model_server, called by the entry points, does that)."""
+    from wardround.agents.protocol import ModelUnavailable
+
+    with pytest.raises(ModelUnavailable, match="stack up"):
+        make_chat_model(Settings(home=tmp_path, model="qwen2.5-coder-1.5b"))
+    assert not (tmp_path / "run" / "model.json").exists()
+    assert not list(tmp_path.rglob("*.gguf"))

@@ -50,6 +50,25 @@ def server_argv(
     return argv
 
 
+def running_server(preset: ModelPreset, settings: Settings) -> ServiceRecord | None:
+    """The embedded server for this preset if one is up (nothing is started)."""
+    current = running(settings.run_dir, SERVICE, "/models")
+    return current if current is not None and current.info.get("preset") == preset.name else None
+
+
+def ensure_model_server(settings: Settings) -> ServiceRecord | None:
+    """Start the embedded model server `settings` name, unless it is up or not needed (a
+    non-embedded model, or the user's own URL). Entry points call this before they build a
+    model: joining the GGUF file and starting llama.cpp happen here, not in a factory."""
+    from wardround.agents.models import ModelSpec
+
+    spec = ModelSpec(settings)
+    if spec.backend != "embedded" or spec.explicit or settings.model_base_url:
+        return None
+    assert spec.preset is not None
+    return ensure_server(spec.preset, settings)
+
+
 def ensure_server(preset: ModelPreset, settings: Settings) -> ServiceRecord:
     """Reuse the running embedded server for this preset, or start one. Raises ServiceError."""
     current = running(settings.run_dir, SERVICE, "/models")

@@ -7,7 +7,7 @@ from langchain_openai import ChatOpenAI
 
 from wardround.agents.openai_chat import FoldSystemChatOpenAI
 from wardround.agents.presets import ModelPreset, get_preset
-from wardround.agents.protocol import Dialect
+from wardround.agents.protocol import Dialect, ModelUnavailable
 from wardround.settings import Settings
 
 DEFAULT_VLLM_URL = "http://127.0.0.1:8000/v1"
@@ -35,8 +35,26 @@ class ModelSpec:
         return {"dialect": self.dialect, "protocol": self.protocol, "model": str(self.name)}
 
 
+def _embedded_url(preset: ModelPreset, settings: Settings) -> str:
+    """The user's own server for this preset, else the running embedded one."""
+    if settings.model_base_url:
+        return settings.model_base_url
+    from wardround.agents.embedded import running_server
+
+    record = running_server(preset, settings)
+    if record is None:
+        raise ModelUnavailable(
+            f"the embedded model server for {preset.name} is not running: start it with "
+            "`wardround stack up` (or agents.embedded.ensure_model_server)"
+        )
+    return record.base_url
+
+
 def make_chat_model(settings: Settings) -> BaseChatModel:
-    """The chat model for `settings.model` (a preset) or `model_base_url` + `model_name`."""
+    """The chat model for `settings.model` (a preset) or `model_base_url` + `model_name`.
+
+    Starts nothing: an embedded preset needs its server up (`ensure_model_server`), else
+    ModelUnavailable says how to start it."""
     spec = ModelSpec(settings)
     if spec.backend == "transformers":
         from wardround.agents.transformers_backend import TransformersChatModel
@@ -49,13 +67,7 @@ def make_chat_model(settings: Settings) -> BaseChatModel:
         return model
     if spec.backend == "embedded" and not spec.explicit:
         assert spec.preset is not None
-        if settings.model_base_url:  # the user's own server for this preset: honour it
-            base_url, model_name = settings.model_base_url, spec.preset.name
-        else:
-            from wardround.agents.embedded import ensure_server
-
-            record = ensure_server(spec.preset, settings)
-            base_url, model_name = record.base_url, spec.preset.name
+        base_url, model_name = _embedded_url(spec.preset, settings), spec.preset.name
     elif spec.explicit:
         base_url, model_name = str(settings.model_base_url), str(settings.model_name)
     else:

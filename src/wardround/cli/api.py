@@ -43,6 +43,7 @@ def serve_api(
     """
     import uvicorn
 
+    from wardround.agents.embedded import ensure_model_server
     from wardround.agents.models import ModelSpec, make_chat_model
     from wardround.graphs.copilot.checkpoint import (
         CheckpointConfigError,
@@ -69,6 +70,7 @@ def serve_api(
         console.status(f"starting model {settings.model}"),
         clean_errors(ValueError, RuntimeError, OSError),
     ):
+        ensure_model_server(settings)
         chat = make_chat_model(settings)
     console.print(
         f"copilot API on [bold]http://{host}:{port}/[/]  model {ModelSpec(settings).name}  "

@@ -67,10 +67,12 @@ def _how_checked(result: QAResult) -> str:
 
 
 async def _ask(settings, question: str, patient: str, graph: str):  # type: ignore[no-untyped-def]
+    from wardround.agents.embedded import ensure_model_server
     from wardround.agents.models import make_chat_model
     from wardround.fhir.client import FhirClient
     from wardround.graphs.ehr_qa import answer_question
 
+    ensure_model_server(settings)
     chat = make_chat_model(settings)
     async with FhirClient.from_settings(settings) as fhir:
         return await answer_question(

@@ -60,9 +60,12 @@ def get_task(name: str) -> TaskDef:
 
 
 def default_model(settings: Settings, preset: str) -> Any:
+    from wardround.agents.embedded import ensure_model_server
     from wardround.agents.models import make_chat_model
 
-    return make_chat_model(settings.model_copy(update={"model": preset}))
+    chosen = settings.model_copy(update={"model": preset})
+    ensure_model_server(chosen)
+    return make_chat_model(chosen)
 
 
 def default_fhir(settings: Settings) -> Any:

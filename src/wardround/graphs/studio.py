@@ -32,6 +32,7 @@ def _parts() -> tuple[Settings, Any, Any]:
     """Settings, chat model and copilot tools, built once per process (in a worker thread)."""
     with _LOCK:
         if "parts" not in _BUILT:
+            from wardround.agents.embedded import ensure_model_server
             from wardround.agents.models import make_chat_model
             from wardround.fhir.client import FhirClient
             from wardround.graphs.copilot.toolset import CopilotTools
@@ -40,6 +41,7 @@ def _parts() -> tuple[Settings, Any, Any]:
             settings = Settings()
             fhir = FhirClient.from_settings(settings)
             tools = CopilotTools(fhir, extra_tools(settings), settings)
+            ensure_model_server(settings)
             _BUILT["parts"] = (settings, make_chat_model(settings), tools)
         return _BUILT["parts"]
 

@@ -217,6 +217,8 @@ def create_app(settings: Settings, **overrides: Any) -> FastAPI:
 
 
 def _make_model(settings: Settings) -> BaseChatModel:
+    from wardround.agents.embedded import ensure_model_server
     from wardround.agents.models import make_chat_model
 
+    ensure_model_server(settings)
     return make_chat_model(settings)
