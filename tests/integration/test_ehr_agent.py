@@ -134,10 +134,10 @@ async def test_cite_then_answer_with_the_real_model(stack: LiveStack) -> None:
     answers from the cited lines alone, and the faithfulness check runs on its numbers."""
     from langgraph.runtime import Runtime
 
+    from wardround.chart.options import Option
+    from wardround.chart.retrieve import fetch, ids_of
     from wardround.fhir.render import render_resource
-    from wardround.graphs.ehr_qa.options import Option
     from wardround.graphs.ehr_qa.planner import PlannerContext, answer, cite
-    from wardround.graphs.ehr_qa.retrieve import fetch, ids_of
     from wardround.tools.text_embeddings import minilm_similarity
 
     pid = stack.patient_ids[0]

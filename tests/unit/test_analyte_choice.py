@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from wardround.chart.analyte import fit, parts_of
+from wardround.chart.options import Option, build_options, settle_choice
 from wardround.fhir.manifest import CodeSummary, Manifest
-from wardround.graphs.ehr_qa.analyte import fit, parts_of
-from wardround.graphs.ehr_qa.options import Option, build_options, settle_choice
 
 LOINC = "http://loinc.org"
 CHOL = "Cholesterol [Mass/volume] in Serum or Plasma"

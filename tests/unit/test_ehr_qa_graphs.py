@@ -12,9 +12,9 @@ from langchain_core.messages import BaseMessage
 
 from fakes import ScriptedChatModel
 from fhir_fixtures import FhirFixture
+from wardround.chart.options import LIST_TYPES, NOT_IN_CHART
 from wardround.graphs.ehr_qa import answer_question
 from wardround.graphs.ehr_qa.citations import check_citations
-from wardround.graphs.ehr_qa.options import LIST_TYPES, NOT_IN_CHART
 from wardround.graphs.ehr_qa.prompts import PLAN_SYSTEM
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

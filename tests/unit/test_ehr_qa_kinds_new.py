@@ -13,13 +13,14 @@ import pytest
 from langchain_core.messages import BaseMessage
 
 from fakes import ScriptedChatModel
+from wardround.chart import record_kinds
+from wardround.chart.dates import Window
+from wardround.chart.kinds import KIND_HELP, Kind
+from wardround.chart.options import NOT_IN_CHART
+from wardround.chart.thresholds import find_threshold
 from wardround.fhir.fields import reference_of, resource_date
-from wardround.graphs.ehr_qa import answer_question, reading, record_kinds
-from wardround.graphs.ehr_qa.dates import Window
-from wardround.graphs.ehr_qa.kinds import KIND_HELP, Kind
-from wardround.graphs.ehr_qa.options import NOT_IN_CHART
+from wardround.graphs.ehr_qa import answer_question, reading
 from wardround.graphs.ehr_qa.prompts import PLAN_SYSTEM
-from wardround.graphs.ehr_qa.thresholds import find_threshold
 from wardround.testing.sample_charts import ChartBuilder
 from wardround.testing.sekmet_inprocess import asgi_client, load_chart, sekmet_app
 

@@ -6,9 +6,9 @@ from datetime import date
 
 import pytest
 
-from wardround.graphs.ehr_qa import kinds
-from wardround.graphs.ehr_qa.dates import find_day, find_window
-from wardround.graphs.ehr_qa.faithfulness import unsupported
+from wardround.chart import kinds
+from wardround.chart.dates import find_day, find_window
+from wardround.chart.faithfulness import unsupported
 
 
 @pytest.mark.parametrize(

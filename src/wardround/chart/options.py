@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from pydantic import BaseModel
 
+from wardround.chart.analyte import core_words, fit
 from wardround.fhir.manifest import CodeSummary, Manifest
-from wardround.graphs.ehr_qa.analyte import core_words, fit
 
 # Types a question may ask about as a whole ("active medications", "allergies"); offered even
 # when the chart holds none, so "nothing is recorded" is a retrievable answer.

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from wardround.chart.dates import Window
+from wardround.chart.kinds import Computed
+from wardround.chart.retrieve import name_of, status_of
+from wardround.chart.value_kinds import where
 from wardround.fhir.fields import concept_text, reference_of, resource_date
-from wardround.graphs.ehr_qa.dates import Window
-from wardround.graphs.ehr_qa.kinds import Computed
-from wardround.graphs.ehr_qa.retrieve import name_of, status_of
-from wardround.graphs.ehr_qa.value_kinds import where
 
 # How an answer names each type's records (plural).
 TYPE_WORDS = {

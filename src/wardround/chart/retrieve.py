@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from wardround.chart.options import Option
 from wardround.fhir.client import FhirClient
 from wardround.fhir.fields import (
     concept_text,
@@ -15,7 +16,6 @@ from wardround.fhir.fields import (
     status_code,
 )
 from wardround.fhir.records import fetch_records
-from wardround.graphs.ehr_qa.options import Option
 
 # Enough for a lifetime of one lab; counts and date matches need every record, not a page.
 ALL = 2000

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from wardround.graphs.ehr_qa.dates import without_dates
+from wardround.chart.dates import without_dates
 
 _ABOVE = r"above|over|greater than|more than|higher than|exceed(?:ed|s|ing)?|>=?|≥|at least"
 _BELOW = r"below|under|less than|lower than|<=?|≤|at most"

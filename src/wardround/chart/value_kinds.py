@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from wardround.chart.dates import Window
+from wardround.chart.kinds import Computed, Reading
+from wardround.chart.thresholds import Threshold
 from wardround.fhir.fields import concept_text, reference_of, resource_date
-from wardround.graphs.ehr_qa.dates import Window
-from wardround.graphs.ehr_qa.kinds import Computed, Reading
-from wardround.graphs.ehr_qa.thresholds import Threshold
 
 
 def within(values: list[Reading], window: Window | None) -> list[Reading]:

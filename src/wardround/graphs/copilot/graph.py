@@ -44,6 +44,7 @@ from pydantic import BaseModel, Field, create_model
 from typing_extensions import TypedDict
 
 from wardround.agents.protocol import ModelOutputError, tool_calling_model
+from wardround.chart.options import Similarity
 from wardround.fhir.client import FHIR_ID, FhirError
 from wardround.fhir.render import render_resource
 from wardround.graphs.bound_graph import BoundGraph
@@ -66,7 +67,6 @@ from wardround.graphs.copilot.routing import (
 from wardround.graphs.copilot.toolset import CopilotTools
 from wardround.graphs.ehr_qa.answer import answer_question
 from wardround.graphs.ehr_qa.citations import check_citations
-from wardround.graphs.ehr_qa.options import Similarity
 from wardround.tools.evidence import evidence_ids
 from wardround.tools.fhir.tools import FHIR_TOOLS
 from wardround.tools.registry import HIDDEN_ARGS, needs_approval

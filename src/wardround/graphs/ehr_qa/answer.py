@@ -8,9 +8,9 @@ from typing import Any, Literal
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
 
+from wardround.chart.options import Similarity
 from wardround.fhir.client import FhirClient
 from wardround.graphs.ehr_qa.citations import check_citations
-from wardround.graphs.ehr_qa.options import Similarity
 from wardround.graphs.trace import stored_refs, token_usage, trace
 
 GraphName = Literal["planner", "loop"]

@@ -22,15 +22,10 @@ from pydantic import BaseModel, Field, create_model
 from typing_extensions import TypedDict
 
 from wardround.agents.protocol import Dialect, ModelOutputError, complete_json, model_dialect
-from wardround.fhir.client import FhirClient
-from wardround.fhir.errors import FhirNotFound
-from wardround.fhir.manifest import Manifest, build_manifest
-from wardround.fhir.render import render_resource
-from wardround.graphs.ehr_qa import prompts
-from wardround.graphs.ehr_qa.dates import find_window
-from wardround.graphs.ehr_qa.faithfulness import unsupported
-from wardround.graphs.ehr_qa.kinds import Kind, nothing, with_day
-from wardround.graphs.ehr_qa.options import (
+from wardround.chart.dates import find_window
+from wardround.chart.faithfulness import unsupported
+from wardround.chart.kinds import Kind, nothing, with_day
+from wardround.chart.options import (
     NOT_IN_CHART,
     Option,
     Similarity,
@@ -38,8 +33,13 @@ from wardround.graphs.ehr_qa.options import (
     candidates,
     settle_choice,
 )
+from wardround.chart.retrieve import fetch, ids_of
+from wardround.fhir.client import FhirClient
+from wardround.fhir.errors import FhirNotFound
+from wardround.fhir.manifest import Manifest, build_manifest
+from wardround.fhir.render import render_resource
+from wardround.graphs.ehr_qa import prompts
 from wardround.graphs.ehr_qa.reading import Ask, Done, compute
-from wardround.graphs.ehr_qa.retrieve import fetch, ids_of
 
 MAX_RECORDS = 15
 MAX_NAMES = 12  # names offered in a follow-up choice (ever-questions over a whole type)

@@ -4,7 +4,7 @@ Each system prompt is fixed text, sent first, so llama.cpp's prompt cache reuses
 questions; what changes (options, records, the question) comes last.
 """
 
-from wardround.graphs.ehr_qa.kinds import KIND_HELP
+from wardround.chart.kinds import KIND_HELP
 
 PLAN_SYSTEM = (
     "You plan how to answer a question about one patient's health record.\n"

@@ -9,15 +9,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wardround.chart import kinds, record_kinds, value_kinds
+from wardround.chart.dates import Window
+from wardround.chart.kinds import Computed, Kind
+from wardround.chart.options import Option
+from wardround.chart.retrieve import ALL, current_items, fetch, ids_of, in_year, items_since
+from wardround.chart.thresholds import find_threshold
 from wardround.fhir.client import FhirClient
 from wardround.fhir.manifest import Manifest
 from wardround.fhir.records import fetch_records
-from wardround.graphs.ehr_qa import kinds, record_kinds, value_kinds
-from wardround.graphs.ehr_qa.dates import Window
-from wardround.graphs.ehr_qa.kinds import Computed, Kind
-from wardround.graphs.ehr_qa.options import Option
-from wardround.graphs.ehr_qa.retrieve import ALL, current_items, fetch, ids_of, in_year, items_since
-from wardround.graphs.ehr_qa.thresholds import find_threshold
 
 VALUE_KINDS = frozenset(
     {Kind.LATEST, Kind.ON_DATE, Kind.TREND, Kind.HIGHEST, Kind.LOWEST, Kind.THRESHOLD}
