@@ -24,8 +24,6 @@ from wardround.graphs.ehr_qa.free_loop import read_tools
 from wardround.settings import Settings
 from wardround.tools import registry
 
-
-
 # ------------------------------------------------------------------ a task: one module + its name
 
 
