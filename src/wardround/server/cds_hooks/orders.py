@@ -12,26 +12,15 @@ import re
 from datetime import date
 from typing import Any
 
-from wardround.server.cds_hooks.chart import (
-    Resource,
-    codes,
-    is_active,
-    latest,
-    medicine_name,
-    ref,
-    text_of,
-)
+from wardround.server.cds_hooks.chart import Resource, codes, is_active, medicine_name, ref, text_of
 from wardround.server.cds_hooks.findings import Finding, Guideline, draft_test, remove_draft
-from wardround.server.cds_hooks.overdue import HBA1C_GUIDELINE, LIPIDS, STATIN
+from wardround.server.cds_hooks.overdue import HBA1C_GUIDELINE
 from wardround.server.cds_hooks.prefetch import ChartData
-from wardround.server.cds_hooks.results import EGFR, HBA1C, POTASSIUM
+from wardround.tools.guidelines import rules
+from wardround.tools.guidelines.rules import METFORMIN, RAISES_POTASSIUM
 
-RAISES_POTASSIUM = re.compile(
-    r"\b(\w+pril|\w+sartan|spironolactone|eplerenone|amiloride|triamterene|trimethoprim|"
-    r"potassium chloride|potassium citrate)\b",
-    re.I,
-)
-METFORMIN = re.compile(r"\bmetformin\b", re.I)
+__all__ = ["METFORMIN", "RAISES_POTASSIUM", "check_orders", "draft_orders"]
+
 # Allergy substance -> drug names that share it (cross-reactivity kept to the well known).
 ALLERGY_CLASSES: dict[str, re.Pattern[str]] = {
     "penicillin": re.compile(r"\b(\w*cillin|co-amoxiclav|penicillin)\b", re.I),
@@ -94,18 +83,16 @@ def allergy_conflicts(order: Resource, chart: ChartData) -> list[Finding]:
 
 
 def potassium_check(order: Resource, chart: ChartData) -> Finding | None:
-    name = medicine_name(order)
-    if not RAISES_POTASSIUM.search(name):
+    found = rules.potassium_order(order, chart.of("observations"))
+    if found is None or found.decision != "hold" or found.last is None:
         return None
-    last = latest(chart.of("observations"), POTASSIUM)
-    if last is None or last.value < 5.5:
-        return None
+    name, last = medicine_name(order), found.last
     return Finding(
         rule="order-potassium",
         summary=f"{name} raises potassium; latest potassium {last.value:g} {last.unit}"[:140],
         indicator="critical" if last.value >= 6.0 else "warning",
         detail=f"{name} can raise potassium, and the {last.line()} is at or above 5.5 mmol/L.",
-        records=[ref(order), last.ref],
+        records=found.records,
         guideline=HYPERKALAEMIA,
         suggestions=[
             remove_draft(ref(order), name),
@@ -115,55 +102,48 @@ def potassium_check(order: Resource, chart: ChartData) -> Finding | None:
 
 
 def metformin_check(order: Resource, chart: ChartData) -> Finding | None:
-    name = medicine_name(order)
-    if not METFORMIN.search(name):
+    found = rules.metformin_order(order, chart.of("observations"))
+    if found is None or found.decision == "continue" or found.last is None:
         return None
-    last = latest(chart.of("observations"), EGFR)
-    if last is None or last.value >= 45:
-        return None
-    severe = last.value < 30
+    name, last = medicine_name(order), found.last
+    severe = found.decision == "stop"
     return Finding(
         rule="order-metformin-egfr",
         summary=f"Metformin with eGFR {last.value:g}: "
         + ("stop below 30" if severe else "reduce the dose at 30 to 45"),
         indicator="critical" if severe else "warning",
         detail=f"{name} is drafted and the {last.line()}.",
-        records=[ref(order), last.ref],
+        records=found.records,
         guideline=METFORMIN_EGFR,
         suggestions=[remove_draft(ref(order), name)] if severe else [],
     )
 
 
 def statin_lipids_check(order: Resource, chart: ChartData, today: date) -> Finding | None:
-    name = medicine_name(order)
-    if not STATIN.search(name):
-        return None
-    last = latest(chart.of("observations"), LIPIDS)
-    if last is not None and last.on and (today - last.on).days <= 365:
+    found = rules.statin_order(order, chart.of("observations"), today)
+    if found is None or found.decision == "proceed":
         return None
     return Finding(
         rule="order-statin-lipids",
-        summary=f"{name}: no lipid panel in the last year to start from"[:140],
+        summary=f"{medicine_name(order)}: no lipid panel in the last year to start from"[:140],
         indicator="info",
         detail="A lipid panel is checked before starting a statin and 4 to 12 weeks after.",
-        records=[ref(order), *([last.ref] if last else [])],
+        records=found.records,
         guideline=LIPIDS_BEFORE_STATIN,
         suggestions=[draft_test(chart.patient_id, "57698-3", "Lipid panel", "Before a statin")],
     )
 
 
 def repeat_hba1c_check(order: Resource, chart: ChartData, today: date) -> Finding | None:
-    if not codes(order.get("code")) & set(HBA1C):
-        return None
-    last = latest(chart.of("observations"), HBA1C)
-    if last is None or last.on is None or (today - last.on).days >= 90:
+    found = rules.hba1c_repeat_order(order, chart.of("observations"), today)
+    if found is None or found.decision != "cancel" or found.last is None:
         return None
     return Finding(
         rule="order-hba1c-repeat",
-        summary=f"HbA1c was measured {(today - last.on).days} days ago"[:140],
+        summary=f"HbA1c was measured {found.facts['days']} days ago"[:140],
         indicator="info",
-        detail=f"HbA1c reflects about 3 months of glycaemia; the {last.line()}.",
-        records=[ref(order), last.ref],
+        detail=f"HbA1c reflects about 3 months of glycaemia; the {found.last.line()}.",
+        records=found.records,
         guideline=HBA1C_GUIDELINE,
         suggestions=[remove_draft(ref(order), "the HbA1c order")],
     )

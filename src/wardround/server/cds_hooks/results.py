@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from wardround.server.cds_hooks.chart import Result, codes, latest_by_code
 from wardround.server.cds_hooks.findings import Finding, Guideline, Indicator
 from wardround.server.cds_hooks.prefetch import ChartData
+from wardround.tools.guidelines.rules import EGFR, HBA1C, POTASSIUM
 
 # v3 ObservationInterpretation codes that mean outside normal; the doubled ones are critical.
 HIGH = {"H", "HU", "HH", ">"}
@@ -28,11 +29,8 @@ class Limit:
     high_guideline: Guideline | None = None
 
 
-POTASSIUM = ("6298-4", "2823-3")
 SODIUM = ("2951-2", "2947-0")
 MAGNESIUM = ("19123-9", "2601-3")
-HBA1C = ("4548-4", "17856-6", "4549-2")
-EGFR = ("33914-3", "62238-1", "48642-3", "48643-1", "98979-8", "69405-9")
 
 _K_HIGH = Guideline("hyperkalaemia", "hyperkalaemia severity mild moderate severe potassium")
 _K_LOW = Guideline("potassium-repletion", "hypokalaemia definition severity potassium below 3.5")
