@@ -78,7 +78,15 @@ async def questions(settings: Settings, n: int, phrasing: int) -> list[Sample]:
         }
     per_category = max(1, -(-n // len(CATEGORIES)))
     chosen = [worded(s, phrasing) for s in ehrqa.select(candidates, per_category)]
-    return [s for s in chosen if s is not None][:n]
+    # Category by category in turn (select() groups them), so a run stopped early, or a
+    # small -n, still covers every category.
+    by_category: dict[str, list[Sample]] = defaultdict(list)
+    for s in chosen:
+        if s is not None:
+            by_category[s.category].append(s)
+    rounds = max((len(v) for v in by_category.values()), default=0)
+    mixed = [v[i] for i in range(rounds) for c in CATEGORIES if i < len(v := by_category[c])]
+    return mixed[:n]
 
 
 def ask(client: httpx.Client, sample: Sample, stream: bool) -> dict[str, Any]:
@@ -95,7 +103,8 @@ def ask(client: httpx.Client, sample: Sample, stream: bool) -> dict[str, Any]:
     errors = [e["data"].get("message") for e in events if e["event"] == "error"]
     return {**row, "answer": answer.get("text", ""), "supported": answer.get("supported"),
             "plan": answer.get("plan"), "citations": answer.get("citations", []),
-            "errors": errors}  # fmt: skip
+            "errors": errors, "thread_id": thread.json()["thread_id"],
+            "tools": [e["data"].get("name") for e in events if e["event"] == "tool_call"]}  # fmt: skip
 
 
 def key(sample: Sample, stream: bool) -> str:
@@ -145,7 +154,10 @@ def main() -> None:
             if k not in done:
                 row = {"key": k, "question": sample.input, "category": sample.category,
                        "stream": stream, **ask(client, sample, stream)}  # fmt: skip
-                row["correct"] = ehrqa.score_answer(sample, row["answer"]).correct
+                verdict = ehrqa.score_answer(sample, row["answer"])
+                row.update(correct=verdict.correct, why=verdict.explanation,
+                           patient_id=sample.metadata["patient_id"], target=sample.target,
+                           phrasing=args.phrasing)  # fmt: skip
                 done[k] = row
                 with OUT.open("a") as out:
                     out.write(json.dumps(row) + "\n")
