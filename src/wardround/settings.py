@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     request_timeout_s: float = 600.0
     temperature: float = 0.0
     max_tokens: int = 512
+    # PHI to hosted models (docs/safety.md): pseudonymise what is sent to a model endpoint
+    # that is not on this machine (names, identifiers, contacts, addresses to tokens; dates
+    # shifted per patient) and re-identify the answers. The key that derives each patient's
+    # date offset (None: one made and kept in home/phi.key). `phi_local_hosts`, when set,
+    # lists the only hosts counted as this machine's (tests: [] makes loopback "hosted").
+    phi_pseudonymise: bool = False
+    phi_key: SecretStr | None = None
+    phi_local_hosts: list[str] | None = None
 
     # Local stack ports (0 = pick a free one at start).
     fhir_port: int = 8090

@@ -6,6 +6,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI
 
 from wardround.agents.openai_chat import FoldSystemChatOpenAI
+from wardround.agents.phi_model import pseudonymising
 from wardround.agents.presets import ModelPreset, get_preset
 from wardround.agents.protocol import Dialect, ModelUnavailable
 from wardround.settings import Settings
@@ -51,10 +52,15 @@ def _embedded_url(preset: ModelPreset, settings: Settings) -> str:
 
 
 def make_chat_model(settings: Settings) -> BaseChatModel:
-    """The chat model for `settings.model` (a preset) or `model_base_url` + `model_name`.
+    """The chat model for `settings.model` (a preset) or `model_base_url` + `model_name`,
+    pseudonymising what it sends when `phi_pseudonymise` is on and the endpoint is hosted.
 
     Starts nothing: an embedded preset needs its server up (`ensure_model_server`), else
     ModelUnavailable says how to start it."""
+    return pseudonymising(_backend_model(settings), settings)
+
+
+def _backend_model(settings: Settings) -> BaseChatModel:
     spec = ModelSpec(settings)
     if spec.backend == "transformers":
         from wardround.agents.transformers_backend import TransformersChatModel

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from wardround.agents.phi_model import PhiEvent
+from wardround.agents.phi_model import log as phi_log
 from wardround.fhir.compartment import DroppedRecord
 from wardround.fhir.compartment import log as compartment_log
 
@@ -92,3 +94,33 @@ def audit_dropped_records(audit: AuditLog) -> DroppedRecordHandler:
     handler = DroppedRecordHandler(audit)
     compartment_log.addHandler(handler)
     return handler
+
+
+class PhiEventHandler(logging.Handler):
+    """Writes each pseudonymised egress and re-identification (`wardround.agents.phi`) to
+    the audit log the model was configured with: counts per kind and the host, no values."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self._logs: dict[Path, AuditLog] = {}  # one per file, so appends share its lock
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = getattr(record, "phi_event", None)
+        if not isinstance(event, PhiEvent) or event.audit_path is None:
+            return
+        audit = self._logs.setdefault(event.audit_path, AuditLog(event.audit_path))
+        audit.record(
+            user=None, action=event.action, patient=event.patient_id, host=event.host,
+            replaced=event.counts,
+        )  # fmt: skip
+
+
+_PHI_HANDLER = PhiEventHandler()
+
+
+def audit_phi_events() -> PhiEventHandler:
+    """Subscribe the audit log to PHI events (once per process; later calls are no-ops)."""
+    if _PHI_HANDLER not in phi_log.handlers:
+        phi_log.addHandler(_PHI_HANDLER)
+        phi_log.setLevel(min(phi_log.getEffectiveLevel(), logging.INFO))
+    return _PHI_HANDLER

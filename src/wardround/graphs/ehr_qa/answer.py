@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from wardround.chart.options import Similarity
 from wardround.fhir.client import FhirClient
 from wardround.graphs.ehr_qa.citations import check_citations
+from wardround.graphs.phi_scope import patient_scoped
 from wardround.graphs.trace import stored_refs, token_usage, trace
 
 GraphName = Literal["planner", "loop"]
@@ -122,6 +123,7 @@ async def _loop(
     )
 
 
+@patient_scoped  # a pseudonymising model masks this patient (docs/safety.md)
 async def answer_question(
     question: str,
     patient_id: str,
