@@ -100,7 +100,7 @@ class Rule:
     name: str
     hook: str  # "patient-view" (the chart alone) or "order-sign" (a draft order too)
     decisions: tuple[str, ...]
-    passages: tuple[Section, ...]
+    passages: tuple[Section, ...]  # what it rests on; a card cites at least one
     question: str  # what the card decides, in words (an order rule: "{order}" is filled in)
     observations: tuple[str, ...]  # the results it reads (LOINC)
 
@@ -118,7 +118,7 @@ class Decision:
 
 HBA1C_INTERVAL = Rule(
     "hba1c-interval", "patient-view", ("overdue", "not overdue"),
-    (Section("hba1c-targets", "Monitoring interval"),),
+    (Section("hba1c-targets", "Monitoring interval"), Section("hba1c-targets", "Glycaemic targets")),
     "Is this patient's HbA1c monitoring overdue?", HBA1C,
 )  # fmt: skip
 UACR_YEARLY = Rule(
