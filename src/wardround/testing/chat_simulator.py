@@ -58,9 +58,16 @@ def _completion(messages: list[dict[str, Any]], reply: str, n: int, model: str) 
     }
 
 
-def simulator_app(responder: Responder, *, latency_s: float = 0.2, model: str = "sim") -> FastAPI:
+def simulator_app(
+    responder: Responder,
+    *,
+    latency_s: float = 0.2,
+    model: str = "sim",
+    bodies: list[dict[str, Any]] | None = None,
+) -> FastAPI:
     """`/v1/models` and `/v1/chat/completions`; `app.state` counts completions and the
-    most requests in flight at once."""
+    most requests in flight at once. Each request body is appended to `bodies` when given
+    (what a hosted model would have been sent)."""
     app = FastAPI()
     app.state.completions = 0
     app.state.in_flight = 0
@@ -72,6 +79,8 @@ def simulator_app(responder: Responder, *, latency_s: float = 0.2, model: str = 
 
     @app.post("/v1/chat/completions")
     async def complete(body: dict[str, Any]) -> dict[str, Any]:
+        if bodies is not None:
+            bodies.append(body)
         app.state.in_flight += 1
         app.state.max_in_flight = max(app.state.max_in_flight, app.state.in_flight)
         try:
@@ -89,8 +98,14 @@ def simulator_app(responder: Responder, *, latency_s: float = 0.2, model: str = 
 class SimulatorServer(LoopbackServer):
     """The simulator on a free loopback port in a background thread; `base_url` ends in /v1."""
 
-    def __init__(self, responder: Responder, *, latency_s: float = 0.2) -> None:
-        self.app = simulator_app(responder, latency_s=latency_s)
+    def __init__(
+        self,
+        responder: Responder,
+        *,
+        latency_s: float = 0.2,
+        bodies: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.app = simulator_app(responder, latency_s=latency_s, bodies=bodies)
         # Many concurrent clients: a deep accept queue, no 503s from uvicorn's own limit.
         super().__init__(self.app, backlog=512, limit_concurrency=1000)
 
