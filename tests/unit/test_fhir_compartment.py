@@ -260,3 +260,14 @@ async def test_the_carebundle_charts_lose_nothing(fhir: FhirFixture) -> None:
                 except FhirUnsupportedSearch:
                     assert rtype in SEKMET_WITHOUT_PATIENT
     assert client.dropped == 0
+
+
+async def test_a_type_with_only_subject_is_searched_by_subject(teams: FhirFixture) -> None:
+    client, recorder = fresh(teams)
+    client._search_params = {"Observation": frozenset({"subject", "code"})}  # no `patient`
+    async with client:
+        pid = teams.patients["aaaaaaaa"]
+        found = await fetch_records(client, pid, "Observation")
+    assert len(found) == 1 and belongs_to(found[0], pid)
+    (sent,) = [r.url.params for r in recorder.requests if "subject" in r.url.params]
+    assert sent["subject"] == f"Patient/{pid}" and "patient" not in sent

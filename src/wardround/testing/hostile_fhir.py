@@ -11,6 +11,8 @@ It answers the way lenient or broken servers do, all at once, and says nothing a
 
 What it injected is kept in `injected` (references), so a test can check the attack
 happened and that none of it came out of the client.
+
+    python -m wardround.testing.hostile_fhir 5    # measure: raw SEKMET vs the client, 5 patients
 """
 
 from __future__ import annotations
@@ -181,3 +183,71 @@ def _ref(resource: dict[str, Any]) -> str:
 
 def _reply(body: dict[str, Any]) -> httpx.Response:
     return httpx.Response(200, json=body, headers={"content-type": JSON})
+
+
+# ------------------------------------------------------------------ measuring
+
+
+async def measure(patients: int) -> dict[str, Any]:
+    """Load `patients` PySynthea charts into SEKMET in-process; count, per type, the foreign
+    records a raw lenient `patient=` search returns, then what the client returns for the
+    types that leaked and for `$everything`, on SEKMET and behind this proxy."""
+    import tempfile
+    from pathlib import Path
+
+    from wardround.fhir.client import FhirClient, FhirUnsupportedSearch
+    from wardround.fhir.records import RECORD_TYPES, fetch_records
+    from wardround.testing.sample_charts import synthea_chart
+    from wardround.testing.sekmet_inprocess import BASE_URL, load_chart, sekmet_app
+
+    app = sekmet_app(Path(tempfile.mkdtemp(prefix="wardround-hostile-")))
+
+    def plain() -> httpx.AsyncBaseTransport:
+        return httpx.ASGITransport(app=app)
+
+    async with FhirClient(BASE_URL, transport=plain(), timeout=600) as loader:
+        pids = [
+            await load_chart(loader, json.loads(synthea_chart(42 + n))) for n in range(patients)
+        ]
+    raw: dict[str, list[int]] = {}
+    async with httpx.AsyncClient(transport=plain(), timeout=600) as http:
+        for rtype in RECORD_TYPES:
+            for pid in pids:
+                page = await http.get(
+                    f"{BASE_URL}/{rtype}", params={"patient": pid, "_count": 1000}
+                )
+                found = [r for r in _resources(page.json()) if r.get("resourceType") == rtype]
+                total = raw.setdefault(rtype, [0, 0])
+                total[0] += len(found)
+                total[1] += sum(names_another(r, pid) for r in found)
+    leaked = [t for t, (_, foreign) in raw.items() if foreign]
+    report: dict[str, Any] = {"raw": {t: raw[t] for t in leaked}}
+    for name in ("sekmet", "hostile"):
+        transport = plain() if name == "sekmet" else HostileTransport(plain(), BASE_URL)
+        out, left_out = 0, set()
+        async with FhirClient(BASE_URL, transport=transport, timeout=600) as client:
+            for pid in pids:
+                for rtype in leaked:
+                    try:
+                        found = await fetch_records(client, pid, rtype, limit=1000)
+                    except FhirUnsupportedSearch:
+                        left_out.add(rtype)
+                        continue
+                    out += sum(names_another(r, pid) for r in found)
+                out += sum(names_another(r, pid) for r in await client.everything(pid))
+            report[name] = {
+                "foreign_out": out,
+                "dropped": client.dropped,
+                "left_out": sorted(left_out),
+            }
+    return report
+
+
+if __name__ == "__main__":
+    import asyncio
+    import logging
+    import sys
+
+    logging.disable(logging.WARNING)  # each drop is a log line
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 5  # PySynthea patients
+    print(json.dumps(asyncio.run(measure(count)), indent=1))
