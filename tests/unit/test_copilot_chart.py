@@ -38,6 +38,11 @@ def plan(kind: str, about: str) -> str:
     return json.dumps({"kind": kind, "about": about})
 
 
+def action(name: str) -> str:
+    """The turn's first reply: the action chosen."""
+    return json.dumps({"action": name})
+
+
 def graph_for(fhir: FhirFixture, model: ScriptedChatModel, audit: AuditLog | None = None) -> Any:
     model.metadata = {"dialect": "llamacpp", "protocol": "json"}  # constrained, as served
     tools = CopilotTools(fhir.client)
@@ -59,7 +64,7 @@ def new_config() -> dict[str, Any]:
 async def test_a_chart_question_is_answered_by_the_planner(
     fhir: FhirFixture, tmp_path: Path
 ) -> None:
-    model = ScriptedChatModel(replies=[call(CHART_TOOL), plan("latest_value", A1C)])
+    model = ScriptedChatModel(replies=[action(CHART_TOOL), plan("latest_value", A1C)])
     audit = AuditLog(tmp_path / "audit.jsonl")
     events = await turn(
         graph_for(fhir, model, audit),
@@ -75,9 +80,11 @@ async def test_a_chart_question_is_answered_by_the_planner(
     assert len(answer["citations"]) == 1 and answer["citations"][0].startswith("Observation/")
     assert answer["citations"][0] in first(events, "tool_result")["refs"]
     assert first(events, "done") == {"status": "complete"}
-    # The model chose among high-level actions: the raw FHIR reads were not on offer.
-    offered = json.dumps(model.calls[0]["kwargs"]["response_format"])
-    assert CHART_TOOL in offered and not any(f'"{name}"' in offered for name in RAW_READS)
+    # The model chose among high-level actions (an enum): no tool, no raw FHIR read on offer.
+    schema = model.calls[0]["kwargs"]["response_format"]["schema"]
+    choices = schema["properties"]["action"]["enum"]
+    assert CHART_TOOL in choices and "reply" in choices and "propose_order" in choices
+    assert not set(choices) & RAW_READS
     # The planner read the records, and the audit log says which.
     lines = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
     chart = [x for x in lines if x["action"] == CHART_TOOL]
@@ -91,21 +98,21 @@ async def test_a_follow_up_is_made_standalone_before_the_planner_sees_it(
     rewritten = "What was the hemoglobin a1c before the latest one?"
     model = ScriptedChatModel(
         replies=[
-            call(CHART_TOOL),
+            action(CHART_TOOL),
             plan("latest_value", A1C),
-            call(CHART_TOOL),
-            json.dumps({"question": rewritten}),
+            json.dumps({"question": rewritten}),  # the follow-up: no action asked
             plan("latest_value", A1C),
-            call(CHART_TOOL),
+            action(CHART_TOOL),
             plan("latest_value", A1C),
         ]
     )
     graph, cfg, pid = graph_for(fhir, model), new_config(), fhir.patients["handmade"]
     await turn(graph, cfg, "latest hemoglobin a1c?", pid)
     await turn(graph, cfg, "and the one before?", pid)
-    rewrite_prompt = str(model.calls[3]["messages"][-1].content)
+    # The follow-up went to the chart by code (no action asked), rewritten first.
+    rewrite_prompt = str(model.calls[2]["messages"][-1].content)
     assert "latest hemoglobin a1c?" in rewrite_prompt and "and the one before?" in rewrite_prompt
-    assert rewritten in str(model.calls[4]["messages"][-1].content), "the planner got the rewrite"
+    assert rewritten in str(model.calls[3]["messages"][-1].content), "the planner got the rewrite"
     # A question that stands alone goes to the planner as asked: no rewriting call.
     events = await turn(graph, cfg, "What is the latest hemoglobin a1c in blood?", pid)
     assert first(events, "answer")["supported"] is True
@@ -129,7 +136,9 @@ async def test_follow_ups_are_told_apart_from_standalone_questions() -> None:
 
 
 async def test_a_reply_without_tools_has_no_plan(fhir: FhirFixture) -> None:
-    model = ScriptedChatModel(replies=[final("Hello, how can I help with this chart?")])
+    model = ScriptedChatModel(
+        replies=[action("reply"), final("Hello, how can I help with this chart?")]
+    )
     events = await turn(graph_for(fhir, model), new_config(), "hello", fhir.patients["handmade"])
     answer = first(events, "answer")
     assert answer["supported"] is None and answer["plan"] is None
@@ -164,7 +173,7 @@ async def test_the_api_answers_a_chart_question_with_the_planner(
     fhir: FhirFixture, tmp_path: Path
 ) -> None:
     """The default mode through the API: MiniLM ranks the options (no stand-in)."""
-    model = ScriptedChatModel(replies=[call(CHART_TOOL), plan("latest_value", A1C)])
+    model = ScriptedChatModel(replies=[action(CHART_TOOL), plan("latest_value", A1C)])
     model.metadata = {"dialect": "llamacpp", "protocol": "json"}
     pid = fhir.patients["handmade"]
     async with api_harness(tmp_path, fhir.client, model, chart="planner") as api:

@@ -160,7 +160,7 @@ async def run_events(graph: Any, payload: Any, config: RunnableConfig) -> AsyncI
                     yield item
             elif not isinstance(update, dict):
                 continue
-            elif node in ("agent", "act"):
+            elif node in ("agent", "act", "chart"):
                 for item in _tool_events(update.get("messages") or []):
                     yield item
                 error = update.get("error") or error

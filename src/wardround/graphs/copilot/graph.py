@@ -1,12 +1,13 @@
 """The copilot: a conversation about one patient's chart, with orders a clinician approves.
 
-    START -> agent -> finish -> END              (a reply)
-             agent -> act -> finish              (answer_from_chart: the EHR QA planner)
-             agent -> act -> agent               (guideline and image search)
-             agent -> review -> act -> agent     (write tools: interrupt() for a decision)
+    START -> choose -> chart -> finish -> END          (a chart question: the EHR QA planner)
+             choose -> agent -> finish -> END          (a reply)
+                       agent -> act -> agent           (guideline and image search)
+                       agent -> review -> act -> agent (write tools: interrupt() for a decision)
 
-The model chooses among a few high-level actions (routing.py), as one constrained choice:
-chart questions go to the planner, whose cited answer ends the turn.
+`choose` is the turn's one short constrained choice of action (routing.py); the planner's
+cited answer ends a chart turn, and `agent` sees only the chosen action's tools. Under
+`chart="tools"` there is no choice: `agent` gets every tool (the free loop).
 
 A thread's state (messages, patient, pending decisions) lives in the checkpointer, so a
 conversation survives restarts and an order waits for approval as long as it takes. The
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, TypeGuard, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
@@ -61,12 +64,17 @@ from wardround.graphs.copilot.orders import (
 from wardround.graphs.copilot.routing import (
     CHART_TOOL,
     ChartMode,
+    choose_action,
     model_tools,
+    needs_context,
+    offered,
+    previous_chart_turn,
     standalone_question,
 )
 from wardround.graphs.copilot.toolset import CopilotTools
 from wardround.graphs.ehr_qa.answer import answer_question
 from wardround.graphs.ehr_qa.citations import check_citations
+from wardround.graphs.phi_scope import PhiRefused, patient_scope
 from wardround.tools.evidence import evidence_ids
 from wardround.tools.fhir.tools import FHIR_TOOLS
 from wardround.tools.registry import HIDDEN_ARGS, needs_approval
@@ -89,6 +97,7 @@ class CopilotState(TypedDict, total=False):
     answer: str
     citations: list[str]
     flagged: list[str]
+    action: str | None  # this turn's action (routing.Action), chosen once per turn
     supported: bool | None  # chart answers: every value in the cited records (planner)
     plan: str | None  # chart answers: the planner's kind and records
     error: str | None
@@ -100,7 +109,7 @@ def _answer_model(citable: tuple[str, ...], must_cite: bool) -> type[BaseModel]:
     required when this turn read records (an answer after reading rests on something)."""
     if not citable:
         return create_model("CopilotAnswer", answer=(str, Field(min_length=1)))
-    refs = Literal[tuple(citable)]  # type: ignore[valid-type]
+    refs: Any = Literal[tuple(citable)]  # a runtime Literal: the thread's references
     cited = (
         Field(min_length=1, max_length=8)
         if must_cite
@@ -109,7 +118,7 @@ def _answer_model(citable: tuple[str, ...], must_cite: bool) -> type[BaseModel]:
     return create_model(
         "CopilotAnswer",
         answer=(str, Field(min_length=1, description="short answer with values and dates")),
-        citations=(list[refs], cited),  # type: ignore[valid-type]
+        citations=(list[refs], cited),
     )
 
 
@@ -180,17 +189,38 @@ def serve_with(context: CopilotContext) -> None:
     _served[:] = [context]
 
 
-def _ctx(runtime: Runtime[CopilotContext]) -> Any:
+class _Ready(Protocol):
+    """A CopilotContext whose model and tools are set (what every node runs with)."""
+
+    model: BaseChatModel
+    tools: CopilotTools
+    audit: AuditLog
+    similarity: Similarity | None
+    chart: ChartMode
+    max_steps: int
+    history_tokens: int
+    user: str | None
+
+
+def _ready(context: object) -> TypeGuard[_Ready]:
+    return (
+        isinstance(context, CopilotContext)
+        and context.model is not None
+        and context.tools is not None
+    )
+
+
+def _ctx(runtime: Runtime[CopilotContext]) -> _Ready:
     """The run's context; LangGraph's server passes none (or an empty one): the served one."""
     given = runtime.context
-    if isinstance(given, CopilotContext) and given.model is not None and given.tools is not None:
+    if _ready(given):
         return given
-    if _served:
+    if _served and _ready(_served[0]):
         return _served[0]
     raise RuntimeError("run the copilot with context=CopilotContext(model, tools)")
 
 
-def _user(ctx: CopilotContext, config: RunnableConfig) -> str | None:
+def _user(ctx: _Ready, config: RunnableConfig) -> str | None:
     """Who is asking: the context's user, else the identity the thread's runner put on the
     config (our API and MCP server: `user`; LangGraph's server: `langgraph_auth_user_id`)."""
     configurable = config.get("configurable") or {}
@@ -202,7 +232,7 @@ def _thread(config: RunnableConfig) -> str:
     return str((config.get("configurable") or {}).get("thread_id") or "")
 
 
-def _write_calls(message: AnyMessage, tools: dict[str, BaseTool]) -> list[dict[str, Any]]:
+def _write_calls(message: AnyMessage, tools: dict[str, BaseTool]) -> list[Mapping[str, Any]]:
     if not isinstance(message, AIMessage):
         return []
     return [
@@ -210,7 +240,7 @@ def _write_calls(message: AnyMessage, tools: dict[str, BaseTool]) -> list[dict[s
     ]
 
 
-def proposal(call: dict[str, Any], tool: BaseTool, patient_id: str) -> dict[str, Any]:
+def proposal(call: Mapping[str, Any], tool: BaseTool, patient_id: str) -> dict[str, Any]:
     """What the clinician is shown for one proposed order (the interrupt's value)."""
     kind = resource_type(tool)
     return {
@@ -224,7 +254,7 @@ def proposal(call: dict[str, Any], tool: BaseTool, patient_id: str) -> dict[str,
     }
 
 
-async def _read_patient(ctx: CopilotContext, patient_id: str, config: RunnableConfig) -> str:
+async def _read_patient(ctx: _Ready, patient_id: str, config: RunnableConfig) -> str:
     """The Patient's compact line (read once per thread, audited); FhirError if unreadable."""
     resource = await ctx.tools.fhir.read(f"Patient/{patient_id}")
     ctx.audit.record(
@@ -249,23 +279,65 @@ def _minilm() -> Similarity:
 
 
 async def _chart_call(
-    ctx: CopilotContext, state: CopilotState, call: dict[str, Any], config: RunnableConfig
+    ctx: _Ready, state: CopilotState, call: Mapping[str, Any], config: RunnableConfig
 ) -> list[AnyMessage]:
     """`answer_from_chart`: the turn's question (made standalone) through the EHR QA planner."""
     patient_id, messages = state["patient_id"], state.get("messages", [])
     try:
-        question = await standalone_question(ctx.model, _question(state), messages[:-1])
+        async with patient_scope(ctx.model, ctx.tools.fhir, patient_id):
+            question = await standalone_question(ctx.model, _question(state), messages[:-1])
         result = await answer_question(
             question, patient_id, model=ctx.model, fhir=ctx.tools.fhir, graph="planner",
             similarity=ctx.similarity or _minilm(),
         )  # fmt: skip
-    except (ModelOutputError, ValueError) as exc:
+    except (ModelOutputError, PhiRefused, ValueError) as exc:
         return [_error(call, f"Error: {CHART_TOOL} failed: {exc}")]
     ctx.audit.record(
         user=_user(ctx, config), action=CHART_TOOL, patient=patient_id, kind="read",
         resources=result.retrieved, thread=_thread(config), plan=result.plan,
     )  # fmt: skip
     return list(chart_messages(call["id"], question, result))
+
+
+async def choose(
+    state: CopilotState, config: RunnableConfig, runtime: Runtime[CopilotContext]
+) -> dict[str, Any]:
+    """The turn's action. A follow-up of a chart answer goes to the chart by code; a model
+    that cannot choose gets the chart too (the commonest ask; the planner says when the chart
+    holds nothing)."""
+    ctx = _ctx(runtime)
+    reset: dict[str, Any] = {"action": None, "supported": None, "plan": None, "error": None}
+    if ctx.chart == "tools":
+        return reset
+    if not FHIR_ID.fullmatch(state.get("patient_id") or ""):
+        return {**reset, "error": "this thread has no patient: start it with a patient_id"}
+    question, messages = _question(state), state.get("messages", [])
+    if needs_context(question) and previous_chart_turn(messages[:-1]):
+        return {**reset, "action": CHART_TOOL}
+    actions = offered({t.name for t in ctx.tools.for_model()})
+    try:
+        async with patient_scope(ctx.model, ctx.tools.fhir, state["patient_id"]):
+            action = await choose_action(ctx.model, question, actions)
+    except ModelOutputError:
+        action = CHART_TOOL
+    except PhiRefused as exc:
+        return {**reset, "error": str(exc)}
+    return {**reset, "action": action}
+
+
+async def after_choose(state: CopilotState) -> str:
+    if state.get("error"):
+        return "finish"
+    return "chart" if state.get("action") == CHART_TOOL else "agent"
+
+
+async def chart(
+    state: CopilotState, config: RunnableConfig, runtime: Runtime[CopilotContext]
+) -> dict[str, Any]:
+    """The chart action: the planner answers; the thread records it as a tool call."""
+    call = {"id": f"chart-{uuid.uuid4().hex[:12]}", "name": CHART_TOOL, "args": {}}
+    messages = await _chart_call(_ctx(runtime), state, call, config)
+    return {"messages": [AIMessage(content="", tool_calls=[call]), *messages]}
 
 
 async def agent(
@@ -291,17 +363,18 @@ async def agent(
         m for m in turn if isinstance(m, ToolMessage) and m.name not in WRITE_TOOLS
     )
     final = _answer_model(tuple(citable), bool(read_now))
-    tools = model_tools(ctx.tools.for_model(), ctx.chart)
+    tools = model_tools(ctx.tools.for_model(), ctx.chart, state.get("action"))
     caller = tool_calling_model(ctx.model, tools, final=final).with_config(
         tags=[REPLY_TAG, f"{REPLY_TAG}:{protocol}"]
     )
     how = prompts.CHART_HOW[ctx.chart]
     system = SystemMessage(prompts.SYSTEM.format(patient=patient, how=how, today=date.today()))
     try:
-        reply = await caller.ainvoke(
-            [system, *_context(state.get("messages", []), ctx.history_tokens)]
-        )
-    except ModelOutputError as exc:
+        async with patient_scope(ctx.model, ctx.tools.fhir, patient_id):
+            reply = await caller.ainvoke(
+                [system, *_context(state.get("messages", []), ctx.history_tokens)]
+            )
+    except (ModelOutputError, PhiRefused) as exc:
         return {**update, "error": str(exc)}
     return {**update, "messages": [reply]}
 
@@ -339,12 +412,12 @@ async def review(state: CopilotState, runtime: Runtime[CopilotContext]) -> dict[
     return {"decisions": decisions}
 
 
-def _error(call: dict[str, Any], text: str) -> ToolMessage:
+def _error(call: Mapping[str, Any], text: str) -> ToolMessage:
     return ToolMessage(text, tool_call_id=call["id"], name=call["name"], status="error")
 
 
 def _decided(
-    ctx: CopilotContext, call: dict[str, Any], decision: dict[str, Any], audit: dict[str, Any]
+    ctx: _Ready, call: Mapping[str, Any], decision: dict[str, Any], audit: dict[str, Any]
 ) -> ToolMessage | dict[str, Any]:
     """A write call after the clinician's decision: the message to return instead of writing,
     or the arguments to write with."""
@@ -363,14 +436,15 @@ def _decided(
 
 
 async def _run_call(
-    ctx: CopilotContext, state: CopilotState, call: dict[str, Any], config: RunnableConfig
+    ctx: _Ready, state: CopilotState, call: Mapping[str, Any], config: RunnableConfig
 ) -> ToolMessage:
     patient_id, name = state["patient_id"], call["name"]
     tools = ctx.tools.by_name(patient_id)
     tool = tools.get(name)
     if tool is None:
         return _error(call, f"Error: there is no tool {name!r}. Use one of: {', '.join(tools)}.")
-    audit = {"user": _user(ctx, config), "patient": patient_id, "thread": _thread(config)}
+    thread = _thread(config)
+    audit = {"user": _user(ctx, config), "patient": patient_id, "thread": thread}
     args = {k: v for k, v in call["args"].items() if k not in HIDDEN_ARGS.get(name, ())}
     if needs_approval(tool):
         no_decision = {"action": "reject", "reason": "no decision"}
@@ -380,7 +454,7 @@ async def _run_call(
         if isinstance(decided, ToolMessage):
             return decided
         args = decided
-        tool = ctx.tools.write_tool(patient_id, name, order_key(audit["thread"], call["id"]))
+        tool = ctx.tools.write_tool(patient_id, name, order_key(thread, call["id"]))
     try:
         message = await tool.ainvoke({**call, "args": args, "type": "tool_call"})
     except Exception as exc:  # a tool error goes back to the model as text
@@ -407,7 +481,7 @@ async def act(
 
 
 async def _one_call(
-    ctx: CopilotContext, state: CopilotState, call: dict[str, Any], config: RunnableConfig
+    ctx: _Ready, state: CopilotState, call: Mapping[str, Any], config: RunnableConfig
 ) -> list[AnyMessage]:
     if call["name"] == CHART_TOOL:
         return await _chart_call(ctx, state, call, config)
@@ -441,14 +515,20 @@ async def finish(state: CopilotState) -> dict[str, Any]:
     }
 
 
-def build_copilot() -> StateGraph:
+def build_copilot() -> StateGraph[CopilotState, CopilotContext, CopilotState, CopilotState]:
     """The copilot graph, uncompiled (compile it with a checkpointer: `copilot_graph`)."""
     graph = StateGraph(CopilotState, context_schema=CopilotContext)
-    graph.add_node("agent", agent)
+    # cast: LangGraph runs a node taking (state, config, runtime), but its node protocols
+    # have no such signature (config or runtime, not both).
+    graph.add_node("choose", cast(Any, choose))
+    graph.add_node("chart", cast(Any, chart))
+    graph.add_node("agent", cast(Any, agent))
     graph.add_node("review", review)
-    graph.add_node("act", act)
+    graph.add_node("act", cast(Any, act))
     graph.add_node("finish", finish)
-    graph.add_edge(START, "agent")
+    graph.add_edge(START, "choose")
+    graph.add_conditional_edges("choose", after_choose, ["chart", "agent", "finish"])
+    graph.add_conditional_edges("chart", after_act, ["agent", "finish"])
     graph.add_conditional_edges("agent", route, ["act", "review", "finish"])
     graph.add_edge("review", "act")
     graph.add_conditional_edges("act", after_act, ["agent", "finish"])

@@ -9,8 +9,7 @@ rejected, do not propose it again unless asked. Today is {today}."""
 
 # How the model reaches the chart, by `CopilotContext.chart`.
 CHART_HOW = {
-    "planner": """For any question about this patient's records, call answer_from_chart: it reads the chart
-and answers with citations. Never guess values. Otherwise answer briefly and cite the
+    "planner": """Never state values from the chart you were not given. Answer briefly and cite the
 references (like guideline:abc) of what the answer rests on.""",
     "tools": """Use the tools to read the chart before you answer; never guess values. Answer briefly, with
 values, units and dates, and cite the references (like Observation/abc) of the records the
@@ -18,6 +17,11 @@ answer rests on.""",
 }
 
 REJECTED = "The clinician rejected this order{reason}. Nothing was written. Do not propose it again unless asked."
+
+ROUTE = """You route a clinician's message in a copilot over one patient's chart. Pick the
+action that fits it:
+{actions}
+Reply with a JSON object {{"action": ...}}."""
 
 STANDALONE = """A clinician asked about a patient's chart:
 Earlier question: {previous}

@@ -1,11 +1,11 @@
 """How the copilot's model chooses: a few high-level actions, chart questions to the planner.
 
 A small model cannot drive a free tool loop over a chart (it fills every optional argument,
-searches "most recent" with today's date), so the model is not shown the raw FHIR reads. It
-makes one constrained choice among high-level actions: `answer_from_chart` (which takes no
-arguments: the graph hands the clinician's question to the EHR QA planner, which narrows
-every later decision too), guideline lookup, image search, an order (a write tool, approved
-by the clinician), or a reply without tools (the final answer).
+searches "most recent" with today's date, or answers from nothing), so each turn starts with
+one short constrained choice among high-level actions: `answer_from_chart` (the graph hands
+the clinician's question to the EHR QA planner, which narrows every later decision too),
+guideline lookup, image search, an order (a write tool, approved by the clinician), or a
+reply without tools. The other actions then see only their own tools, never the raw reads.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
 from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from wardround.agents.protocol import structured
 from wardround.graphs.copilot import prompts
@@ -55,12 +55,55 @@ CHART_SPEC = StructuredTool(
 ChartMode = Literal["planner", "tools"]
 
 
-def model_tools(tools: Sequence[BaseTool], chart: ChartMode = "planner") -> list[BaseTool]:
-    """The actions the copilot's model chooses among: under "planner", the chart and the rest
-    but raw reads; under "tools", every tool as it is (the free loop)."""
+Action = Literal["answer_from_chart", "lookup_guideline", "search_images", "propose_order", "reply"]
+WRITES = ("create_observation", "create_medication_request", "create_service_request")
+# The tools each action may call (the chart's: none, the planner reads).
+ACTION_TOOLS: dict[str, tuple[str, ...]] = {
+    CHART_TOOL: (),
+    "lookup_guideline": ("lookup_guideline",),
+    "search_images": ("search_images",),
+    "propose_order": WRITES,
+    "reply": (),
+}
+ACTION_HELP: dict[str, str] = {
+    CHART_TOOL: "any question about this patient or their records: results, vitals, "
+    "medications, conditions, allergies, procedures, vaccines, visits, dates, trends",
+    "lookup_guideline": "what a clinical guideline recommends in general (targets, intervals, "
+    "doses, screening)",
+    "search_images": "find medical images (X-rays, scans) that look like a description",
+    "propose_order": "order, prescribe, refer or record something for this patient",
+    "reply": "only a greeting, thanks, or a question about you, the assistant",
+}
+
+
+def offered(available: set[str]) -> list[str]:
+    """The actions this deployment can do (no image index: no image search)."""
+    return [a for a, names in ACTION_TOOLS.items() if not names or set(names) & available]
+
+
+def _choice_model(actions: Sequence[str]) -> type[BaseModel]:
+    kinds: Any = Literal[tuple(actions)]  # a runtime Literal: the actions on offer
+    return create_model("TurnAction", action=(kinds, Field(description="the help asked for")))
+
+
+async def choose_action(model: BaseChatModel, message: str, actions: Sequence[str]) -> str:
+    """One short constrained choice among `actions` (ModelOutputError if none is made)."""
+    listing = "\n".join(f"- {a}: {ACTION_HELP[a]}" for a in actions)
+    asked = [SystemMessage(prompts.ROUTE.format(actions=listing)), HumanMessage(message)]
+    picked: Any = await structured(model, _choice_model(actions)).ainvoke(asked)
+    return str(picked.action)
+
+
+def model_tools(
+    tools: Sequence[BaseTool], chart: ChartMode = "planner", action: str | None = None
+) -> list[BaseTool]:
+    """What the model may call this step: under "tools", every tool (the free loop); under
+    "planner", the turn's action's tools (all but the raw reads for a turn without one)."""
     if chart == "tools":
         return list(tools)
-    return [CHART_SPEC, *(t for t in tools if t.name not in RAW_READS)]
+    if action in ACTION_TOOLS:
+        return [t for t in tools if t.name in ACTION_TOOLS[action]]
+    return [t for t in tools if t.name not in RAW_READS]
 
 
 class Standalone(BaseModel):
