@@ -47,14 +47,16 @@ def _parts() -> tuple[Settings, Any, Any]:
 
 
 def _build_copilot() -> Any:
-    from wardround.graphs.copilot.audit import AuditLog
+    from wardround.graphs.copilot.audit import AuditLog, record_dropped
     from wardround.graphs.copilot.graph import copilot_graph, history_budget, serve_with
 
     settings, model, tools = _parts()
+    audit = AuditLog(settings.home / "audit.jsonl")
+    tools.fhir.on_drop(record_dropped(audit))  # other patients' records the client dropped
     bound = copilot_graph(
         model,
         tools,
-        audit=AuditLog(settings.home / "audit.jsonl"),
+        audit=audit,
         history_tokens=history_budget(settings.model_ctx, settings.max_tokens),
         chart=settings.copilot_chart,
     )

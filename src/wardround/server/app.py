@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from wardround.fhir.client import FhirClient
 from wardround.fhir.errors import FhirAuthError, FhirError, FhirNotFound, FhirUnavailable
 from wardround.graphs.copilot import AuditLog, CopilotTools, copilot_graph, open_checkpointer
+from wardround.graphs.copilot.audit import record_dropped
 from wardround.graphs.copilot.graph import history_budget
 from wardround.server.cds_hooks import install_cds_hooks
 from wardround.server.routes import router
@@ -121,6 +122,8 @@ def describe_errors(app: FastAPI) -> None:
         schema.get("components", {}).get("schemas", {})["HTTPValidationError"] = ERROR_BODY
         return schema
 
+    # FastAPI's documented way to change the schema is to replace app.openapi; its types
+    # declare a method.
     app.openapi = openapi  # type: ignore[method-assign]
 
 
@@ -145,12 +148,16 @@ async def start_copilot(
         client = FhirClient.from_settings(settings)
         stack.push_async_callback(client.aclose)
     saver = given.checkpointer or await stack.enter_async_context(open_checkpointer(settings))
-    chat = given.model or await asyncio.to_thread(_make_model, settings)
+    chat = given.model
+    if chat is None:
+        chat = await asyncio.to_thread(_make_model, settings)
     extra = given.extra_tools
     if extra is None:
         extra = await asyncio.to_thread(registry.extra_tools, settings)
     tools = CopilotTools(client, list(extra), settings)
     audit = given.audit or AuditLog(audit_path(settings))
+    if isinstance(client, FhirClient):  # other patients' records the client dropped
+        client.on_drop(record_dropped(audit))
     graph = copilot_graph(
         chat,
         tools,

@@ -38,7 +38,7 @@ from pydantic import BaseModel, Field, create_model
 
 from wardround.fhir.client import FHIR_ID, FhirClient
 from wardround.fhir.render import render_resource
-from wardround.graphs.copilot.audit import ANONYMOUS, AuditLog
+from wardround.graphs.copilot.audit import ANONYMOUS, AuditLog, record_dropped
 from wardround.graphs.copilot.checkpoint import open_checkpointer
 from wardround.graphs.copilot.graph import copilot_graph
 from wardround.graphs.copilot.orders import check_args, summarize
@@ -119,6 +119,8 @@ class Backend:
             saver = await stack.enter_async_context(open_checkpointer(self.settings))
             self.fhir, self.tools = fhir, CopilotTools(fhir, self.extra, self.settings)
             self.audit = AuditLog(self.settings.home / "audit.jsonl")
+            if isinstance(fhir, FhirClient):
+                fhir.on_drop(record_dropped(self.audit))
             self.graph = copilot_graph(_NoModel(), self.tools, checkpointer=saver)
             yield self
 
@@ -190,6 +192,7 @@ def _mcp_tool(
     return Tool(
         fn=call,
         name=tool.name,
+        title=None,  # the default, said: mypy reads the model's Field(None) as required
         description=description or tool.description,
         parameters=arguments.model_json_schema(by_alias=True),
         fn_metadata=FuncMetadata(arg_model=arguments, output_model=output),

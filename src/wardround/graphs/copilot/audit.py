@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -78,15 +78,25 @@ class DroppedRecordHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         dropped = getattr(record, "dropped_record", None)
         if isinstance(dropped, DroppedRecord):
-            self.audit.record(
-                user=None,
-                action=DROPPED,
-                patient=dropped.patient_id,
-                server=dropped.base_url,
-                resource_type=dropped.resource_type,
-                resource_id=dropped.resource_id,
-                via=dropped.via,
-            )
+            record_dropped(self.audit)(dropped)
+
+
+def record_dropped(audit: AuditLog) -> Callable[[DroppedRecord], None]:
+    """A FHIR client's drop hook (`client.on_drop`) writing each dropped record to `audit`:
+    that client's drops only, where the logger handler hears every client in the process."""
+
+    def write(dropped: DroppedRecord) -> None:
+        audit.record(
+            user=None,
+            action=DROPPED,
+            patient=dropped.patient_id,
+            server=dropped.base_url,
+            resource_type=dropped.resource_type,
+            resource_id=dropped.resource_id,
+            via=dropped.via,
+        )
+
+    return write
 
 
 def audit_dropped_records(audit: AuditLog) -> DroppedRecordHandler:
