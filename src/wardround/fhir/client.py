@@ -699,7 +699,7 @@ class FhirClient:
         while True:
             try:
                 response = await self._http.request(
-                    method, url, params=params or None, json=json, headers=headers
+                    method, url, params=tuple(params or ()) or None, json=json, headers=headers
                 )
             except httpx.TransportError as exc:
                 # A POST is only safe to repeat when it never reached the server.

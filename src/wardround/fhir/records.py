@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from wardround.fhir.client import FhirClient, FhirError, check_id, escape_value
 from wardround.fhir.fields import primary_concept, resource_datetime
@@ -23,6 +23,7 @@ __all__ = [
     "STATUS_CODES",
     "STATUS_PARAMS",
     "SYSTEM_CHARS",
+    "RecordType",
     "Sort",
     "code_token",
     "date_value",
@@ -30,13 +31,14 @@ __all__ = [
 ]
 
 # The patient-linked types a chart holds and the tools may search.
-RECORD_TYPES: tuple[str, ...] = (
+RecordType = Literal[
     "Observation", "Condition", "MedicationRequest", "MedicationStatement",
     "MedicationAdministration", "AllergyIntolerance", "Procedure", "Encounter",
     "DiagnosticReport", "Immunization", "DocumentReference", "ServiceRequest", "CarePlan",
     "CareTeam", "Goal", "Device", "ImagingStudy", "SupplyDelivery", "Claim",
     "ExplanationOfBenefit", "Coverage",
-)  # fmt: skip
+]  # fmt: skip
+RECORD_TYPES: tuple[str, ...] = get_args(RecordType)
 
 # Standard R4 search parameter carrying each type's clinical date (see fields.DATE_FIELDS).
 DATE_PARAMS: dict[str, str] = {

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache, lru_cache
 from pathlib import Path
@@ -155,7 +155,7 @@ class TextEmbedder:
     def embed_one(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
 
-    def similarity(self, query: str, candidates: list[str]) -> np.ndarray:
+    def similarity(self, query: str, candidates: Sequence[str]) -> np.ndarray:
         """Cosine similarity of one query to each candidate, in candidate order; candidate
         vectors are cached (up to `LABEL_CACHE` of them)."""
         if len(self._labels) > LABEL_CACHE:
@@ -199,6 +199,6 @@ class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
 
 
 @cache
-def minilm_similarity() -> Callable[[str, list[str]], np.ndarray]:
+def minilm_similarity() -> Callable[[str, Sequence[str]], np.ndarray]:
     """One MiniLM per process; label vectors are cached (the same codes recur across charts)."""
     return TextEmbedder().similarity

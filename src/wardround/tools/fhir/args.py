@@ -18,12 +18,10 @@ from wardround.fhir.records import (
     CODE_CHARS,
     MAX_YEAR,
     MIN_YEAR,
-    RECORD_TYPES,
     SYSTEM_CHARS,
+    RecordType,
     code_token,
 )
-
-RecordType = Literal[RECORD_TYPES]  # type: ignore[valid-type]
 
 _ID_PATTERN = FHIR_ID.pattern
 REFERENCE_PATTERN = rf"[A-Z][A-Za-z]{{1,63}}/{_ID_PATTERN}"
@@ -73,7 +71,7 @@ class FindPatientArgs(BaseModel):
 class ManifestArgs(BaseModel):
     """The chart's record types and codes; all codes of one type when `resource_type` is given."""
 
-    resource_type: RecordType | None = Field(  # type: ignore[valid-type]
+    resource_type: RecordType | None = Field(
         None, description="List every code of this type (default: top codes of every type)"
     )
 
@@ -83,7 +81,7 @@ class SearchRecordsArgs(BaseModel):
 
     resource_type: RecordType = Field(
         description="Record type, e.g. Observation for labs and vitals"
-    )  # type: ignore[valid-type]
+    )
     code: str | None = Field(
         None,
         max_length=300,
@@ -147,7 +145,7 @@ class CreateObservationArgs(BaseModel):
         None, max_length=500, description="Value as text, when not a number"
     )
     effective: datetime | None = Field(None, description="When it was observed (default: now)")
-    category: OBSERVATION_CATEGORIES | None = Field(None, description="Observation category")  # type: ignore[valid-type]
+    category: OBSERVATION_CATEGORIES | None = Field(None, description="Observation category")
     note: str | None = Field(None, max_length=500, description="Free-text note")
 
     _text = field_validator("display", "value_text", "note")(_plain_text)

@@ -111,7 +111,13 @@ class ChartScope:
             raise ValueError(f"not a FHIR id: {self.patient_id!r}")
 
     def patient(self, args: BaseModel) -> str:
-        return self.patient_id or args.patient_id  # type: ignore[attr-defined]
+        """The bound patient, else the `patient_id` argument (`with_patient`'s models)."""
+        if self.patient_id:
+            return self.patient_id
+        given = getattr(args, "patient_id", None)
+        if not isinstance(given, str):
+            raise ValueError("no patient: the tool is bound to none and its arguments name none")
+        return given
 
 
 # -------------------------------------------------------------------- reads

@@ -233,8 +233,8 @@ class GuidelineIndex:
     def _exists(self) -> bool:
         if self._collection is not None:
             return True
-        local = isinstance(self.chroma_dir, Path)
-        if self._client is None and local and not self.chroma_dir.exists():
+        local = self.chroma_dir  # a directory, or a Chroma server's URL
+        if self._client is None and isinstance(local, Path) and not local.exists():
             return False  # a read must not leave an empty Chroma directory behind
         return self.name in {c.name for c in self.client.list_collections()}
 

@@ -13,8 +13,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wardround.tools.files import files_under
+
+if TYPE_CHECKING:  # bs4 is imported when HTML is parsed
+    from bs4 import Tag
 
 SUFFIXES = {".md", ".markdown", ".html", ".htm", ".pdf", ".txt"}
 # About 200 word pieces: under MiniLM's 256 with the title and section prepended.
@@ -281,9 +285,9 @@ def _inline_text(token: object) -> str:
     return "".join(parts)
 
 
-def _element_text(element: object) -> str:
+def _element_text(element: Tag) -> str:
     # get_text(" ") keeps words of adjacent tags apart but also spaces out punctuation.
-    text = element.get_text(" ")  # type: ignore[attr-defined]
+    text = element.get_text(" ")
     return re.sub(r"\s+([.,;:!?)])", r"\1", re.sub(r"\(\s+", "(", text))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +34,8 @@ BN_EPS = 1e-3
 class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "same" padding (asymmetric when the stride is 2)."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # Conv2d's own arguments
+        super().__init__(*args, **kwargs)
         # With stride 1 and an odd kernel, "same" is symmetric: let the convolution pad.
         if self.stride[0] == 1:
             self.padding = (self.kernel_size[0] // 2, self.kernel_size[1] // 2)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard, cast
 
 import numpy as np
 from chromadb.api.types import Embeddable, EmbeddingFunction, Embeddings, Space
@@ -56,13 +56,16 @@ class EncoderUnavailable(RuntimeError):
 class ImageEncoder(Protocol):
     name: str  # what the index records, e.g. "efficientnet-lite0" or "medsiglip-448"
     kind: str  # "efficientnet-lite0" or "medsiglip"
-    model: str | None  # model id or path for kinds that take one
     dim: int
     supports_text: bool
     device: str
     dtype: str  # e.g. "bfloat16"
     batch_size: int
     prefetch: bool  # preprocess the next batch while the model embeds this one
+
+    @property
+    def model(self) -> str | None:
+        """Model id or path for kinds that take one (read-only: None or a str)."""
 
     def preprocess(self, images: Sequence[np.ndarray]) -> Any: ...
 
@@ -145,7 +148,9 @@ class EfficientNetEncoder:
         import torch
 
         # Channels-last runs the depthwise convolutions about 1.5x faster on CPU.
-        self._net = efficientnet.load_pretrained().to(
+        # cast: torch's stubs for Module.to leave out its documented memory_format keyword
+        # (it returns the module itself).
+        self._net: efficientnet.EfficientNetLite0 = cast(Any, efficientnet.load_pretrained()).to(
             self.device, memory_format=torch.channels_last
         )
         self._mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -346,6 +351,10 @@ def load_encoder(
     )
 
 
+def _all_text(items: list[Any]) -> TypeGuard[list[str]]:
+    return bool(items) and all(isinstance(item, str) for item in items)
+
+
 @register_embedding_function
 class ImageEncoderEmbeddingFunction(EmbeddingFunction[Embeddable]):
     """Chroma's view of an image encoder: embeds image arrays, and text when it can."""
@@ -358,8 +367,8 @@ class ImageEncoderEmbeddingFunction(EmbeddingFunction[Embeddable]):
         return load_encoder(self._encoder_name, self._model)
 
     def __call__(self, input: Embeddable) -> Embeddings:
-        items = list(input)
-        if items and all(isinstance(item, str) for item in items):
+        items: list[Any] = list(input)
+        if _all_text(items):
             return list(self.encoder().embed_texts(items))
         return list(self.encoder().embed_images(items))
 

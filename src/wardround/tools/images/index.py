@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -24,6 +24,7 @@ from wardround.tools.text_embeddings import MiniLMEmbeddingFunction, TextEmbedde
 COLLECTION_PREFIX = "images-"
 TEXT_SUFFIX = "-text"
 TextMode = Literal["auto", "image-space", "metadata"]
+TEXT_MODES: tuple[TextMode, ...] = get_args(TextMode)
 COUNT_TTL_S = 1.0
 
 
