@@ -25,6 +25,7 @@ from langchain_core.messages import (
     HumanMessage,
     SystemMessage,
     ToolMessage,
+    UsageMetadata,
 )
 from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_core.tools import BaseTool
@@ -222,11 +223,14 @@ def as_plain_chat(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
     return out
 
 
-def _usage(messages: Sequence[AIMessage]) -> dict[str, int]:
-    total = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+def _usage(messages: Sequence[AIMessage]) -> UsageMetadata:
+    total = UsageMetadata(input_tokens=0, output_tokens=0, total_tokens=0)
     for m in messages:
-        for key in total:
-            total[key] += int((m.usage_metadata or {}).get(key, 0))
+        usage = m.usage_metadata
+        if usage:
+            total["input_tokens"] += int(usage.get("input_tokens", 0))
+            total["output_tokens"] += int(usage.get("output_tokens", 0))
+            total["total_tokens"] += int(usage.get("total_tokens", 0))
     return total
 
 
@@ -261,7 +265,7 @@ async def complete_json(
             repair = HumanMessage(content=prompt("repair").format(error=error))
             history += [AIMessage(content=raw), repair]
             continue
-        reply.usage_metadata = _usage(replies)  # type: ignore[assignment]
+        reply.usage_metadata = _usage(replies)
         return value, reply
     raise ModelOutputError(error, raw)
 
@@ -393,7 +397,7 @@ def json_tool_caller(
 
 def model_dialect(model: BaseChatModel) -> Dialect:
     """The constrained-output dialect `make_chat_model` recorded on the model ("none" if unknown)."""
-    return (model.metadata or {}).get("dialect", "none")  # type: ignore[return-value]
+    return (model.metadata or {}).get("dialect", "none")
 
 
 def tool_calling_model(
@@ -407,7 +411,7 @@ def tool_calling_model(
     protocol = protocol or (model.metadata or {}).get("protocol", "json")
     dialect = dialect or model_dialect(model)
     if protocol == "native":
-        return model.bind_tools(list(tools))  # type: ignore[return-value]
+        return model.bind_tools(list(tools))
     if protocol != "json":
         raise ValueError(f"unknown tool protocol {protocol!r} (json or native)")
     return json_tool_caller(model, tools, dialect, final)

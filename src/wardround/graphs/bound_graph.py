@@ -18,7 +18,7 @@ class BoundGraph:
     """`graph` whose runs get `context` unless the caller passes one; everything else
     (`aget_state`, `aupdate_state`, `get_graph`, ...) is the graph's own."""
 
-    def __init__(self, graph: Pregel, context: Any) -> None:
+    def __init__(self, graph: Pregel[Any, Any, Any, Any], context: Any) -> None:
         self.graph = graph
         self.context = context
 

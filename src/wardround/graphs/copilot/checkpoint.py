@@ -13,11 +13,14 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from wardround.settings import Settings
+
+if TYPE_CHECKING:  # the postgres extra, imported when used
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
 ENV_URL = "WARDROUND_CHECKPOINT_URL"
 POSTGRES_SCHEMES = ("postgres://", "postgresql://")
@@ -93,7 +96,7 @@ def pool_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def _setup_once(url: str, saver: BaseCheckpointSaver, timeout_s: float = 120) -> None:
+async def _setup_once(url: str, saver: AsyncPostgresSaver, timeout_s: float = 120) -> None:
     """Create or migrate the saver's tables, one worker at a time.
 
     The lock is polled, not waited on: a session blocked in `pg_advisory_lock` holds a
@@ -136,7 +139,7 @@ async def _postgres(url: str, settings: Settings) -> AsyncIterator[BaseCheckpoin
         where = url.split("@")[-1]
         raise CheckpointConfigError(f"cannot reach Postgres at {where}: {exc}") from None
     try:
-        saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+        saver = AsyncPostgresSaver(pool)
         await _setup_once(url, saver)
         yield saver
     finally:

@@ -101,7 +101,8 @@ async def _decide(
 
 
 def _enum(values: list[str]) -> Any:
-    return Literal[tuple(values)]  # type: ignore[valid-type]
+    """A runtime Literal of `values` (for a pydantic field)."""
+    return Literal[tuple(values)]
 
 
 async def patient(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:
@@ -217,7 +218,8 @@ def _lines_of(state: PlannerState, refs: list[str]) -> list[str]:
 async def cite(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:
     """The model picks which retrieved records answer the question."""
     refs = state["retrieved"]
-    schema = create_model("Cited", citations=(list[_enum(refs)], Field(min_length=1, max_length=5)))
+    ref: Any = _enum(refs)
+    schema = create_model("Cited", citations=(list[ref], Field(min_length=1, max_length=5)))
     label = state["about"].rsplit(" [", 1)[0]
     ask = prompts.CITE.format(
         label=label, records="\n".join(state["records"]), question=state["question"]
