@@ -52,6 +52,7 @@ LOINC = "http://loinc.org"
 BP_PANEL, SYSTOLIC, DIASTOLIC = "85354-9", "8480-6", "8462-4"
 MAX_TREND_POINTS = 2000
 FlagSource = Literal["record", "typical"]
+Flag = Literal["H", "L", "A"]  # high, low, abnormal
 
 
 class TypicalRange(BaseModel):
@@ -137,11 +138,11 @@ class ChartItem(BaseModel):
     value: str = ""
     date: str | None = None
     status: str | None = None
-    kind: str | None = Field(None, description="Conditions: disorder, finding or situation")
+    kind: str | None = Field(default=None, description="Conditions: disorder, finding or situation")
     code: str | None = Field(None, description="system|code, for the trend endpoint")
-    flag: Literal["H", "L", "A"] | None = None
+    flag: Flag | None = None
     flag_source: FlagSource | None = None
-    numeric: bool = Field(False, description="Has a number to plot")
+    numeric: bool = Field(default=False, description="Has a number to plot")
 
 
 class ChartSummary(BaseModel):
@@ -221,12 +222,12 @@ def _number(holder: dict[str, Any]) -> tuple[float, str] | None:
 
 
 # v3 ObservationInterpretation codes as a flag; "" = the lab calls it normal.
-_INTERPRETATION_FLAGS = {"H": "H", "HH": "H", "HU": "H", ">": "H", "L": "L", "LL": "L",
+_INTERPRETATION_FLAGS: dict[str, Flag | Literal[""]] = {"H": "H", "HH": "H", "HU": "H", ">": "H", "L": "L", "LL": "L",
                          "LU": "L", "<": "L", "A": "A", "AA": "A", "POS": "A", "DET": "A",
                          "N": "", "NEG": "", "ND": ""}  # fmt: skip
 
 
-def _interpretation(holder: dict[str, Any]) -> str | None:
+def _interpretation(holder: dict[str, Any]) -> Flag | Literal[""] | None:
     """The record's own judgement: a flag, "" for normal, None if absent or not a level."""
     for concept in holder.get("interpretation") or []:
         _, code = _coding(concept)
@@ -235,7 +236,7 @@ def _interpretation(holder: dict[str, Any]) -> str | None:
     return None
 
 
-def _compare(value: float, low: float | None, high: float | None) -> str | None:
+def _compare(value: float, low: float | None, high: float | None) -> Flag | None:
     if high is not None and value > high:
         return "H"
     if low is not None and value < low:
@@ -273,7 +274,7 @@ def value_range(
     return (spec.low, spec.high, "typical") if spec else None
 
 
-def value_flag(holder: dict[str, Any], code: str | None) -> tuple[str | None, FlagSource | None]:
+def value_flag(holder: dict[str, Any], code: str | None) -> tuple[Flag | None, FlagSource | None]:
     """H/L/A for one value (an Observation or a component), and where the judgement came from."""
     judged = _interpretation(holder)
     if judged is not None:  # the lab said it: normal stays unflagged whatever the range
@@ -294,7 +295,7 @@ def _numeric_components(resource: dict[str, Any]) -> list[tuple[str | None, dict
     ]
 
 
-def _combined_flag(flags: Iterable[str | None]) -> str | None:
+def _combined_flag(flags: Iterable[Flag | None]) -> Flag | None:
     got = [f for f in flags if f]
     return "H" if "H" in got else "L" if "L" in got else "A" if got else None
 
@@ -320,7 +321,7 @@ def observation_item(resource: dict[str, Any]) -> ChartItem:
         date=resource_date(resource),
         status=resource.get("status"),
         code=_token(resource.get("code")),
-        flag=flag,  # type: ignore[arg-type]
+        flag=flag,
         flag_source=source,
         numeric=_number(resource) is not None or bool(parts),
     )

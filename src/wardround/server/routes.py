@@ -83,7 +83,7 @@ async def get_thread(thread_id: ThreadId, copilot: Service, user: User) -> Threa
         thread_id=thread_id,
         patient_id=values["patient_id"],
         patient=values.get("patient", ""),
-        status=copilot.status(state),  # type: ignore[arg-type]
+        status=copilot.status(state),
         messages=[message_json(m) for m in values.get("messages", [])],
         pending=[Approval(**p) for p in copilot.pending(state)],
     )

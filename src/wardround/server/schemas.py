@@ -48,11 +48,14 @@ class Approval(BaseModel):
     error: str | None = Field(None, description="Why the previous answer to it was refused")
 
 
+ThreadStatus = Literal["idle", "awaiting_approval", "unfinished"]
+
+
 class ThreadView(BaseModel):
     thread_id: str
     patient_id: str
     patient: str
-    status: Literal["idle", "awaiting_approval", "unfinished"]
+    status: ThreadStatus
     messages: list[dict[str, Any]]
     pending: list[Approval]
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 
 from wardround.fhir.client import escape_value
@@ -34,6 +35,7 @@ from wardround.server.chart import (
     result_trend,
 )
 from wardround.server.order_preview import order_resource
+from wardround.server.schemas import ThreadStatus
 
 log = logging.getLogger(__name__)
 RECURSION_LIMIT = 60
@@ -113,7 +115,7 @@ class CopilotService:
         self._stoppable: dict[str, asyncio.Task[None]] = {}
 
     @staticmethod
-    def config(thread_id: str, user: str) -> dict[str, Any]:
+    def config(thread_id: str, user: str) -> RunnableConfig:
         return {
             "configurable": {"thread_id": thread_id, "user": user},
             "recursion_limit": RECURSION_LIMIT,
@@ -128,7 +130,7 @@ class CopilotService:
         return state
 
     @staticmethod
-    def status(state: Any) -> str:
+    def status(state: Any) -> ThreadStatus:
         if state.interrupts:
             return "awaiting_approval"
         return "unfinished" if state.next else "idle"
@@ -271,7 +273,7 @@ class CopilotService:
                 checked = check_decision(decision.model_dump(), tool)
             except ValueError as exc:
                 raise ApiError(422, str(exc)) from None
-            command = Command(resume={pending.id: checked.model_dump(mode="json")})
+            command: Command[Any] = Command(resume={pending.id: checked.model_dump(mode="json")})
             return self._start(thread_id, command, user, release)
         except BaseException:
             release()
