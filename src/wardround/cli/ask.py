@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import get_args
 
 import typer
 
@@ -12,7 +13,11 @@ from wardround.agents.protocol import ModelUnavailable
 from wardround.cli.common import clean_errors, console, fail, load_settings
 from wardround.fhir.errors import FhirError
 from wardround.graphs.ehr_qa import QAResult
+from wardround.graphs.ehr_qa.answer import GraphName
 from wardround.runtime.procs import ServiceError
+from wardround.settings import Settings
+
+GRAPHS: tuple[GraphName, ...] = get_args(GraphName)
 
 
 def ask(
@@ -27,7 +32,7 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Answer a question about one patient from their FHIR record, citing the records used."""
-    if graph not in ("planner", "loop"):
+    if graph not in GRAPHS:
         fail(f"unknown graph {graph!r}: use planner or loop")
     if not question.strip():
         fail("the question is empty: ask something about the patient")
@@ -66,7 +71,7 @@ def _how_checked(result: QAResult) -> str:
     return plan + how
 
 
-async def _ask(settings, question: str, patient: str, graph: str):  # type: ignore[no-untyped-def]
+async def _ask(settings: Settings, question: str, patient: str, graph: GraphName) -> QAResult:
     from wardround.agents.embedded import ensure_model_server
     from wardround.agents.models import make_chat_model
     from wardround.fhir.client import FhirClient
@@ -80,5 +85,5 @@ async def _ask(settings, question: str, patient: str, graph: str):  # type: igno
             patient,
             model=chat,
             fhir=fhir,
-            graph=graph,  # type: ignore[arg-type]
+            graph=graph,
         )

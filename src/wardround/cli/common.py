@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -18,15 +19,14 @@ err_console = Console(stderr=True)
 
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment, with CLI options (those not None) on top."""
-    values = {k: v for k, v in overrides.items() if v is not None}
+    values: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**values)  # type: ignore[arg-type]
+        return Settings(**values)  # pydantic checks each value's type
     except ValidationError as err:
         fail(f"bad setting: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}")
-        raise  # unreachable; keeps type checkers calm
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from wardround.cli.common import clean_errors, console, fail, load_settings
 from wardround.evals.tasks import NAMES
+
+if TYPE_CHECKING:
+    from wardround.evals.runner import RunResult
 
 app = typer.Typer(
     help="Evaluate models on agentic clinical tasks and compare them with paired statistics."
@@ -85,7 +89,7 @@ def run(
         taskdef = suite.get_task(task)
         root = suite.runs_root(settings, out)
 
-        async def go():  # type: ignore[no-untyped-def]
+        async def go() -> tuple[RunResult, dict[str, Any]]:
             async with suite.eval_env(taskdef, settings, preset=model, options=options) as env:
                 return await suite.run_eval(
                     taskdef,
@@ -128,7 +132,7 @@ def rescore(
         if not suite.Layout(root, taskdef.name, options).results(model).exists():
             fail(f"no run of {model} on {task} under {root}")
 
-        async def go():  # type: ignore[no-untyped-def]
+        async def go() -> tuple[dict[str, Any], int]:
             async with suite.eval_env(taskdef, settings, preset=None, options=options) as env:
                 return await suite.rescore_eval(taskdef, env, preset=model, root=root)
 
@@ -225,7 +229,7 @@ def export(
             fail(f"no run of {model} on {task} under {layout.root}")
         target = to or results.with_name(f"export-{fmt}{'-all' if include_all else ''}.jsonl")
         records = load_records(results).values()
-        n = exporter.export_records(records, target, fmt, include_all=include_all)  # type: ignore[arg-type]
+        n = exporter.export_records(records, target, fmt, include_all=include_all)
     which = "finished" if include_all else "correct"
     console.print(f"{n} {which} traces of {len(records)} -> {target}", highlight=False)
 

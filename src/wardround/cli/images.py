@@ -171,13 +171,14 @@ def search(
     collection: str | None = CollectionOpt,
 ) -> None:
     """Search the image index by --text, --image or --id."""
+    from wardround.tools.images.index import TEXT_MODES
     from wardround.tools.images.search import hit_json, hit_line, search_images
 
     if sum(x is not None for x in (text, image, image_id)) != 1:
         fail("give exactly one of --text, --image or --id")
     if image is not None and not image.is_file():
         fail(f"no such image file: {image}")
-    if text_mode not in ("auto", "image-space", "metadata"):
+    if text_mode not in TEXT_MODES:
         fail(f"unknown --text-mode {text_mode!r}: use auto, image-space or metadata")
     index = _open_index(encoder, model, collection, allow_download)
     with clean_errors(*_errors()):
@@ -189,7 +190,7 @@ def search(
             k=k,
             modality=modality,
             patient=patient,
-            text_mode=text_mode,  # type: ignore[arg-type]
+            text_mode=text_mode,
         )
     if as_json:
         typer.echo(json.dumps([hit_json(h) for h in hits], indent=1))

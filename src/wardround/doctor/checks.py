@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 
@@ -25,8 +25,21 @@ from wardround.runtime.devices import accelerate_available, resolve_device
 
 Status = Literal["ok", "fail", "skipped"]
 MIN_COSINE = 0.99
+
+
+class _VisionShape(TypedDict):
+    """The SiglipVisionConfig arguments that give a vision tower its size."""
+
+    image_size: int
+    patch_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+
+
 # google/medsiglip-448's vision tower (SigLIP So400m/14 at 448 pixels).
-MEDSIGLIP_448_VISION = {
+MEDSIGLIP_448_VISION: _VisionShape = {
     "image_size": 448,
     "patch_size": 14,
     "hidden_size": 1152,

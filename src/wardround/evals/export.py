@@ -46,7 +46,7 @@ def known_specs() -> dict[str, dict[str, Any]]:
     from wardround.evals.tasks.mab_tools import OrderLog, make_mab_tools
     from wardround.tools.registry import tool_specs as registry_tools
 
-    tools = [*registry_tools(), *make_mab_tools(None, OrderLog())]  # type: ignore[arg-type]
+    tools = [*registry_tools(), *make_mab_tools(None, OrderLog())]
     return {spec["function"]["name"]: spec for spec in tool_specs(tools)}
 
 

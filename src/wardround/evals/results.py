@@ -147,6 +147,7 @@ class ResultsLog:
             if self._synced >= ticket:
                 return  # an fsync that started after our write already covered it
             upto = self._written
+            assert self._fd is not None, "ResultsLog closed while writing"
             await asyncio.to_thread(os.fsync, self._fd)
             self._synced = upto
 

@@ -239,8 +239,14 @@ async def compare_eval(
         side = settings
         if (base_urls or {}).get(preset):
             side = settings.model_copy(update={"model_base_url": (base_urls or {})[preset]})
-        factories = {"make_model": make_model, "make_fhir": make_fhir}
-        async with eval_env(taskdef, side, preset=preset, options=options, **factories) as env:
+        async with eval_env(
+            taskdef,
+            side,
+            preset=preset,
+            options=options,
+            make_model=make_model,
+            make_fhir=make_fhir,
+        ) as env:
             result, summary = await run_eval(taskdef, env, preset=preset, root=root, limit=limit,
                                              concurrency=concurrency, timeout_s=timeout_s,
                                              progress=progress)  # fmt: skip

@@ -71,7 +71,7 @@ def ensure_guidelines(settings: Settings) -> tuple[int, bool]:
     files = discover([corpus_dir()])
     content = [(f.name, hashlib.sha256(f.read_bytes()).hexdigest()) for f in files]
     digest = _digest([str(_location(settings)), content])
-    index = GuidelineIndex(_location(settings))  # type: ignore[arg-type]
+    index = GuidelineIndex(_location(settings))
     if _read_stamp(settings).get("guidelines") == digest and index.count() > 0:
         return index.count(), False
     index_files(index, files)
@@ -205,7 +205,7 @@ def _image_count(settings: Settings) -> int:
 
     try:
         return int(
-            open_chroma(_location(settings))  # type: ignore[arg-type]
+            open_chroma(_location(settings))
             .get_collection(COLLECTION_PREFIX + DEFAULT_ENCODER)
             .count()
         )
@@ -223,12 +223,12 @@ def ensure_images(settings: Settings, links: dict[str, dict[str, str]]) -> tuple
     digest = _digest([str(_location(settings)), [image.key for image, _ in found], links])
     if _read_stamp(settings).get("images") == digest and _image_count(settings) > 0:
         return _image_count(settings), False
-    index = open_image_index(_location(settings))  # type: ignore[arg-type]
+    index = open_image_index(_location(settings))
     if index.count():  # links changed (other patients): re-add the images they concern
         stale = [content_id(path) for image, path in found if image.key in _linked_keys()]
         index.vectors().delete(ids=stale)
         index.texts().delete(ids=stale)
-        index = open_image_index(_location(settings))  # type: ignore[arg-type]
+        index = open_image_index(_location(settings))
     metadata = {path: builtin_metadata(image) for image, path in found}
     ingest(index, [path for _, path in found], metadata=metadata, imaging_studies=links)
     _write_stamp(settings, "images", digest)

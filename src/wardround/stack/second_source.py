@@ -130,8 +130,8 @@ def merge(runs: Iterable[Path], merged: Path) -> None:
                     if ident.get("value"):
                         ident["value"] = tag + str(ident["value"])
             by_type.setdefault(r["resourceType"], {}).setdefault(r["id"], r)
-    for rtype, rows in by_type.items():
-        text = "".join(json.dumps(r) + "\n" for r in rows.values())
+    for rtype, by_id in by_type.items():
+        text = "".join(json.dumps(r) + "\n" for r in by_id.values())
         (merged / f"{rtype}.ndjson").write_text(text)
 
 

@@ -135,7 +135,7 @@ def _answer_is(
 ) -> None:
     if allow_empty and (answer is None or answer == []):
         return
-    check(bool(answer) and _same_number(answer[0], want, tol), f"answer {answer} != [{want:g}]")
+    check(bool(answer and _same_number(answer[0], want, tol)), f"answer {answer} != [{want:g}]")
 
 
 def _posts(trace: Trace) -> list[dict[str, Any]]:

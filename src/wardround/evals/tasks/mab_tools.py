@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from langchain_core.tools import BaseTool
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -293,13 +293,18 @@ class MabScope:
     "now" (records dated later are hidden), the MRN -> id lookups made so far and the
     records the task adds."""
 
-    client: FhirClient
+    client: FhirClient | None  # None: tools built for their schemas only
     orders: OrderLog
     as_of: datetime | None = None
     patient_ids: dict[str, str] = field(default_factory=dict)
     # Records the task adds to the chart (results our synthetic patients lack), searched
     # beside the server's and never written to it.
     added: Sequence[dict[str, Any]] = ()
+
+    def fhir(self) -> FhirClient:
+        if self.client is None:
+            raise RuntimeError("these MedAgentBench tools were made without a FHIR client")
+        return self.client
 
 
 async def resolve(scope: MabScope, value: str) -> str:
@@ -309,7 +314,7 @@ async def resolve(scope: MabScope, value: str) -> str:
         return scope.patient_ids[value]
     if not FHIR_ID.fullmatch(value):
         raise ValueError(f"not a patient id or MRN: {value!r}")
-    found = await scope.client.search("Patient", {"identifier": escape_value(value)}, limit=2)
+    found = await scope.fhir().search("Patient", {"identifier": escape_value(value)}, limit=2)
     scope.patient_ids[value] = str(found[0]["id"]) if len(found) == 1 else value
     return scope.patient_ids[value]
 
@@ -328,14 +333,21 @@ def _date_matches(stamp: str | None, value: str) -> bool:
     if not stamp:
         return False
     if len(text) <= 10:  # a day (or month, year): compare that much of the date
-        mine, theirs = stamp[: len(text)], text
-    else:
-        try:
-            mine = datetime.fromisoformat(stamp.replace("Z", "+00:00"))  # type: ignore[assignment]
-            theirs = datetime.fromisoformat(text.replace("Z", "+00:00"))  # type: ignore[assignment]
-            mine < theirs  # noqa: B015 (naive against aware raises here, not below)
-        except (ValueError, TypeError):
-            return False
+        return _holds(op, stamp[: len(text)], text)
+    try:
+        mine = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        theirs = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        mine < theirs  # noqa: B015 (naive against aware raises here, not below)
+    except (ValueError, TypeError):
+        return False
+    return _holds(op, mine, theirs)
+
+
+_Stamp = TypeVar("_Stamp", str, datetime)
+
+
+def _holds(op: str, mine: _Stamp, theirs: _Stamp) -> bool:
+    """`mine op theirs` for a FHIR comparison prefix (eq, ne, gt, lt, ge, le)."""
     return {
         "eq": mine == theirs,
         "ne": mine != theirs,
@@ -369,7 +381,7 @@ def added_matches(
 
 async def listing(scope: MabScope, resource_type: str, params: list[tuple[str, str]]) -> ToolOutput:
     """The search's records as of the task's "now", newest first, within the text budget."""
-    found = await scope.client.search(resource_type, params)
+    found = await scope.fhir().search(resource_type, params)
     found += [r for r in scope.added if added_matches(r, resource_type, params)]
     shown = [r for r in found if not _after(r, scope.as_of)]
     shown.sort(key=lambda r: resource_datetime(r) or "", reverse=True)
@@ -422,7 +434,7 @@ async def post(scope: MabScope, body: BaseModel) -> ToolOutput:
     }
     scope.orders.posts.append(entry)
     if scope.orders.mode == "server":
-        created = await scope.client.create(payload)
+        created = await scope.fhir().create(payload)
         entry["created"] = reference_of(created)
         return tool_result(f"POST request accepted: created {_line(created)}", [entry["created"]])
     return tool_result(f"POST request accepted ({payload['resourceType']}).")
@@ -445,7 +457,7 @@ TOOL_NAMES = tuple(MAB_TOOLS)
 
 
 def make_mab_tools(
-    client: FhirClient,
+    client: FhirClient | None,
     orders: OrderLog,
     *,
     as_of: datetime | None = None,
@@ -453,7 +465,7 @@ def make_mab_tools(
     added: Sequence[dict[str, Any]] = (),
 ) -> list[BaseTool]:
     """The nine tools, in funcs_v1.json order (see TOOL_NAMES); writes go to `orders`;
-    `added` records join the server's in the searches."""
+    `added` records join the server's in the searches. `client` None: for the schemas only."""
     described = {**_SHORT, **(descriptions or {})}
     scope = MabScope(client, orders, as_of, added=added)
     return [

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from wardround.evals.data import load_json
-from wardround.evals.task import EvalEnv, Sample, Score, Task, Trace
+from wardround.evals.task import EvalEnv, Sample, Score, Scorer, Task, Trace
 from wardround.evals.tasks import medagentbench
 from wardround.evals.tasks.mab_official.dataset import FUNCS_FILE, dataset
 from wardround.evals.tasks.mab_official.references import reference
@@ -36,7 +36,7 @@ def _urls_match(trace: Trace) -> list[str]:
     return wrong
 
 
-def scorer(env: EvalEnv):  # type: ignore[no-untyped-def]
+def scorer(env: EvalEnv) -> Scorer:
     async def score(sample: Sample, trace: Trace) -> Score:
         target = await reference(env.fhir, sample)
         graded = sample.model_copy(update={"target": {**sample.target, **target}})
