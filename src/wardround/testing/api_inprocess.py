@@ -17,10 +17,12 @@ from typing import Any
 
 import httpx
 from langchain_core.language_models import BaseChatModel
+from pydantic import SecretStr
 
 from wardround.fhir.client import FhirClient
 from wardround.graphs.copilot.audit import AuditLog
 from wardround.graphs.copilot.checkpoint import open_checkpointer
+from wardround.graphs.copilot.routing import ChartMode
 from wardround.settings import Settings
 
 Event = dict[str, Any]
@@ -94,7 +96,7 @@ async def api_harness(
     token: str | None = None,
     max_steps: int = 8,
     raise_app_exceptions: bool = True,
-    chart: str | None = None,
+    chart: ChartMode | None = None,
 ) -> AsyncIterator[ApiHarness]:
     """The API app in process over a SQLite thread store in `home`, its lifespan run here.
 
@@ -104,8 +106,9 @@ async def api_harness(
     """
     from wardround.server.app import create_app
 
-    chosen = {"copilot_chart": chart} if chart else {}
-    settings = Settings(home=home, api_token=token, **chosen)  # type: ignore[call-arg, arg-type]
+    chosen: dict[str, Any] = {"copilot_chart": chart} if chart else {}
+    secret = SecretStr(token) if token is not None else None
+    settings = Settings(home=home, api_token=secret, **chosen)
     audit = AuditLog(home / "audit.jsonl")
     async with open_checkpointer(settings) as saver:
         app = create_app(

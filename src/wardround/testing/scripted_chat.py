@@ -15,7 +15,7 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field
 
@@ -34,9 +34,11 @@ class ScriptedChatModel(BaseChatModel):
         if self.respond is not None:
             text = self.respond(messages)
             words_in = sum(len(str(m.content).split()) for m in messages)
-            usage = {"input_tokens": words_in, "output_tokens": len(text.split())}
+            words_out = len(text.split())
             message = AIMessage(content=text)
-            message.usage_metadata = {**usage, "total_tokens": sum(usage.values())}  # type: ignore[assignment]
+            message.usage_metadata = UsageMetadata(
+                input_tokens=words_in, output_tokens=words_out, total_tokens=words_in + words_out
+            )
             return message
         self.calls.append({"messages": list(messages)})
         if not self.replies:
@@ -100,7 +102,7 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         # Through `_agenerate`, so a subclass that waits there (a gated model) waits here too.
-        result = await self._agenerate(messages, stop, run_manager, **kwargs)  # type: ignore[arg-type]
+        result = await self._agenerate(messages, stop, run_manager, **kwargs)
         for chunk in self._chunks(result.generations[0].message):
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)

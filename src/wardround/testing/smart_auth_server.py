@@ -14,10 +14,15 @@ import os
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
-from authlib.oauth2.rfc6749 import AuthorizationServer, OAuth2Payload, OAuth2Request
+from authlib.oauth2.rfc6749 import (
+    AuthorizationServer,
+    ClientMixin,
+    OAuth2Payload,
+    OAuth2Request,
+)
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
@@ -109,18 +114,27 @@ class _Payload(OAuth2Payload):
 
 
 class _Request(OAuth2Request):
+    payload: _Payload
+
     def __init__(self, incoming: Incoming) -> None:
         super().__init__(incoming.method, incoming.url, headers=incoming.headers)
         self.incoming = incoming
         self.payload = _Payload({**incoming.args, **incoming.form})
 
     @property
-    def args(self) -> dict[str, str]:
-        return self.incoming.args
+    def args(self) -> dict[str, str | None]:
+        return dict(self.incoming.args)
 
     @property
     def form(self) -> dict[str, str]:
         return self.incoming.form
+
+
+def _ours(request: OAuth2Request) -> _Request:
+    """The request as this server built it (`_Server.create_oauth2_request`)."""
+    if not isinstance(request, _Request):
+        raise TypeError(f"not a request of this server: {type(request).__name__}")
+    return request
 
 
 @dataclass
@@ -133,20 +147,23 @@ class _Store:
 class _CodeGrant(AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["none"]  # noqa: RUF012 - Authlib's class attribute
 
-    def save_authorization_code(self, code: str, request: _Request) -> None:
-        data = request.payload.data
+    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        ours = _ours(request)
+        if ours.client is None:
+            raise RuntimeError("an authorization code for an unauthenticated client")
+        data = ours.payload.data
         self.server.store.codes[code] = Code(
             code=code,
-            client_id=request.client.get_client_id(),
+            client_id=ours.client.get_client_id(),
             redirect_uri=data.get("redirect_uri", ""),
             scope=data.get("scope", ""),
             code_challenge=data.get("code_challenge"),
             code_challenge_method=data.get("code_challenge_method"),
-            user=str(request.incoming.user),
-            patient=str(request.incoming.patient),
+            user=str(ours.incoming.user),
+            patient=str(ours.incoming.patient),
         )
 
-    def query_authorization_code(self, code: str, client: Client) -> Code | None:
+    def query_authorization_code(self, code: str, client: ClientMixin) -> Code | None:
         found = self.server.store.codes.get(code)
         return found if found and found.client_id == client.get_client_id() else None
 
@@ -162,11 +179,14 @@ class _Server(AuthorizationServer):
         super().__init__()
         self.store = store
 
-    def query_client(self, client_id: str) -> Client | None:
+    # types-Authlib says ClientMixin; Authlib takes None for an unknown client (its callers check).
+    def query_client(self, client_id: str) -> Client | None:  # type: ignore[override]
         return self.store.clients.get(client_id)
 
-    def save_token(self, token: dict[str, Any], request: _Request) -> None:
-        code: Code = request.authorization_code
+    def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
+        code = request.authorization_code
+        if not isinstance(code, Code):
+            raise RuntimeError("a token without an authorization code")
         token.update(patient=code.patient, fhirUser=code.user)  # SMART launch context
         self.store.tokens[token["access_token"]] = dict(token)
 
@@ -261,14 +281,18 @@ class SmartAuthServer:
         try:
             oauth = self.server.create_oauth2_request(incoming)
             grant = self.server.get_authorization_grant(oauth)
-            return self.server.create_authorization_response(oauth, self.user, grant)
+            # cast: types-Authlib types the response as `object`; ours is handle_response's.
+            response = self.server.create_authorization_response(oauth, self.user, grant)
+            return cast(Response, response)
         except OAuth2Error as exc:
             return JSONResponse(dict(exc.get_body()), exc.status_code)
 
     async def token(self, request: Request) -> Response:
         form = dict(parse_qsl((await request.body()).decode()))
         incoming = Incoming("POST", str(request.url), dict(request.headers), {}, form)
-        return self.server.create_token_response(incoming)
+        # cast: types-Authlib types it as Authlib's (status, body, headers) tuple; our
+        # handle_response makes it a Starlette Response.
+        return cast(Response, self.server.create_token_response(incoming))
 
     @staticmethod
     def new_launch() -> str:
