@@ -7,6 +7,7 @@ window, and cites the reading that decides the answer.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 from wardround.chart.dates import Window
@@ -92,3 +93,37 @@ def latest_record(records: Sequence[dict[str, Any]], what: str) -> Computed | No
             return None
         return Computed(f"{shown} on {day}.", [reference_of(newest)])
     return Computed(f"{day} ({what}).", [reference_of(newest)])
+
+
+def nearest(values: list[Reading], what: str, day: date) -> Computed:
+    """The values on `day`; without one, the nearest before and after it."""
+    same = [v for v in values if v.day == day.isoformat()]
+    if same:
+        return Computed(f"{'; '.join(v.text for v in same)}.", [v.ref for v in same])
+    before = next((v for v in values if v.day < day.isoformat()), None)  # newest first
+    after = next((v for v in reversed(values) if v.day > day.isoformat()), None)
+    if before is None and after is None:
+        return Computed(f"No {what} result is recorded.")
+    near = [f"before: {v.text}" if v is before else f"after: {v.text}"
+            for v in (before, after) if v is not None]  # fmt: skip
+    return Computed(
+        f"No {what} result on {day.isoformat()}; nearest {', '.join(near)}.",
+        [v.ref for v in (before, after) if v is not None],
+    )
+
+
+def summary(values: list[Reading], what: str, span: str) -> Computed:
+    """Count, minimum, maximum, mean, first and latest of the values (newest first)."""
+    if not values:
+        return Computed(f"No {what} result is recorded{span}.")
+    low = min(values, key=lambda v: v.value)
+    high = max(values, key=lambda v: v.value)
+    mean = sum(v.value for v in values) / len(values)
+    unit = f" {values[0].unit}" if values[0].unit else ""
+    text = (
+        f"{len(values)} {what} result{'s' * (len(values) > 1)}{span}: min {low.text}, "
+        f"max {high.text}, mean {mean:.4g}{unit}; first {values[-1].text}, latest "
+        f"{values[0].text}."
+    )
+    refs = [values[0].ref, values[-1].ref, low.ref, high.ref]
+    return Computed(text, list(dict.fromkeys(refs)))

@@ -3,9 +3,9 @@
 Every consumer (the copilot, the HTTP API, the MCP server, LangGraph Studio, the evals, the
 benches) asks here, so a new tool is one function plus one line in `_builders`.
 
-- `chart_tools(fhir, patient_id, settings)`: the per-patient groups (the FHIR reads and
-  writes, plugins registered `per_patient`) bound to one patient; writes carry
-  `REQUIRES_APPROVAL` and the resource they would write.
+- `chart_tools(fhir, patient_id, settings, view=)`: the per-patient groups (the chart tools
+  at a clinician's level, the FHIR reads and writes, plugins registered `per_patient`) bound
+  to one patient; writes carry `REQUIRES_APPROVAL` and the resource they would write.
 - `extra_tools(settings)`: the groups that need no patient (image search and guideline lookup
   when their indexes hold something, plugins).
 - `patient_tools(...)`: both at once.
@@ -23,6 +23,7 @@ from typing import Any
 
 from langchain_core.tools import BaseTool
 
+from wardround.chart.view import ChartView
 from wardround.settings import Settings
 from wardround.tools.evidence import REQUIRES_APPROVAL
 
@@ -32,6 +33,14 @@ SPEC_PATIENT = "spec-patient"  # a valid FHIR id for tools built only for their 
 LEAVES_CHART = frozenset({"find_patient"})
 # Arguments not offered to a model or a remote client: a file path on the server is not theirs.
 HIDDEN_ARGS = {"search_images": frozenset({"image_path"})}
+
+
+def _chart(
+    fhir: Any, patient_id: str, settings: Settings | None, view: ChartView | None = None
+) -> list[BaseTool]:
+    from wardround.tools.chart.tools import make_chart_tools
+
+    return make_chart_tools(fhir, patient_id, view)
 
 
 def _fhir(fhir: Any, patient_id: str, settings: Settings | None) -> list[BaseTool]:
@@ -62,30 +71,46 @@ def _guidelines(fhir: Any, patient_id: str, settings: Settings | None) -> list[B
     return make_guideline_tools(index) if index.count() else []
 
 
-Builder = Callable[[Any, str, "Settings | None"], list[BaseTool]]
+Builder = Callable[..., list[BaseTool]]  # (fhir, patient_id, settings[, view=])
 # name -> (builder, required, per_patient): an optional builder that fails is left out with a
 # log line (a deployment without an image index still gets a copilot over the chart); a
 # per-patient group is built bound to each chart, the others once.
 _builders: dict[str, tuple[Builder, bool, bool]] = {
+    "chart": (_chart, True, True),
     "fhir": (_fhir, True, True),
     "images": (_images, False, False),
     "guidelines": (_guidelines, False, False),
 }
+# Groups whose builder takes the chart as of the task's "now" (`view=`): enums of its codes.
+_TAKES_VIEW = {"chart"}
 
 
 def register(
-    name: str, builder: Builder, *, required: bool = False, per_patient: bool = False
+    name: str,
+    builder: Builder,
+    *,
+    required: bool = False,
+    per_patient: bool = False,
+    takes_view: bool = False,
 ) -> None:
-    """Add a group of tools every agent gets from now on (a plugin's entry point)."""
+    """Add a group of tools every agent gets from now on (a plugin's entry point);
+    `takes_view`: the builder is also called with `view=` (a `ChartView` or None)."""
     _builders[name] = (builder, required, per_patient)
+    if takes_view:
+        _TAKES_VIEW.add(name)
+    else:
+        _TAKES_VIEW.discard(name)
 
 
-def _build(name: str, fhir: Any, patient_id: str, settings: Settings | None) -> list[BaseTool]:
+def _build(
+    name: str, fhir: Any, patient_id: str, settings: Settings | None, view: ChartView | None = None
+) -> list[BaseTool]:
     builder, required, _ = _builders[name]
+    extra = {"view": view} if name in _TAKES_VIEW else {}
     if required:
-        return builder(fhir, patient_id, settings)
+        return builder(fhir, patient_id, settings, **extra)
     try:
-        return builder(fhir, patient_id, settings)
+        return builder(fhir, patient_id, settings, **extra)
     except Exception as exc:  # an optional extra must not stop the agent
         log.warning("%s tools left out: %s: %s", name, type(exc).__name__, exc)
         return []
@@ -96,10 +121,14 @@ def patient_tools(fhir: Any, patient_id: str, settings: Settings) -> list[BaseTo
     return [t for name in _builders for t in _build(name, fhir, patient_id, settings)]
 
 
-def chart_tools(fhir: Any, patient_id: str, settings: Settings | None = None) -> list[BaseTool]:
-    """The per-patient groups' tools, bound to `patient_id` (reads first, as registered)."""
+def chart_tools(
+    fhir: Any, patient_id: str, settings: Settings | None = None, *, view: ChartView | None = None
+) -> list[BaseTool]:
+    """The per-patient groups' tools, bound to `patient_id` (the chart tools, then the FHIR
+    reads and writes, then plugins). `view`: the chart as of the task's "now", whose codes
+    become the chart tools' enums; without one their arguments are names checked when run."""
     names = [n for n, (_, _, per_patient) in _builders.items() if per_patient]
-    return [t for name in names for t in _build(name, fhir, patient_id, settings)]
+    return [t for name in names for t in _build(name, fhir, patient_id, settings, view)]
 
 
 def extra_tools(settings: Settings) -> list[BaseTool]:
