@@ -6,6 +6,12 @@ the result is above and is asked, with no tools offered, for its final answer (s
 otherwise repeat one lookup until the step budget runs out).
 A model reply that stays invalid after the protocol's one repair ends the loop with an
 error in the state, never an exception out of the graph.
+
+Two ways to choose each step (`choice`): "one_call" asks for a tool call or the answer in
+one constrained reply (one schema, anyOf every tool); "two_step" picks the action from an
+enum, then fills only that tool's arguments (agents/two_step.py). A final answer passes the
+finish checks (graphs/finish_check.py) before it stands: unsupported values are repaired
+once, then flagged; an order the task asked for must be a write tool's call.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -29,7 +35,12 @@ from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from wardround.agents.protocol import ModelOutputError, tool_calling_model
+from wardround.agents.two_step import Rank, two_step_caller
+from wardround.graphs import finish_check
 from wardround.graphs.trace import token_usage, trace
+from wardround.tools.registry import needs_approval
+
+Choice = Literal["one_call", "two_step"]
 
 
 class LoopState(TypedDict, total=False):
@@ -37,6 +48,10 @@ class LoopState(TypedDict, total=False):
     steps: int
     stuck: bool  # every call of the last reply repeated an earlier one
     error: str | None
+    repaired: bool  # the finish check sent an answer back for unsupported values
+    nudged: bool  # the finish check asked for the write the task asked for
+    retry: bool  # the finish check sent the last answer back
+    unsupported: list[str]  # values of the final answer no tool result holds (flagged)
 
 
 class LoopResult(BaseModel):
@@ -48,6 +63,8 @@ class LoopResult(BaseModel):
     tokens: dict[str, int]
     latency_s: float
     error: str | None = None
+    unsupported: list[str] = Field(default_factory=list)  # flagged by the finish check
+    checks: list[str] = Field(default_factory=list)  # finish checks that sent an answer back
 
 
 REPEATED = (
@@ -78,6 +95,17 @@ CONCLUDE = (
 
 
 @dataclass(frozen=True)
+class FinishCheck:
+    """What the finish check compares a final answer with: the prompt's texts (values the
+    person gave count as supported), the write tools, and the write the task asks for (the
+    verb, or None)."""
+
+    prompt: tuple[str, ...] = ()
+    write_tools: frozenset[str] = frozenset()
+    write_verb: str | None = None
+
+
+@dataclass(frozen=True)
 class LoopContext:
     """What a loop run needs besides its state. `closer` answers without tools: the turn a
     model that repeats an identical call gets instead (None: the loop just says so)."""
@@ -86,6 +114,7 @@ class LoopContext:
     tools: ToolNode
     max_steps: int = 6
     closer: Runnable[Sequence[BaseMessage], AIMessage] | None = None
+    finish: FinishCheck | None = None  # None: a final answer stands unchecked
 
 
 async def agent(state: LoopState, runtime: Runtime[LoopContext]) -> dict[str, Any]:
@@ -103,8 +132,10 @@ async def agent(state: LoopState, runtime: Runtime[LoopContext]) -> dict[str, An
 
 def route(state: LoopState, runtime: Runtime[LoopContext]) -> str:
     last = state["messages"][-1]
-    if state.get("error") or not (isinstance(last, AIMessage) and last.tool_calls):
+    if state.get("error"):
         return END
+    if not (isinstance(last, AIMessage) and last.tool_calls):
+        return "check" if runtime.context.finish else END
     if state.get("steps", 0) >= runtime.context.max_steps:
         return "out_of_steps"
     return "tools"
@@ -120,6 +151,30 @@ async def act(state: LoopState, runtime: Runtime[LoopContext]) -> dict[str, Any]
     return await runtime.context.tools.ainvoke(state)
 
 
+def check(state: LoopState, runtime: Runtime[LoopContext]) -> dict[str, Any]:
+    """Send a final answer back once for a missing write, once for unsupported values."""
+    ctx, history = runtime.context.finish, state["messages"]
+    assert ctx is not None
+    if (
+        ctx.write_verb
+        and not state.get("nudged")
+        and not finish_check.wrote(history, ctx.write_tools)
+    ):
+        text = finish_check.WRITE_NEEDED.format(
+            verb=ctx.write_verb, tools=", ".join(sorted(ctx.write_tools))
+        )
+        return {"messages": [HumanMessage(text)], "nudged": True, "retry": True}
+    missing = finish_check.unsupported_values(str(history[-1].content), history, ctx.prompt)
+    if missing and not state.get("repaired"):
+        text = finish_check.UNSUPPORTED.format(values=", ".join(missing))
+        return {"messages": [HumanMessage(text)], "repaired": True, "retry": True}
+    return {"unsupported": missing, "retry": False}
+
+
+def after_check(state: LoopState) -> str:
+    return "agent" if state.get("retry") else END
+
+
 def out_of_steps(state: LoopState, runtime: Runtime[LoopContext]) -> dict[str, Any]:
     return {"error": f"no final answer after {runtime.context.max_steps} steps"}
 
@@ -129,14 +184,16 @@ def _build() -> Any:
     graph.add_node("agent", agent)
     graph.add_node("tools", act)
     graph.add_node("out_of_steps", out_of_steps)
+    graph.add_node("check", check)
     graph.add_edge(START, "agent")
-    graph.add_conditional_edges("agent", route, ["tools", "out_of_steps", END])
+    graph.add_conditional_edges("agent", route, ["tools", "out_of_steps", "check", END])
+    graph.add_conditional_edges("check", after_check, ["agent", END])
     graph.add_edge("tools", "agent")
     graph.add_edge("out_of_steps", END)
     return graph.compile(name="tool_loop")
 
 
-# agent -> (tools -> agent)* -> end; run it with context=LoopContext(...).
+# agent -> (tools -> agent)* -> [check -> agent]* -> end; run it with context=LoopContext(...).
 TOOL_LOOP = _build()
 
 
@@ -148,27 +205,37 @@ async def run_tool_loop(
     caller: Runnable[Sequence[BaseMessage], AIMessage] | None = None,
     final: type[BaseModel] | None = None,
     max_steps: int = 6,
+    choice: Choice = "one_call",
+    rank: Rank | None = None,
+    check: bool = True,
+    task: str | None = None,
 ) -> LoopResult:
     """Run the loop on a prompt; collect the answer, the trace, tokens and latency.
 
     Give `model` (its tool protocol is the one `make_chat_model` recorded) or a ready `caller`.
+    `choice`: how each step is chosen (see the module; "two_step" needs the json protocol,
+    the native one always calls once); `rank` orders a long enum for the two-step arguments
+    call. `check`: run the finish checks; `task`: the instruction whose order, referral or
+    record must be a write tool's call.
     """
     started = time.perf_counter()
     if caller is None:
-        if model is None:
-            raise ValueError("run_tool_loop needs a model or a caller")
-        caller = tool_calling_model(model, tools, final=final)
+        caller = _caller(model, tools, final, choice, rank)
     messages = [HumanMessage(content=prompt)] if isinstance(prompt, str) else list(prompt)
     closer = tool_calling_model(model, [], final=final) if model is not None else None
-    context = LoopContext(caller, ToolNode(list(tools), handle_tool_errors=True), max_steps, closer)
+    finish = _finish_check(messages, tools, task) if check else None
+    context = LoopContext(
+        caller, ToolNode(list(tools), handle_tool_errors=True), max_steps, closer, finish
+    )
     state = await TOOL_LOOP.ainvoke(
         {"messages": list(messages), "steps": 0},
-        {"recursion_limit": 2 * max_steps + 5},
+        {"recursion_limit": 2 * max_steps + 11},  # + two checks: a check and an agent turn each
         context=context,
     )
     history: list[BaseMessage] = state["messages"]
     last = history[-1]
     done = isinstance(last, AIMessage) and not last.tool_calls and not state.get("error")
+    checks = [name for name, key in (("write", "nudged"), ("repair", "repaired")) if state.get(key)]
     return LoopResult(
         answer=str(last.content) if done else "",
         final=dict(last.additional_kwargs.get("final", {})) if done else {},
@@ -178,4 +245,31 @@ async def run_tool_loop(
         tokens=token_usage(history),
         latency_s=time.perf_counter() - started,
         error=state.get("error"),
+        unsupported=list(state.get("unsupported") or []) if done else [],
+        checks=checks,
     )
+
+
+def _caller(
+    model: BaseChatModel | None,
+    tools: Sequence[BaseTool],
+    final: type[BaseModel] | None,
+    choice: Choice,
+    rank: Rank | None,
+) -> Runnable[Sequence[BaseMessage], AIMessage]:
+    if model is None:
+        raise ValueError("run_tool_loop needs a model or a caller")
+    if choice not in ("one_call", "two_step"):
+        raise ValueError(f"unknown choice {choice!r} (one_call or two_step)")
+    native = (model.metadata or {}).get("protocol") == "native"
+    if choice == "two_step" and not native:
+        return two_step_caller(model, tools, final=final, rank=rank)
+    return tool_calling_model(model, tools, final=final)
+
+
+def _finish_check(
+    messages: Sequence[BaseMessage], tools: Sequence[BaseTool], task: str | None
+) -> FinishCheck:
+    writes = frozenset(t.name for t in tools if needs_approval(t))
+    verb = finish_check.asks_to_write(task) if task and writes else None
+    return FinishCheck(tuple(str(m.content) for m in messages), writes, verb)

@@ -478,7 +478,14 @@ def bind(env: EvalEnv, samples: list[Sample]) -> Task:
     from wardround.graphs.ehr_qa import answer_question
 
     graph = env.options.get("graph")
-    extra = {"graph": graph} if graph else {}
+    extra: dict[str, Any] = {"graph": graph} if graph else {}
+    choice = env.options.get("choice")  # the loop's step choice: one_call or two_step
+    if choice:
+        extra["choice"] = choice
+    if graph == "loop" and env.options.get("rank") == "minilm":  # the two-step enum ranking
+        from wardround.tools.text_embeddings import minilm_similarity  # loads torch
+
+        extra["similarity"] = minilm_similarity()
 
     async def solve(sample: Sample) -> Trace:
         result = await answer_question(
@@ -499,7 +506,7 @@ def bind(env: EvalEnv, samples: list[Sample]) -> Task:
         scoring="computed answers; numbers to the precision the answer writes (counts and ages "
         "exact), dates to the "
         "day, set match with distractors, trend words, explicit 'nothing recorded'",
-        info={"graph": graph or "default"},
+        info={"graph": graph or "default", **({"choice": choice} if choice else {})},
     )
 
 

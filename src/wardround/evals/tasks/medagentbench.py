@@ -39,7 +39,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from wardround.evals.chart import Chart, fetch_chart, full_name, list_patient_ids, mrn_of
 from wardround.evals.data import load_json
@@ -520,8 +520,12 @@ def tool_solver(env: EvalEnv, max_steps: int) -> Callable[[Sample], Awaitable[Tr
     the trace keeps the POSTs it captured and the tools it was offered (for export)."""
     from wardround.evals.export import tool_specs
     from wardround.evals.tasks.mab_tools import OrderLog, make_mab_tools, original_descriptions
-    from wardround.graphs.tool_loop import run_tool_loop
+    from wardround.graphs.tool_loop import Choice, run_tool_loop
 
+    choice = cast(Choice, env.option("choice", "one_call"))  # one_call or two_step
+    # The loop's finish checks (unsupported values, orders written as text): opt-in here
+    # until measured on this task; an age or a dose is computed, not read.
+    check = env.option("check", "off") == "on"
     descriptions = None
     if env.option("descriptions", "short") == "original":
         descriptions = original_descriptions(load_json("medagentbench/funcs_v1.json", env.settings))
@@ -532,7 +536,10 @@ def tool_solver(env: EvalEnv, max_steps: int) -> Callable[[Sample], Awaitable[Tr
         added = sample.metadata.get("added") or []
         tools = make_mab_tools(env.fhir, orders, as_of=now, descriptions=descriptions, added=added)
         prompt = PROMPT.format(context=sample.metadata["context"], instruction=sample.input)
-        result = await run_tool_loop(prompt, tools, model=env.model, max_steps=max_steps)
+        result = await run_tool_loop(
+            prompt, tools, model=env.model, max_steps=max_steps, choice=choice, check=check,
+            task=sample.input,
+        )  # fmt: skip
         artifacts = {"posts": orders.as_artifact(), "tools": tool_specs(tools)}
         trace = trace_from(result, artifacts=artifacts)
         trace.retrieved = retrieved_refs(trace.messages)
@@ -555,7 +562,12 @@ def bind(env: EvalEnv, samples: list[Sample]) -> Task:
         scorer=score,
         scoring="per-category graders over the FINISH([...]) answer and the captured POST "
         "bodies; numbers within tolerance, order times to the day",
-        info={"tool_descriptions": "original" if original else "short", "max_steps": max_steps},
+        info={
+            "tool_descriptions": "original" if original else "short",
+            "max_steps": max_steps,
+            "choice": env.option("choice", "one_call"),
+            "check": env.option("check", "off"),
+        },
     )
 
 

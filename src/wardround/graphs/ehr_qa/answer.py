@@ -12,6 +12,7 @@ from wardround.chart.options import Similarity
 from wardround.fhir.client import FhirClient
 from wardround.graphs.ehr_qa.citations import check_citations
 from wardround.graphs.phi_scope import patient_scoped
+from wardround.graphs.tool_loop import Choice
 from wardround.graphs.trace import stored_refs, token_usage, trace
 
 GraphName = Literal["planner", "loop"]
@@ -97,14 +98,21 @@ async def _planner(
 
 
 async def _loop(
-    question: str, patient_id: str, model: BaseChatModel, fhir: FhirClient, max_steps: int
+    question: str,
+    patient_id: str,
+    model: BaseChatModel,
+    fhir: FhirClient,
+    max_steps: int,
+    choice: Choice = "one_call",
+    rank: Similarity | None = None,
 ) -> QAResult:
     from wardround.graphs.ehr_qa.free_loop import run_loop
 
     started = time.perf_counter()
     result, final = await run_loop(
-        question, patient_id, model=model, fhir=fhir, max_steps=max_steps
-    )
+        question, patient_id, model=model, fhir=fhir, max_steps=max_steps, choice=choice,
+        rank=rank,
+    )  # fmt: skip
     retrieved = stored_refs(result.messages)
     kept, flagged = check_citations(final.get("citations", []), retrieved)
     return QAResult(
@@ -115,6 +123,7 @@ async def _loop(
         citations=kept,
         flagged_citations=flagged,
         retrieved=retrieved,
+        unsupported=result.unsupported,
         steps=result.steps,
         tokens=result.tokens,
         latency_s=time.perf_counter() - started,
@@ -133,8 +142,12 @@ async def answer_question(
     graph: GraphName = DEFAULT_GRAPH,
     similarity: Similarity | None = None,
     max_steps: int = 6,
+    choice: Choice = "one_call",
 ) -> QAResult:
     """Answer a question about one patient; citations are always among the retrieved records.
+
+    The loop graph takes `choice` (run_tool_loop's: "one_call" or "two_step") and ranks long
+    enums for the two-step arguments call with `similarity` when one is given.
 
     Raises ValueError for an empty or oversized question or an unknown graph.
     """
@@ -146,5 +159,5 @@ async def answer_question(
             similarity = minilm_similarity()
         return await _planner(question, patient_id, model, fhir, similarity)
     if graph == "loop":
-        return await _loop(question, patient_id, model, fhir, max_steps)
+        return await _loop(question, patient_id, model, fhir, max_steps, choice, similarity)
     raise ValueError(f"unknown graph {graph!r} (planner or loop)")

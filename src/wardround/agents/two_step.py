@@ -1,0 +1,250 @@
+"""The `two_step` tool choice: pick the action from an enum, then fill only its arguments.
+
+One long free call (every tool's arguments under one anyOf schema) asks a small model to
+decide and to write at once; it fills every optional argument it sees. Here each turn is
+two short constrained calls: (1) `{"action": <tool name | final_answer>}`; (2) that tool's
+arguments under its own schema (defaults not shown; a long enum cut to the values nearest
+the question, all listed in the prompt), or the final answer with its citations an enum of
+the references the tools returned. Optional arguments whose value appears in neither the
+question nor any tool result are dropped: a guessed code or a made-up date filter is worse
+than none.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.tools import BaseTool
+from pydantic import BaseModel
+
+from wardround.agents.prompts import prompt
+from wardround.agents.protocol import (
+    FINAL,
+    Dialect,
+    as_plain_chat,
+    complete_json,
+    json_schema_of,
+    model_dialect,
+    tool_args_model,
+)
+
+# question, values -> one score per value (higher: nearer); e.g. MiniLM cosine similarity.
+Rank = Callable[[str, Sequence[str]], Sequence[float]]
+TOP_K = 12  # enum values shown (and allowed) in the arguments call
+MAX_CITED = 5
+ARGS_ASK = "Now the arguments for {name} ({description}). Reply with one JSON object of them."
+FINAL_ASK = "Now your final answer. Reply with one JSON object."
+
+
+def word_rank(question: str, values: Sequence[str]) -> list[float]:
+    """Shared words, a stand-in when no embedding ranking is given."""
+    words = set(re.findall(r"[a-z0-9]+", question.lower()))
+    return [len(words & set(re.findall(r"[a-z0-9]+", v.lower()))) for v in values]
+
+
+def action_schema(tools: Sequence[BaseTool]) -> dict[str, Any]:
+    names = [t.name for t in tools]
+    return {
+        "type": "object",
+        "properties": {"action": {"enum": [*names, FINAL]}},
+        "required": ["action"],
+    }
+
+
+def _plain(schema: Any) -> Any:
+    """The schema without defaults and titles: nothing for the model to copy."""
+    if isinstance(schema, dict):
+        return {k: _plain(v) for k, v in schema.items() if k not in ("default", "title")}
+    if isinstance(schema, list):
+        return [_plain(v) for v in schema]
+    return schema
+
+
+def _narrow(values: list[Any], question: str, rank: Rank, top_k: int) -> list[Any]:
+    """The `top_k` values nearest the question, in their order; the last value is kept (the
+    chart tools' enums end with the choice that nothing fits)."""
+    if len(values) <= top_k + 1:
+        return values
+    scores = list(rank(question, [str(v) for v in values[:-1]]))
+    best = sorted(range(len(scores)), key=lambda i: -scores[i])[:top_k]
+    return [values[i] for i in sorted(best)] + [values[-1]]
+
+
+def args_schema(
+    tool: BaseTool, question: str, rank: Rank = word_rank, top_k: int = TOP_K
+) -> dict[str, Any]:
+    """The arguments call's schema: the tool's own, defaults dropped, long enums narrowed."""
+    schema = _plain(json_schema_of(tool_args_model(tool)))
+    for prop in schema.get("properties", {}).values():
+        if isinstance(prop.get("enum"), list):
+            prop["enum"] = _narrow(prop["enum"], question, rank, top_k)
+    return schema
+
+
+def final_schema(final: type[BaseModel] | None, refs: Sequence[str]) -> dict[str, Any]:
+    """The final answer's schema; its `citations` (if any) an enum of references seen."""
+    if final is None:
+        return {
+            "type": "object",
+            "properties": {"answer": {"type": "string"}},
+            "required": ["answer"],
+        }
+    schema = _plain(json_schema_of(final))
+    props = schema.get("properties", {})
+    if "citations" in props:
+        items = {"enum": list(refs)} if refs else {"type": "string"}
+        props["citations"] = {"type": "array", "items": items, "maxItems": MAX_CITED}
+    return schema
+
+
+def question_of(messages: Sequence[BaseMessage]) -> str:
+    """What the person asked: the human turns that are not our own prompts."""
+    return "\n".join(str(m.content) for m in messages if isinstance(m, HumanMessage))
+
+
+def seen_refs(messages: Sequence[BaseMessage]) -> list[str]:
+    refs: dict[str, None] = {}
+    for m in messages:
+        if isinstance(m, ToolMessage) and isinstance(m.artifact, list):
+            refs.update(dict.fromkeys(str(r) for r in m.artifact))
+    return list(refs)
+
+
+def _mentioned(value: Any, text: str) -> bool:
+    """A date counts as mentioned when its year is (questions write dates many ways); any
+    other value as a whole word."""
+    if isinstance(value, date | datetime):
+        return str(value.year) in text
+    word = re.escape(str(value).lower())
+    return re.search(rf"(?<![\w.\-]){word}(?![\w.\-])", text) is not None
+
+
+def prune_optional(args: dict[str, Any], required: Sequence[str], evidence: str) -> dict[str, Any]:
+    """`args` without the optional ones whose value the evidence never mentions."""
+    text = evidence.lower()
+    return {k: v for k, v in args.items() if k in required or _mentioned(v, text)}
+
+
+def _evidence(messages: Sequence[BaseMessage]) -> str:
+    """What the person wrote and what the tools returned (not our instructions)."""
+    return "\n".join(
+        str(m.content)
+        for m in messages
+        if isinstance(m, HumanMessage | ToolMessage | SystemMessage)
+    )
+
+
+def _describe(tools: Sequence[BaseTool]) -> str:
+    return "\n".join(f"- {t.name}: {t.description.strip().splitlines()[0]}" for t in tools)
+
+
+def _listing(schema: dict[str, Any]) -> str:
+    """The enum values the arguments call allows, one per line, so the model reads them."""
+    lines = []
+    for name, prop in schema.get("properties", {}).items():
+        if isinstance(prop.get("enum"), list) and len(prop["enum"]) > 3:
+            lines.append(f"{name}, one of:\n" + "\n".join(f"- {v}" for v in prop["enum"]))
+    return "\n".join(lines)
+
+
+def two_step_caller(
+    model: BaseChatModel,
+    tools: Sequence[BaseTool],
+    *,
+    final: type[BaseModel] | None = None,
+    dialect: Dialect | None = None,
+    rank: Rank | None = None,
+    top_k: int = TOP_K,
+) -> Runnable[Sequence[BaseMessage], AIMessage]:
+    """A runnable like `json_tool_caller` (conversation in, `AIMessage` out) that decides in
+    two constrained calls."""
+    by_name = {t.name: t for t in tools}
+    dialect = dialect or model_dialect(model)
+    ranker = rank or word_rank
+    instructions = prompt("two_step_action").replace("{tools}", _describe(tools))
+    pick = action_schema(tools)
+
+    def valid_action(obj: dict[str, Any]) -> str:
+        if obj.get("action") not in pick["properties"]["action"]["enum"]:
+            raise ValueError(
+                f'"action" must be one of: {", ".join(pick["properties"]["action"]["enum"])}'
+            )
+        return str(obj["action"])
+
+    async def run(messages: Sequence[BaseMessage]) -> AIMessage:
+        history = as_plain_chat(messages)
+        if history and isinstance(history[0], SystemMessage):
+            history[0] = SystemMessage(content=f"{history[0].content}\n\n{instructions}")
+        else:
+            history.insert(0, SystemMessage(content=instructions))
+        action, first = await complete_json(model, history, pick, valid_action, dialect)
+        history += [AIMessage(content=json.dumps({"action": action}))]
+        question = question_of(messages)
+        if action == FINAL:
+            reply = await _final(history, seen_refs(messages))
+        else:
+            reply = await _call(history, by_name[action], question, _evidence(messages))
+        reply.usage_metadata = _sum_usage(first, reply)  # type: ignore[assignment]
+        return reply
+
+    async def _final(history: list[BaseMessage], refs: list[str]) -> AIMessage:
+        schema = final_schema(final, refs)
+
+        def validate(obj: dict[str, Any]) -> dict[str, Any]:
+            return (
+                final.model_validate(obj).model_dump() if final else {"answer": str(obj["answer"])}
+            )
+
+        fields, raw = await complete_json(
+            model, [*history, HumanMessage(FINAL_ASK)], schema, validate, dialect
+        )
+        message = AIMessage(
+            content=str(fields.get("answer", "")), additional_kwargs={"final": fields}
+        )
+        message.usage_metadata, message.response_metadata = raw.usage_metadata, {"raw": raw.content}
+        return message
+
+    async def _call(
+        history: list[BaseMessage], tool: BaseTool, question: str, evidence: str
+    ) -> AIMessage:
+        schema = args_schema(tool, question, ranker, top_k)
+        ask = ARGS_ASK.format(name=tool.name, description=tool.description.strip().splitlines()[0])
+        listing = _listing(schema)
+        text = f"{ask}\n{listing}" if listing else ask
+        args_model = tool_args_model(tool)
+
+        def validate(obj: dict[str, Any]) -> dict[str, Any]:
+            return args_model.model_validate(obj).model_dump(exclude_none=True)
+
+        args, raw = await complete_json(
+            model, [*history, HumanMessage(text)], schema, validate, dialect
+        )
+        kept = prune_optional(args, schema.get("required", []), evidence)
+        call = {
+            "name": tool.name,
+            "args": kept,
+            "id": f"call_{uuid.uuid4().hex[:12]}",
+            "type": "tool_call",
+        }
+        message = AIMessage(content="", tool_calls=[call])
+        message.usage_metadata, message.response_metadata = raw.usage_metadata, {"raw": raw.content}
+        return message
+
+    return RunnableLambda(afunc=run, func=_no_sync, name="two_step_caller")
+
+
+def _sum_usage(*messages: AIMessage) -> dict[str, int]:
+    keys = ("input_tokens", "output_tokens", "total_tokens")
+    return {k: sum(int((m.usage_metadata or {}).get(k, 0)) for m in messages) for k in keys}
+
+
+def _no_sync(*_: Any) -> Any:
+    raise RuntimeError("use ainvoke: the two-step choice is async")

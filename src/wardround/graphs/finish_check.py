@@ -1,0 +1,60 @@
+"""Checks on a loop's final answer before it stands: values the tools returned, and writes
+done as writes.
+
+- A finish writing numbers or dates that appear in no tool result (nor in the prompt) is
+  sent back once with those values named; a second such finish stands, flagged. The check
+  is the planner's own (`wardround.chart.faithfulness.unsupported`).
+- A task that tells the agent to order, refer or record something is done by calling a
+  write tool. A finish without one is sent back once, saying so. Conditional instructions
+  ("if low, order ...") are left to the model: no order may be the right answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+
+from wardround.chart.faithfulness import unsupported
+
+_WRITE_WORDS = re.compile(
+    r"\b(order|place|prescribe|refer|referral|record|document|request|schedule|administer)\b",
+    re.I,
+)
+_CONDITION = re.compile(r"\b(if|unless|whether|when)\b", re.I)
+
+UNSUPPORTED = (
+    "These values in your answer appear in no tool result: {values}. Check them against the "
+    "results above (call a tool if you need one) and give your final answer again, using "
+    "only values and dates the results show."
+)
+WRITE_NEEDED = (
+    "The task asks you to {verb}, and that is done by calling a write tool ({tools}), not "
+    "by writing it in the answer. Call the write tool now, then give your final answer."
+)
+
+
+def asks_to_write(instruction: str) -> str | None:
+    """The verb of an unconditional order/refer/record instruction, or None."""
+    found = _WRITE_WORDS.search(instruction)
+    if found is None or _CONDITION.search(instruction):
+        return None
+    return found.group(1).lower()
+
+
+def tool_results(history: Sequence[BaseMessage]) -> list[str]:
+    return [str(m.content) for m in history if isinstance(m, ToolMessage)]
+
+
+def unsupported_values(
+    answer: str, history: Sequence[BaseMessage], prompt: Sequence[str]
+) -> list[str]:
+    """Numbers and dates in `answer` found in no tool result of `history` and not in `prompt`."""
+    return unsupported(answer, [*tool_results(history), *prompt])
+
+
+def wrote(history: Sequence[BaseMessage], write_tools: frozenset[str]) -> bool:
+    return any(
+        c["name"] in write_tools for m in history if isinstance(m, AIMessage) for c in m.tool_calls
+    )

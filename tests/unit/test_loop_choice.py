@@ -1,0 +1,156 @@
+"""The free loop's step choice (one long call or two short ones) and its finish checks."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from langchain_core.messages import BaseMessage
+from pydantic import BaseModel
+
+from fakes import ScriptedChatModel
+from fhir_fixtures import FhirFixture
+from wardround.agents.protocol import FINAL
+from wardround.graphs.ehr_qa import answer_question
+from wardround.graphs.tool_loop import run_tool_loop
+from wardround.tools.chart.tools import CHART_TOOLS
+from wardround.tools.evidence import REQUIRES_APPROVAL, cited_tool, tool_result
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+A1C = "Hemoglobin A1c/Hemoglobin.total in Blood"
+OBS = re.compile(r"Observation/[A-Za-z0-9\-.]+")
+
+
+def scripted(*replies: object) -> ScriptedChatModel:
+    model = ScriptedChatModel(
+        replies=[r if isinstance(r, str) or callable(r) else json.dumps(r) for r in replies]
+    )
+    model.metadata = {"dialect": "llamacpp", "protocol": "json"}
+    return model
+
+
+def schema_of(model: ScriptedChatModel, n: int) -> dict:
+    return model.calls[n]["kwargs"]["response_format"]["schema"]
+
+
+def cite_seen(answer: str):
+    def reply(messages: list[BaseMessage]) -> str:
+        seen = OBS.findall("\n".join(str(m.content) for m in messages))
+        return json.dumps({"answer": answer, "citations": seen[-1:]})  # not the prompt's example
+
+    return reply
+
+
+async def test_two_step_picks_an_action_then_fills_only_its_arguments(fhir: FhirFixture) -> None:
+    model = scripted(
+        {"action": "latest_value"},
+        {"test": A1C},
+        {"action": FINAL},
+        cite_seen("6.1 % on 2023-11-12"),
+    )
+    result = await answer_question(
+        "What is the latest hemoglobin A1c?", fhir.patients["handmade"], model=model,
+        fhir=fhir.client, graph="loop", choice="two_step",
+    )  # fmt: skip
+    assert result.error is None and result.answer == "6.1 % on 2023-11-12"
+    assert result.citations and result.supported and result.steps == 2
+    actions = schema_of(model, 0)["properties"]["action"]["enum"]
+    assert actions[: len(CHART_TOOLS)] == list(CHART_TOOLS) and actions[-1] == FINAL
+    assert "search_records" in actions and "create_observation" not in actions  # read-only
+    args = schema_of(model, 1)
+    assert set(args["properties"]) == {"test"} and A1C in args["properties"]["test"]["enum"]
+    assert A1C in str(model.calls[1]["messages"][-1].content)  # the names are listed
+    cited = schema_of(model, 3)["properties"]["citations"]["items"]["enum"]
+    assert cited and all(ref.startswith("Observation/") for ref in cited)  # seen refs only
+
+
+async def test_two_step_drops_optional_arguments_the_question_never_names(
+    fhir: FhirFixture,
+) -> None:
+    guessed = {"resource_type": "Observation", "status": "active", "code": "9999-9", "limit": 3}
+    model = scripted(
+        {"action": "search_records"}, guessed, {"action": FINAL},
+        {"answer": "Nothing found", "citations": []},
+    )  # fmt: skip
+    result = await answer_question(
+        "Show the observations", fhir.patients["handmade"], model=model, fhir=fhir.client,
+        graph="loop", choice="two_step",
+    )  # fmt: skip
+    call = next(m for m in result.messages if m.get("tool_calls"))["tool_calls"][0]
+    assert call["name"] == "search_records" and call["args"] == {"resource_type": "Observation"}
+    shown = schema_of(model, 1)
+    assert "default" not in json.dumps(shown)  # no default to copy
+
+
+async def test_one_call_is_one_schema_over_every_tool(fhir: FhirFixture) -> None:
+    model = scripted(
+        {"action": "latest_value", "args": {"test": A1C}},
+        lambda m: json.dumps({"action": FINAL, **json.loads(cite_seen("6.1 % on 2023-11-12")(m))}),
+    )
+    result = await answer_question(
+        "Latest A1c?", fhir.patients["handmade"], model=model, fhir=fhir.client, graph="loop",
+        choice="one_call",
+    )  # fmt: skip
+    assert result.error is None and result.supported and len(model.calls) == 2
+    assert len(schema_of(model, 0)["anyOf"]) > len(CHART_TOOLS)
+
+
+async def test_an_unsupported_number_is_repaired_once_then_flagged(fhir: FhirFixture) -> None:
+    call = {"action": "latest_value", "args": {"test": A1C}}
+    wrong = {"action": FINAL, "answer": "7.9 % on 2023-11-12", "citations": []}
+    model = scripted(call, wrong, wrong)
+    result = await answer_question(
+        "Latest A1c?", fhir.patients["handmade"], model=model, fhir=fhir.client, graph="loop"
+    )
+    assert result.answer.startswith("7.9") and result.unsupported == ["7.9"]
+    assert not result.supported and len(model.calls) == 3
+    repair = str(model.calls[2]["messages"][-1].content)
+    assert "appear in no tool result: 7.9" in repair
+
+
+async def test_a_supported_answer_is_not_sent_back(fhir: FhirFixture) -> None:
+    call = {"action": "latest_value", "args": {"test": A1C}}
+    right = {"action": FINAL, "answer": "6.1 % on 2023-11-12", "citations": []}
+    model = scripted(call, right)
+    result = await answer_question(
+        "Latest A1c?", fhir.patients["handmade"], model=model, fhir=fhir.client, graph="loop"
+    )
+    assert result.unsupported == [] and len(model.calls) == 2
+
+
+class Referral(BaseModel):
+    specialty: str
+
+
+def referral_tool(orders: list[str]):
+    async def refer(**kwargs: object) -> tuple[str, list[str]]:
+        orders.append(str(kwargs["specialty"]))
+        return tool_result("Created ServiceRequest/sr1", ["ServiceRequest/sr1"])
+
+    return cited_tool(
+        "create_service_request", "Order a referral.", Referral, coroutine=refer,
+        metadata={REQUIRES_APPROVAL: True},
+    )  # fmt: skip
+
+
+async def test_an_order_written_as_text_is_sent_back_to_the_write_tool() -> None:
+    orders: list[str] = []
+    task = "Order an orthopedic surgery referral for the patient."
+    model = scripted(
+        {"action": FINAL, "answer": "Referral to orthopedic surgery placed."},
+        {"action": "create_service_request", "args": {"specialty": "orthopedic surgery"}},
+        {"action": FINAL, "answer": "Done."},
+    )
+    result = await run_tool_loop(task, [referral_tool(orders)], model=model, task=task)
+    assert orders == ["orthopedic surgery"] and result.checks == ["write"]
+    nudge = str(model.calls[1]["messages"][-1].content)
+    assert "calling a write tool (create_service_request)" in nudge
+
+
+async def test_a_conditional_order_is_left_to_the_model() -> None:
+    task = "Check the potassium. If it is low, order potassium replacement."
+    model = scripted({"action": FINAL, "answer": "Potassium normal; nothing ordered."})
+    result = await run_tool_loop(task, [referral_tool([])], model=model, task=task)
+    assert result.checks == [] and len(model.calls) == 1
