@@ -223,7 +223,8 @@ def as_plain_chat(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
     return out
 
 
-def _usage(messages: Sequence[AIMessage]) -> UsageMetadata:
+def sum_usage(messages: Sequence[AIMessage]) -> UsageMetadata:
+    """The token usage of several replies, added up (one reply's worth of metadata)."""
     total = UsageMetadata(input_tokens=0, output_tokens=0, total_tokens=0)
     for m in messages:
         usage = m.usage_metadata
@@ -265,7 +266,7 @@ async def complete_json(
             repair = HumanMessage(content=prompt("repair").format(error=error))
             history += [AIMessage(content=raw), repair]
             continue
-        reply.usage_metadata = _usage(replies)
+        reply.usage_metadata = sum_usage(replies)
         return value, reply
     raise ModelOutputError(error, raw)
 

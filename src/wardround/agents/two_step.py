@@ -33,6 +33,7 @@ from wardround.agents.protocol import (
     complete_json,
     json_schema_of,
     model_dialect,
+    sum_usage,
     tool_args_model,
 )
 
@@ -192,7 +193,7 @@ def two_step_caller(
             reply = await _final(history, seen_refs(messages))
         else:
             reply = await _call(history, by_name[action], question, _evidence(messages))
-        reply.usage_metadata = _sum_usage(first, reply)  # type: ignore[assignment]
+        reply.usage_metadata = sum_usage([first, reply])
         return reply
 
     async def _final(history: list[BaseMessage], refs: list[str]) -> AIMessage:
@@ -239,11 +240,6 @@ def two_step_caller(
         return message
 
     return RunnableLambda(afunc=run, func=_no_sync, name="two_step_caller")
-
-
-def _sum_usage(*messages: AIMessage) -> dict[str, int]:
-    keys = ("input_tokens", "output_tokens", "total_tokens")
-    return {k: sum(int((m.usage_metadata or {}).get(k, 0)) for m in messages) for k in keys}
 
 
 def _no_sync(*_: Any) -> Any:

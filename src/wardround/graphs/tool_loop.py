@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -73,17 +73,17 @@ REPEATED = (
 )
 
 
-def _call_key(call: dict[str, Any]) -> str:
+def _call_key(call: Mapping[str, Any]) -> str:
     return json.dumps([call["name"], call.get("args") or {}], sort_keys=True, default=str)
 
 
-def repeated_calls(history: Sequence[BaseMessage], calls: Sequence[dict[str, Any]]) -> list[str]:
+def repeated_calls(history: Sequence[BaseMessage], calls: Sequence[Mapping[str, Any]]) -> list[str]:
     """Ids of `calls` whose name and arguments match a call made earlier in `history`."""
     made = {_call_key(c) for m in history if isinstance(m, AIMessage) for c in m.tool_calls}
     return [str(c["id"]) for c in calls if _call_key(c) in made]
 
 
-def _repeat_message(call: dict[str, Any]) -> ToolMessage:
+def _repeat_message(call: Mapping[str, Any]) -> ToolMessage:
     text = REPEATED.format(name=call["name"])
     return ToolMessage(text, tool_call_id=call["id"], name=call["name"], status="error")
 
@@ -240,7 +240,7 @@ async def run_tool_loop(
         answer=str(last.content) if done else "",
         final=dict(last.additional_kwargs.get("final", {})) if done else {},
         messages=trace(history),
-        tool_calls=[c for m in history if isinstance(m, AIMessage) for c in m.tool_calls],
+        tool_calls=[dict(c) for m in history if isinstance(m, AIMessage) for c in m.tool_calls],
         steps=state.get("steps", 0),
         tokens=token_usage(history),
         latency_s=time.perf_counter() - started,

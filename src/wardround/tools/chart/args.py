@@ -41,7 +41,7 @@ def item_options(options: list[Option]) -> dict[str, Option]:
 
 
 def _enum(values: list[str]) -> Any:
-    return Literal[tuple(dict.fromkeys([*values, NOT_IN_CHART]))]  # type: ignore[valid-type]
+    return Literal[tuple(dict.fromkeys([*values, NOT_IN_CHART]))]
 
 
 def _field(kind: Any, description: str, **extra: Any) -> Any:
@@ -58,7 +58,7 @@ def arg_models(view: ChartView | None) -> dict[str, type[BaseModel]]:
     tests: Any = _enum(sorted(test_options(options))) if view else str
     items: Any = _enum(sorted(item_options(options))) if view else str
     types = sorted(set(view.manifest.types) - {"Patient"}) if view else []
-    record_type: Any = Literal[tuple(types)] if types else str  # type: ignore[valid-type]
+    record_type: Any = Literal[tuple(types)] if types else str
     test = _field(tests, "the test or measurement, named as the chart names it")
     return {
         "latest_value": create_model("LatestValueArgs", test=test),
@@ -73,11 +73,11 @@ def arg_models(view: ChartView | None) -> dict[str, type[BaseModel]]:
         ),
         "current_list": create_model(
             "CurrentListArgs",
-            items=_field(Literal[tuple(CURRENT_LISTS)], "what to list"),  # type: ignore[valid-type]
+            items=_field(Literal[tuple(CURRENT_LISTS)], "what to list"),
         ),
         "items_since": create_model(
             "ItemsSinceArgs",
-            items=_field(Literal[tuple(DATED_LISTS)], "what to list"),  # type: ignore[valid-type]
+            items=_field(Literal[tuple(DATED_LISTS)], "what to list"),
             date=_field(date, "the first day, YYYY-MM-DD"),
         ),
         "ever_had": create_model(
