@@ -54,7 +54,7 @@ def _images(fhir: Any, patient_id: str, settings: Settings | None) -> list[BaseT
     from wardround.tools.images.tools import make_image_tools
 
     if settings is None:
-        return make_image_tools(None)  # type: ignore[arg-type]  # schemas only
+        return make_image_tools(None)  # schemas only
     if not settings.chroma_url and not settings.chroma_dir.exists():
         return []  # opening would create an empty store as a side effect
     index = open_image_index(settings.chroma_url or settings.chroma_dir)
@@ -66,7 +66,7 @@ def _guidelines(fhir: Any, patient_id: str, settings: Settings | None) -> list[B
     from wardround.tools.guidelines.tools import make_guideline_tools
 
     if settings is None:
-        return make_guideline_tools(None)  # type: ignore[arg-type]  # schemas only
+        return make_guideline_tools(None)  # schemas only
     index = GuidelineIndex(settings.chroma_url or settings.chroma_dir)
     return make_guideline_tools(index) if index.count() else []
 

@@ -43,10 +43,13 @@ def render_hits(query: str, hits: list[GuidelineHit], chars: int = PASSAGE_CHARS
     return "\n".join(lines)
 
 
-def make_guideline_tools(index: GuidelineIndex) -> list[BaseTool]:
-    """[lookup_guideline] over `index`; works with `invoke` and `ainvoke`."""
+def make_guideline_tools(index: GuidelineIndex | None) -> list[BaseTool]:
+    """[lookup_guideline] over `index` (None: for its schema only); works with `invoke` and
+    `ainvoke`."""
 
     def lookup(args: LookupGuidelineArgs) -> list[GuidelineHit]:
+        if index is None:
+            raise RuntimeError("lookup_guideline was made without a guideline index")
         return index.search(args.query, args.k, source=args.source)
 
     def render(args: LookupGuidelineArgs, hits: list[GuidelineHit]) -> tuple[str, list[str]]:

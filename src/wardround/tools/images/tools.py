@@ -50,10 +50,13 @@ def render_hits(hits: list[ImageHit], what: str) -> str:
     return "\n".join([f"{len(hits)} image(s) for {what}:", *(hit_line(h) for h in hits)])
 
 
-def make_image_tools(index: ImageIndex) -> list[BaseTool]:
-    """[search_images] over `index`; works with `invoke` and `ainvoke`."""
+def make_image_tools(index: ImageIndex | None) -> list[BaseTool]:
+    """[search_images] over `index` (None: for its schema only); works with `invoke` and
+    `ainvoke`."""
 
     def search(args: SearchImagesArgs) -> list[ImageHit]:
+        if index is None:
+            raise RuntimeError("search_images was made without an image index")
         try:
             return search_images(
                 index,
