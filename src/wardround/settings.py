@@ -40,7 +40,14 @@ class Settings(BaseSettings):
     smart_scope: str = "system/*.read"
     smart_alg: Literal["RS384", "ES384", "RS256"] = "RS384"
     fhir_timeout_s: float = 30.0
-    fhir_max_pages: int = 20
+    fhir_max_pages: int = 100
+    # Bounds on every FHIR read (see wardround.fhir.bounded): the page size asked for, the
+    # most records one read returns (more: a partial read, said so), the largest body read,
+    # and the largest `$everything` page kept before reading the chart per type instead.
+    fhir_page_size: int = 100
+    fhir_max_records: int = 10_000
+    fhir_max_body_bytes: int = 32 * 2**20
+    fhir_everything_max_bytes: int = 4 * 2**20
 
     # Model: a preset name, or an explicit OpenAI-compatible endpoint + model name.
     model: str = DEFAULT_MODEL

@@ -2,7 +2,10 @@
 
 Only the REST calls an agent needs: search (following `link[next]`, with a page cap), read
 by reference, `Patient/$everything` (with a fallback for servers that lack it), create and
-transaction. Requests are retried with exponential backoff on 429, 5xx and connection
+transaction. Every read is bounded (see `bounded.py`): searches ask for pages of `page_size`
+(`_count`), a read stops at `max_records` and says so (`Records.truncated`), a body above
+`max_body_bytes` is refused, and a `$everything` above `everything_max_bytes` (servers that
+ignore `_count` there send a whole chart as one page) is replaced by paged per-type searches. Requests are retried with exponential backoff on 429, 5xx and connection
 errors; failures surface as the exceptions in `errors.py`.
 
 Search parameters are always sent as (name, value) pairs through httpx, which percent-
@@ -16,7 +19,7 @@ import asyncio
 import logging
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -26,12 +29,14 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from wardround.fhir.auth import auth_from_settings
+from wardround.fhir.bounded import ReadState, Records
 from wardround.fhir.compartment import CompartmentGuard, DropHook, belongs_to
 from wardround.fhir.errors import (
     FhirAuthError,
     FhirError,
     FhirForeignRecord,
     FhirNotFound,
+    FhirResponseTooLarge,
     FhirUnavailable,
     FhirUnsupportedSearch,
 )
@@ -45,8 +50,10 @@ __all__ = [
     "FhirError",
     "FhirForeignRecord",
     "FhirNotFound",
+    "FhirResponseTooLarge",
     "FhirUnavailable",
     "FhirUnsupportedSearch",
+    "Records",
     "SearchParams",
     "check_id",
     "check_resource_type",
@@ -91,6 +98,13 @@ EVERYTHING_FALLBACK_TYPES = (
     "CarePlan",
     "MedicationAdministration",
 )
+
+# Bounds on every read (see bounded.py); the client's and the settings' defaults.
+PAGE_SIZE = 100
+MAX_RECORDS = 10_000
+MAX_BODY_BYTES = 32 * 2**20
+EVERYTHING_MAX_BYTES = 4 * 2**20
+_OVERSIZED_MEMO = 1000
 
 ParamValue = str | int | float
 SearchParams = Mapping[str, ParamValue | Sequence[ParamValue]] | Sequence[tuple[str, ParamValue]]
@@ -237,6 +251,12 @@ class FhirClient:
         auth: an `httpx.Auth` (see `auth.py`: `BearerAuth`, `SmartBackendAuth`) or None.
         timeout: seconds per request.
         max_pages: default cap on pages followed by `search`/`everything`.
+        page_size: the `_count` every search asks for (a caller's smaller one is kept).
+        max_records: at most this many records per read; a read stopped here returns
+            `Records` with `truncated` set (and notes it, see `bounded.note_partial`).
+        max_body_bytes: a response body above this is refused (FhirResponseTooLarge).
+        everything_max_bytes: a `$everything` page above this is dropped unread and the chart
+            read by paged per-type searches instead.
         retries: extra attempts on 429/5xx/connection errors (POST only retries when the
             request cannot have been processed: connect errors, 429, 503).
         backoff_s, max_backoff_s: exponential backoff base and ceiling (jittered).
@@ -251,7 +271,11 @@ class FhirClient:
         *,
         auth: httpx.Auth | None = None,
         timeout: float = 30.0,
-        max_pages: int = 20,
+        max_pages: int = 100,
+        page_size: int = PAGE_SIZE,
+        max_records: int = MAX_RECORDS,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        everything_max_bytes: int = EVERYTHING_MAX_BYTES,
         retries: int = 3,
         backoff_s: float = 0.5,
         max_backoff_s: float = 8.0,
@@ -263,6 +287,12 @@ class FhirClient:
             raise ValueError(f"FHIR base URL must be http(s)://host/...: {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.max_pages = max_pages
+        if min(page_size, max_records, max_body_bytes, everything_max_bytes) < 1:
+            raise ValueError("page_size, max_records and the byte bounds must be positive")
+        self.page_size = page_size
+        self.max_records = max_records
+        self.max_body_bytes = max_body_bytes
+        self.everything_max_bytes = everything_max_bytes
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -279,6 +309,8 @@ class FhirClient:
             limits=httpx.Limits(max_connections=20, max_keepalive_connections=20),
         )
         self._has_everything: bool | None = None
+        # Patients whose `$everything` came back above everything_max_bytes: read per type.
+        self._oversized: set[str] = set()
         # Whether this server needs `patient=Patient/<id>` (None: not known yet).
         self._typed_patient: bool | None = None
         # Records of other patients are dropped here; `dropped` counts them.
@@ -299,6 +331,10 @@ class FhirClient:
             auth=auth_from_settings(settings, transport=transport),
             timeout=settings.fhir_timeout_s,
             max_pages=settings.fhir_max_pages,
+            page_size=settings.fhir_page_size,
+            max_records=settings.fhir_max_records,
+            max_body_bytes=settings.fhir_max_body_bytes,
+            everything_max_bytes=settings.fhir_everything_max_bytes,
             transport=transport,
         )
 
@@ -396,101 +432,174 @@ class FhirClient:
         *,
         limit: int | None = None,
         max_pages: int | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> Records:
         """Search `resource_type` and return the matching resources across pages.
 
         `params` is a mapping (a list value repeats the parameter, i.e. AND) or a list of
         (name, value) pairs. Values are sent verbatim but percent-encoded, so a `&` or `=`
         inside a value stays inside it; use `escape_value` for values that must not be
-        read as FHIR OR-lists (`,`) or system|code (`|`). Follows `link[next]` up to
-        `max_pages` pages (default: the client's), stopping early once `limit` resources
-        are in hand. Included resources (`_include`) are returned too; OperationOutcome
-        entries are dropped.
+        read as FHIR OR-lists (`,`) or system|code (`|`). Pages of `page_size` are asked for
+        (`_count`, unless a smaller one is given) and `link[next]` followed up to
+        `max_pages` pages (default: the client's), stopping once `limit` resources (at most
+        `max_records`) are in hand; the result's `truncated` says the server had more.
+        Included resources (`_include`) are returned too; OperationOutcome entries are dropped.
 
         A search for one patient (`patient=<id>`, or `subject=Patient/<id>`) returns only
         records in that patient's compartment (others are dropped and reported); it is sent
         as `subject` where the server has no `patient` for the type, and raises
         FhirUnsupportedSearch where it has neither or says it ignored the parameter.
         """
+        found = Records()
+        state = ReadState()
+        async for page in self.iter_search(
+            resource_type, params, limit=limit, max_pages=max_pages, state=state
+        ):
+            found.extend(page)
+        found.truncated, found.why = state.truncated, state.why
+        return found
+
+    async def iter_search(
+        self,
+        resource_type: str,
+        params: SearchParams | None = None,
+        *,
+        limit: int | None = None,
+        max_pages: int | None = None,
+        state: ReadState | None = None,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """`search`, one page at a time (memory: one page); `state` says how it went."""
         check_resource_type(resource_type)
-        url, query = f"{self.base_url}/{resource_type}", _query(params)
+        state = state if state is not None else ReadState()
+        url, query = f"{self.base_url}/{resource_type}", self._paged(_query(params), limit)
         scope = _scope_of(resource_type, query)
         if scope is not None:
             query, scope = await self._scoped(query, scope)
         if self._typed_patient:
             query = _typed_patient(query)
-        found = await self._collect(url, query, limit=limit, max_pages=max_pages, scope=scope)
+        pages = self._pages(url, query, limit=limit, max_pages=max_pages, scope=scope, state=state)
+        async for page in pages:
+            yield page
         typed = _typed_patient(query)
         if typed == query or self._typed_patient is False:
-            return found
-        if found:  # this server matches bare ids: never ask twice
+            return
+        if state.records:  # this server matches bare ids: never ask twice
             self._typed_patient = False
-            return found
+            return
         # `patient=<id>` is valid FHIR, yet some servers (Medplum's in-memory repository)
         # match reference parameters only as `Type/id`: an empty result is asked again so.
-        found = await self._collect(url, typed, limit=limit, max_pages=max_pages, scope=scope)
-        if found:
+        pages = self._pages(url, typed, limit=limit, max_pages=max_pages, scope=scope, state=state)
+        async for page in pages:
+            yield page
+        if state.records:
             log.info("%s matches patient=Patient/<id> only; sending that form", self.base_url)
             self._typed_patient = True
-        return found
+
+    def _paged(self, query: list[tuple[str, str]], limit: int | None) -> list[tuple[str, str]]:
+        """The query with a `_count` of at most `page_size` (and of `limit`, if smaller)."""
+        size = min(self.page_size, limit or self.page_size)
+        asked = [v for name, v in query if name == "_count"]
+        if asked and asked[-1].isdigit() and 0 < int(asked[-1]) <= size:
+            return query
+        return [*(p for p in query if p[0] != "_count"), ("_count", str(size))]
 
     async def everything(
         self,
         patient_id: str,
         *,
-        count: int | None = 500,
+        count: int | None = None,
         max_pages: int | None = None,
         fallback_types: Sequence[str] = EVERYTHING_FALLBACK_TYPES,
-    ) -> list[dict[str, Any]]:
+    ) -> Records:
         """All of a patient's resources via `Patient/{id}/$everything`, paging if the server pages.
 
-        `count` is the page size asked for (`_count`, part of the operation's definition);
-        at most `max_pages` pages are read, so a huge chart may come back truncated (logged).
+        `count` is the page size asked for (`_count`, part of the operation's definition;
+        default `page_size`); at most `max_pages` pages and `max_records` records are read,
+        so a huge chart may come back truncated (`Records.truncated`, logged and noted).
         Resources outside the patient's compartment are dropped and reported.
 
-        On a server without the operation, falls back to reading the Patient and searching
-        each of `fallback_types` by patient (types the server rejects, or cannot search by
-        patient, are skipped). Raises FhirNotFound if the patient does not exist.
+        On a server without the operation, or one whose `$everything` page is above
+        `everything_max_bytes` (servers that ignore `_count` send the whole chart at once),
+        reads the Patient and searches each of `fallback_types` by patient, paged (types the
+        server rejects, or cannot search by patient, are skipped). Raises FhirNotFound if the
+        patient does not exist. `iter_everything` gives the same one page at a time.
         """
+        found = Records()
+        state = ReadState()
+        async for page in self.iter_everything(
+            patient_id, count=count, max_pages=max_pages, fallback_types=fallback_types,
+            state=state,
+        ):  # fmt: skip
+            found.extend(page)
+        found.truncated, found.why = state.truncated, state.why
+        return found
+
+    async def iter_everything(
+        self,
+        patient_id: str,
+        *,
+        count: int | None = None,
+        max_pages: int | None = None,
+        fallback_types: Sequence[str] = EVERYTHING_FALLBACK_TYPES,
+        state: ReadState | None = None,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """`everything`, one page at a time (memory: one page); `state` says how it went
+        (`fell_back`: read per type; `truncated`: a cap was reached)."""
         check_id(patient_id)
-        if self._has_everything is not False:
-            params = [("_count", str(count))] if count else []
+        state = state if state is not None else ReadState()
+        unsupported = False
+        if self._has_everything is not False and patient_id not in self._oversized:
+            params = [("_count", str(count or self.page_size))]
             scope = _Scope(patient_id, "$everything")
+            url = f"{self.base_url}/Patient/{patient_id}/$everything"
             try:
-                found = await self._collect(
-                    f"{self.base_url}/Patient/{patient_id}/$everything",
-                    params,
-                    max_pages=max_pages,
-                    scope=scope,
-                )
+                async for page in self._pages(
+                    url, params, max_pages=max_pages, scope=scope, state=state,
+                    max_bytes=self.everything_max_bytes,
+                ):  # fmt: skip
+                    self._has_everything = True
+                    yield page
                 self._has_everything = True
-                return found
+                return
+            except FhirResponseTooLarge as exc:
+                if state.pages:  # pages already given out: a fallback would repeat them
+                    raise
+                log.info("%s; reading Patient/%s per type instead", exc, patient_id)
+                if len(self._oversized) >= _OVERSIZED_MEMO:
+                    self._oversized.clear()
+                self._oversized.add(patient_id)
             except FhirError as exc:
-                if isinstance(exc, FhirUnavailable | FhirAuthError):
+                if isinstance(exc, FhirUnavailable | FhirAuthError) or state.pages:
                     raise
                 if exc.status not in UNSUPPORTED_STATUS or self._has_everything:
                     raise
                 log.info("no usable $everything at %s (%s); searching per type", self.base_url, exc)
+                unsupported = True
         patient = await self.read(f"Patient/{patient_id}")
-        self._has_everything = False
-        gate = asyncio.Semaphore(4)
-
-        async def one(resource_type: str) -> list[dict[str, Any]]:
-            async with gate:
-                try:  # a page size, or servers' defaults (20) make long charts many pages
-                    page = {"_count": count} if count else {}
-                    return await self.search(
-                        resource_type, {"patient": patient_id, **page}, max_pages=max_pages
-                    )
-                except FhirUnsupportedSearch:
-                    return []  # said once, when learnt
-                except FhirError as exc:
-                    if isinstance(exc, FhirUnavailable) or exc.status not in (400, 403, 404):
-                        raise
-                    return []
-
-        batches = await asyncio.gather(*(one(t) for t in fallback_types))
-        return [patient, *(r for batch in batches for r in batch)]
+        if unsupported:  # not before: a 404 may have meant "no such patient"
+            self._has_everything = False
+        state.fell_back = True
+        state.records += 1
+        yield [patient]
+        for resource_type in fallback_types:
+            # A page size, or servers' defaults (20) make long charts many pages.
+            query: SearchParams = {"patient": patient_id, "_count": count or self.page_size}
+            sub = ReadState()
+            try:
+                async for page in self.iter_search(
+                    resource_type, query, max_pages=max_pages, state=sub
+                ):
+                    yield page
+            except FhirUnsupportedSearch:
+                pass  # said once, when learnt
+            except FhirError as exc:
+                if isinstance(exc, FhirUnavailable) or exc.status not in (400, 403, 404):
+                    raise
+                if sub.pages:  # part of the type given out: not a type the server lacks
+                    raise
+            state.records += sub.records
+            state.pages += sub.pages
+            if sub.truncated:
+                state.truncated, state.why = True, sub.why
 
     async def _read_search_params(self) -> dict[str, frozenset[str]]:
         try:
@@ -563,7 +672,7 @@ class FhirClient:
 
     # --------------------------------------------------------------- plumbing
 
-    async def _collect(
+    async def _pages(
         self,
         url: str,
         params: list[tuple[str, str]],
@@ -571,37 +680,61 @@ class FhirClient:
         limit: int | None = None,
         max_pages: int | None = None,
         scope: _Scope | None = None,
-    ) -> list[dict[str, Any]]:
-        cap = max_pages or self.max_pages
-        found: list[dict[str, Any]] = []
+        state: ReadState,
+        max_bytes: int | None = None,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Each page's resources, following `link[next]`, until `limit` (at most
+        `max_records`) resources or `max_pages` pages; a stop while the server has more is
+        recorded in `state` (noted as a partial read unless the caller's own `limit` did it)."""
+        page_cap = max_pages or self.max_pages
+        cap = min(limit, self.max_records) if limit is not None else self.max_records
+        asked = limit is not None and limit < self.max_records  # the caller's own bound
+        what = urlsplit(url).path.removeprefix(urlsplit(self.base_url).path).lstrip("/")
         next_url: str | None = url
         query: list[tuple[str, str]] | None = params
-        pages = 0
+        start = state.records
         while next_url:
-            bundle = await self._page(next_url, query, scope)
+            bundle = await self._page(next_url, query, scope, max_bytes)
             if bundle.get("resourceType") != "Bundle":
                 raise FhirError(
                     f"expected a Bundle from {next_url}, got {bundle.get('resourceType')!r}"
                 )
-            pages += 1
-            found.extend(self._entries(bundle, scope))
-            if limit is not None and len(found) >= limit:
-                return found[:limit]
+            state.pages += 1
+            found = self._entries(bundle, scope)
             next_url = self._next_link(bundle)
-            if next_url and pages >= cap:
-                log.warning("stopped after %d pages of %s; more results exist", pages, url)
-                break
+            room = cap - (state.records - start)
+            more = len(found) > room or (bool(next_url) and len(found) == room)
+            found = found[:room]
+            state.records += len(found)
+            if found:
+                yield found
+            if more:
+                if asked:
+                    state.truncated, state.why = True, f"{what}: the first {cap} asked for"
+                else:
+                    state.stop(
+                        f"{what}: stopped at {cap} records (max_records); the server has more"
+                    )
+                return
+            if next_url and state.pages >= page_cap:
+                state.stop(
+                    f"{what}: stopped after {state.pages} pages (max_pages); the server has more"
+                )
+                return
             query = None  # the next link carries its own query
-        return found
 
     async def _page(
-        self, url: str, query: list[tuple[str, str]] | None, scope: _Scope | None
+        self,
+        url: str,
+        query: list[tuple[str, str]] | None,
+        scope: _Scope | None,
+        max_bytes: int | None = None,
     ) -> dict[str, Any]:
         """One page of a search (strict handling asked for) or of `$everything`."""
         if scope is not None and scope.param is None:  # an operation, not a search
-            return await self._get_json(url, params=query)
+            return await self._get_json(url, params=query, max_bytes=max_bytes)
         try:
-            return await self._get_json(url, params=query, headers=STRICT)
+            return await self._get_json(url, params=query, headers=STRICT, max_bytes=max_bytes)
         except FhirError as exc:
             if exc.status not in (400, 422) or isinstance(exc, FhirUnavailable | FhirAuthError):
                 raise
@@ -614,7 +747,7 @@ class FhirClient:
             # Another parameter refused: asked again as before, leniently; a patient-scoped
             # search is still checked record by record.
             log.info("%s refused a search under strict handling (%s); asked leniently", url, exc)
-            return await self._get_json(url, params=query)
+            return await self._get_json(url, params=query, max_bytes=max_bytes)
 
     def _entries(self, bundle: dict[str, Any], scope: _Scope | None) -> list[dict[str, Any]]:
         """A page's resources (OperationOutcome entries left out), checked against `scope`."""
@@ -663,8 +796,10 @@ class FhirClient:
         url: str,
         params: list[tuple[str, str]] | None = None,
         headers: dict[str, str] | None = None,
+        max_bytes: int | None = None,
     ) -> dict[str, Any]:
-        return self._json_dict(await self._send("GET", url, params=params, headers=headers))
+        response = await self._send("GET", url, params=params, headers=headers, max_bytes=max_bytes)
+        return self._json_dict(response)
 
     @staticmethod
     def _json_or_none(response: httpx.Response) -> Any:
@@ -693,14 +828,17 @@ class FhirClient:
         params: list[tuple[str, str]] | None = None,
         json: Any = None,
         headers: dict[str, str] | None = None,
+        max_bytes: int | None = None,
     ) -> httpx.Response:
         idempotent = method in ("GET", "HEAD")
         attempt = 0
         while True:
-            try:
-                response = await self._http.request(
-                    method, url, params=tuple(params or ()) or None, json=json, headers=headers
-                )
+            request = self._http.build_request(
+                method, url, params=tuple(params or ()) or None, json=json, headers=headers
+            )
+            try:  # streamed, so a body above the bound is never buffered whole
+                response = await self._http.send(request, stream=True)
+                await self._read_body(response, max_bytes or self.max_body_bytes)
             except httpx.TransportError as exc:
                 # A POST is only safe to repeat when it never reached the server.
                 safe = idempotent or isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
@@ -724,6 +862,33 @@ class FhirClient:
             if status >= 400:
                 raise self._error(method, url, response, wait)
             return response
+
+    async def _read_body(self, response: httpx.Response, limit: int) -> None:
+        """Read the body into `response`, refusing one above `limit` bytes (decoded) without
+        reading the rest: a `Content-Length` above it is refused before any byte."""
+        declared = response.headers.get("content-length", "")
+        too_large = declared.isdigit() and int(declared) > limit
+        chunks: list[bytes] = []
+        size = 0
+        if not too_large:
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    too_large = True
+                    break
+                chunks.append(chunk)
+        await response.aclose()
+        if too_large:
+            request = response.request
+            where = str(request.url).removeprefix(self.base_url).lstrip("/") or "[base]"
+            raise FhirResponseTooLarge(
+                f"FHIR {request.method} {where}: the response is larger than {limit:,} bytes "
+                "(the client's bound); it was not read",
+                limit=limit,
+                status=response.status_code,
+                url=str(request.url),
+            )
+        response._content = b"".join(chunks)  # what `aread` sets; read here with a bound
 
     def _error(
         self, method: str, url: str, response: httpx.Response, wait: float | None = None

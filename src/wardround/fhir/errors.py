@@ -36,3 +36,14 @@ class FhirUnsupportedSearch(FhirError):
 
 class FhirForeignRecord(FhirError):
     """A read made for one patient returned a record of another (dropped and reported)."""
+
+
+class FhirResponseTooLarge(FhirError):
+    """A response body was larger than the client accepts (`max_body_bytes`); it was not
+    read to the end. `limit` is the bound in bytes."""
+
+    def __init__(
+        self, message: str, *, limit: int, status: int | None = None, url: str | None = None
+    ):
+        super().__init__(message, status=status, url=url)
+        self.limit = limit

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from wardround.fhir.bounded import ReadState
 from wardround.fhir.fields import primary_concept, resource_date
 from wardround.fhir.records import RECORD_TYPES
 
 if TYPE_CHECKING:
     from wardround.fhir.client import FhirClient
 
-__all__ = ["CodeSummary", "Manifest", "TypeSummary", "build_manifest"]
+__all__ = ["CodeSummary", "Manifest", "Tally", "TypeSummary", "build_manifest"]
 
 # Resources $everything returns because the chart points at them, not chart content.
 NON_CHART_TYPES = frozenset(
@@ -92,40 +93,18 @@ class Manifest(BaseModel):
     codes: list[CodeSummary] = Field(default_factory=list)
     # Types the server cannot search by patient, so no tool can fetch them: type -> why.
     left_out: dict[str, str] = Field(default_factory=dict)
+    # Set when the chart was not read to the end (a read bound was reached): why. The counts
+    # are then lower bounds.
+    partial: str | None = None
 
     @classmethod
     def from_resources(
         cls, resources: Iterable[dict[str, Any]], *, patient_id: str | None = None
     ) -> Manifest:
         """Summarise resources (a search result or `$everything`); references are not followed."""
-        types: dict[str, TypeSummary] = {}
-        codes: dict[tuple[str, str | None, str | None, str], CodeSummary] = {}
-        for resource in resources:
-            rtype = resource.get("resourceType")
-            if not rtype or rtype in NON_CHART_TYPES:
-                continue
-            date = None if rtype == "Patient" else resource_date(resource)
-            summary = types.setdefault(rtype, TypeSummary(count=0))
-            summary.count += 1
-            summary.first, summary.last = _widen(summary.first, summary.last, date)
-            if rtype in UNCODED_TYPES:
-                continue
-            key_display = _first_coding(primary_concept(resource))
-            if key_display is None:
-                continue
-            system, code, display = key_display
-            key = (rtype, system, code, "" if code else display)
-            entry = codes.get(key)
-            if entry is None:
-                entry = codes[key] = CodeSummary(
-                    resource_type=rtype, system=system, code=code, display=display, count=0
-                )
-            entry.count += 1
-            entry.first, entry.last = _widen(entry.first, entry.last, date)
-            if rtype == "Observation":
-                _add_components(codes, resource, entry.token, date)
-        ordered = sorted(codes.values(), key=lambda c: (c.resource_type, -c.count, c.display))
-        return cls(patient_id=patient_id, types=dict(sorted(types.items())), codes=ordered)
+        tally = Tally()
+        tally.add(resources)
+        return tally.manifest(patient_id)
 
     def codes_for(self, resource_type: str) -> list[CodeSummary]:
         """The codes of one type, most frequent first."""
@@ -157,6 +136,8 @@ class Manifest(BaseModel):
             hidden = len(codes) - len(shown)
             if hidden:
                 lines.append(f"  ... {hidden} more code{'s' if hidden > 1 else ''}")
+        if self.partial:
+            lines.append(f"Not all records were read ({self.partial}): counts are lower bounds")
         left_out = sorted(t for t in self.left_out if wanted is None or t in wanted)
         if left_out:
             lines.append(
@@ -164,6 +145,46 @@ class Manifest(BaseModel):
                 "patient, so they cannot be fetched for this chart alone)"
             )
         return "\n".join(lines)
+
+
+class Tally:
+    """A manifest summed up page by page, so a whole chart never has to be in memory."""
+
+    def __init__(self) -> None:
+        self.types: dict[str, TypeSummary] = {}
+        self.codes: dict[tuple[str, str | None, str | None, str], CodeSummary] = {}
+
+    def add(self, resources: Iterable[dict[str, Any]]) -> None:
+        for resource in resources:
+            rtype = resource.get("resourceType")
+            if not rtype or rtype in NON_CHART_TYPES:
+                continue
+            date = None if rtype == "Patient" else resource_date(resource)
+            summary = self.types.setdefault(rtype, TypeSummary(count=0))
+            summary.count += 1
+            summary.first, summary.last = _widen(summary.first, summary.last, date)
+            if rtype in UNCODED_TYPES:
+                continue
+            key_display = _first_coding(primary_concept(resource))
+            if key_display is None:
+                continue
+            system, code, display = key_display
+            key = (rtype, system, code, "" if code else display)
+            entry = self.codes.get(key)
+            if entry is None:
+                entry = self.codes[key] = CodeSummary(
+                    resource_type=rtype, system=system, code=code, display=display, count=0
+                )
+            entry.count += 1
+            entry.first, entry.last = _widen(entry.first, entry.last, date)
+            if rtype == "Observation":
+                _add_components(self.codes, resource, entry.token, date)
+
+    def manifest(self, patient_id: str | None = None) -> Manifest:
+        ordered = sorted(self.codes.values(), key=lambda c: (c.resource_type, -c.count, c.display))
+        return Manifest(
+            patient_id=patient_id, types=dict(sorted(self.types.items())), codes=ordered
+        )
 
 
 def _add_components(
@@ -204,14 +225,22 @@ def _first_coding(concept: dict[str, Any] | None) -> tuple[str | None, str | Non
 
 
 async def build_manifest(client: FhirClient, patient_id: str) -> Manifest:
-    """Fetch the patient's whole chart (`$everything`, or per-type searches) and summarise it.
+    """Read the patient's whole chart (`$everything`, or paged per-type searches) page by
+    page and summarise it; only one page is held at a time.
 
     Record types the server cannot search by patient are left out (`Manifest.left_out` says
-    why): a planner that picked one could only get every patient's records back."""
-    resources = await client.everything(patient_id)
-    seen = {str(r.get("resourceType")) for r in resources} - NON_CHART_TYPES - {"Patient"}
+    why): a planner that picked one could only get every patient's records back. A chart
+    read only in part (a read bound reached) says so in `Manifest.partial`."""
+    tally, state = Tally(), ReadState()
+    pages = client.iter_everything(patient_id, fallback_types=RECORD_TYPES, state=state)
+    async for page in pages:
+        tally.add(page)
+    seen = set(tally.types) - NON_CHART_TYPES - {"Patient"}
     left_out = await client.unsearchable(sorted(seen | set(RECORD_TYPES)))
-    kept = [r for r in resources if r.get("resourceType") not in left_out]
-    manifest = Manifest.from_resources(kept, patient_id=patient_id)
+    for rtype in left_out:
+        tally.types.pop(rtype, None)
+    tally.codes = {k: c for k, c in tally.codes.items() if c.resource_type not in left_out}
+    manifest = tally.manifest(patient_id)
     manifest.left_out = left_out
+    manifest.partial = state.why if state.truncated else None
     return manifest

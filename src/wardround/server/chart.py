@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from wardround.fhir.bounded import ReadState
 from wardround.fhir.fields import (
     age_on,
     belongs_to,
@@ -28,7 +29,7 @@ from wardround.fhir.fields import (
     resource_date,
     resource_datetime,
 )
-from wardround.fhir.records import code_token, fetch_records
+from wardround.fhir.records import RECORD_TYPES, code_token, fetch_records
 from wardround.fhir.render import _components as component_text  # the compact line's own wording
 from wardround.fhir.render import _value as value_text
 from wardround.fhir.render import render_resource
@@ -156,6 +157,9 @@ class ChartSummary(BaseModel):
         description="Latest of every other lab or vital-sign code"
     )
     records: int = Field(description="How many records the summary was built from")
+    partial: str | None = Field(
+        default=None, description="Set when not every record was read (a read bound): why"
+    )
 
 
 class TrendPoint(BaseModel):
@@ -492,34 +496,68 @@ def results(observations: list[dict[str, Any]]) -> tuple[list, list, list]:
     )
 
 
+class _Gathered:
+    """What the summary needs of a chart read page by page: every problem, medicine and
+    allergy, the newest Observation of each code (as a vital, as a result), and a count."""
+
+    KEPT = ("Condition", "MedicationRequest", "MedicationStatement", "AllergyIntolerance")
+
+    def __init__(self) -> None:
+        self.kept: dict[str, list[dict[str, Any]]] = {t: [] for t in self.KEPT}
+        self.latest: dict[tuple[str, bool, bool], dict[str, Any]] = {}
+        self.records = 0
+
+    def add(self, resources: Iterable[dict[str, Any]]) -> None:
+        for r in resources:
+            rtype = str(r.get("resourceType"))
+            self.records += rtype != "Patient"
+            if rtype in self.kept:
+                self.kept[rtype].append(r)
+            elif rtype == "Observation" and (_is_vital(r) or _is_result(r)):
+                code = r.get("code")
+                key = (_token(code) or concept_text(code) or "", _is_vital(r), _is_result(r))
+                held = self.latest.get(key)  # the first of equally new ones, as a sort keeps
+                if held is None or (resource_datetime(r) or "") > (resource_datetime(held) or ""):
+                    self.latest[key] = r
+
+    def summary(self, patient: dict[str, Any], today: date) -> ChartSummary:
+        vitals, labs, other = results(list(self.latest.values()))
+        meds = self.kept["MedicationRequest"] + self.kept["MedicationStatement"]
+        return ChartSummary(
+            patient=patient_header(patient, today),
+            problems=problems(self.kept["Condition"]),
+            medications=medications(meds),
+            allergies=allergies(self.kept["AllergyIntolerance"]),
+            vitals=vitals,
+            labs=labs,
+            other_results=other,
+            records=self.records,
+        )
+
+
 def summarize_chart(
     patient: dict[str, Any], resources: Iterable[dict[str, Any]], today: date
 ) -> ChartSummary:
     """The chart at a glance from a patient's resources (e.g. `$everything`)."""
-    by_type: dict[str, list[dict[str, Any]]] = {}
-    for r in resources:
-        by_type.setdefault(str(r.get("resourceType")), []).append(r)
-    vitals, labs, other = results(by_type.get("Observation", []))
-    meds = by_type.get("MedicationRequest", []) + by_type.get("MedicationStatement", [])
-    return ChartSummary(
-        patient=patient_header(patient, today),
-        problems=problems(by_type.get("Condition", [])),
-        medications=medications(meds),
-        allergies=allergies(by_type.get("AllergyIntolerance", [])),
-        vitals=vitals,
-        labs=labs,
-        other_results=other,
-        records=sum(len(v) for k, v in by_type.items() if k != "Patient"),
-    )
+    gathered = _Gathered()
+    gathered.add(resources)
+    return gathered.summary(patient, today)
 
 
 async def chart_summary(
     client: FhirClient, patient_id: str, today: date | None = None
 ) -> ChartSummary:
-    """Read the patient (FhirNotFound if there is none) and summarise their whole chart."""
+    """Read the patient (FhirNotFound if there is none) and summarise their whole chart,
+    read page by page (only what the summary shows is kept); `partial` says why when a read
+    bound stopped it before the end."""
     patient = await client.read(f"Patient/{patient_id}")
-    resources = await client.everything(patient_id)
-    return summarize_chart(patient, resources, today or date.today())
+    gathered, state = _Gathered(), ReadState()
+    pages = client.iter_everything(patient_id, fallback_types=RECORD_TYPES, state=state)
+    async for page in pages:
+        gathered.add(page)
+    summary = gathered.summary(patient, today or date.today())
+    summary.partial = state.why if state.truncated else None
+    return summary
 
 
 # -------------------------------------------------------------------- trends

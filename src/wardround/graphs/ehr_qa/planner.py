@@ -34,6 +34,7 @@ from wardround.chart.options import (
     settle_choice,
 )
 from wardround.chart.retrieve import fetch, ids_of
+from wardround.fhir.bounded import watch_partial
 from wardround.fhir.client import FhirClient
 from wardround.fhir.errors import FhirNotFound
 from wardround.fhir.manifest import Manifest, build_manifest
@@ -76,6 +77,7 @@ class PlannerOutput(TypedDict, total=False):
     computed: bool  # the answer was computed by code from the records
     unsupported: list[str]  # values in the answer that its citations do not hold
     steps: int  # model decisions
+    partial: list[str]  # reads stopped at a bound (not all records were read): why
     messages: Annotated[list[AnyMessage], add_messages]  # the model turns, for the trace
     error: str | None
 
@@ -129,7 +131,14 @@ async def manifest(state: PlannerState, runtime: Runtime[PlannerContext]) -> dic
         if len(_MANIFESTS) > 1000:
             _MANIFESTS.clear()
         cached = _MANIFESTS[key] = (now, await build_manifest(ctx.fhir, pid))
-    return {"manifest": cached[1]}
+    partial = [cached[1].partial] if cached[1].partial else []
+    return {"manifest": cached[1], "partial": partial}
+
+
+def _partial_note(state: PlannerState, answer: str, more: list[str] | None = None) -> str:
+    """The answer, with a line saying which reads stopped at a bound, if any did."""
+    notes = list(dict.fromkeys([*state.get("partial", []), *(more or [])]))
+    return f"{answer}\n\nNot all records were read: {'; '.join(notes)}." if notes else answer
 
 
 async def plan(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:
@@ -161,20 +170,25 @@ async def read(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[st
     settled = _settled(state, option)
     ask = Ask(state["question"], state["manifest"])
     ask.choose = _chooser(ask, runtime)
+    capped: list[str] = []
     if option is not None and settled is None:  # the test asked for is not in the chart
         done: Done | None = Done(nothing().answer, [], [])
     else:
         try:
-            done = await compute(kind, settled, window, fhir, pid, state["patient"], ask)
+            with watch_partial() as capped:
+                done = await compute(kind, settled, window, fhir, pid, state["patient"], ask)
         except ModelOutputError as err:  # the follow-up choice failed: no answer, not "No"
             return {"error": str(err), "steps": state.get("steps", 0) + 1}
     made = ask.extra.get("turns", [])
     turns = {"messages": made, "steps": state.get("steps", 0) + len(made) // 2}
     about = {"about": settled.label} if settled is not None else {}
     if done is None:  # the general path: the records the plan points at, for the model
-        records = await fetch(fhir, pid, settled, MAX_RECORDS) if settled else []
+        with watch_partial() as fetched:
+            records = await fetch(fhir, pid, settled, MAX_RECORDS) if settled else []
+        capped += fetched
         if records:
             return {
+                "partial": [*state.get("partial", []), *capped],
                 "records": [render_resource(r) for r in records],
                 "retrieved": ids_of(records),
                 "kind": Kind.OTHER.value,
@@ -182,8 +196,9 @@ async def read(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[st
                 **turns,
             }
         done = Done(nothing().answer, [], [])  # nothing to cite: the chart holds none of it
-    return {"answer": done.answer, "citations": done.citations, "retrieved": done.read or [],
-            "computed": True, "unsupported": [], **about, **turns}  # fmt: skip
+    return {"answer": _partial_note(state, done.answer, capped), "citations": done.citations,
+            "retrieved": done.read or [], "computed": True, "unsupported": [],
+            "partial": [*state.get("partial", []), *capped], **about, **turns}  # fmt: skip
 
 
 def _settled(state: PlannerState, option: Option | None) -> Option | None:
@@ -256,7 +271,12 @@ async def answer(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[
         ask = f"{ask}\n\nYour answer: {reply.content}\n" + prompts.UNSUPPORTED.format(
             values=", ".join(missing)
         )
-    return {"answer": value.answer, "unsupported": missing, "messages": turns, "steps": steps}
+    return {
+        "answer": _partial_note(state, value.answer),
+        "unsupported": missing,
+        "messages": turns,
+        "steps": steps,
+    }
 
 
 def _ok(state: PlannerState) -> str:
