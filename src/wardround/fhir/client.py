@@ -622,7 +622,7 @@ class FhirClient:
         return query, _Scope(scope.patient_id, scope.via, scope.resource_type, param)
 
     def _unsupported(self, resource_type: str, why: str) -> FhirUnsupportedSearch:
-        """Remember (and log once) that a type cannot be searched by patient here."""
+        """Remember (and log once, at INFO) that a type cannot be searched by patient here."""
         if resource_type not in self._unsearchable:
             message = (
                 f"{self.base_url} cannot search {resource_type} by patient ({why}), so "
@@ -630,7 +630,9 @@ class FhirClient:
                 "returns every patient's records"
             )
             self._unsearchable[resource_type] = message
-            log.warning("%s", message)
+            # INFO, not a warning on every command: the manifest's "Left out" line and the
+            # search tool's reply say it where a reader meets it.
+            log.info("%s", message)
         return FhirUnsupportedSearch(self._unsearchable[resource_type], resource_type=resource_type)
 
     # ----------------------------------------------------------------- writes
