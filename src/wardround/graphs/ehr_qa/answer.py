@@ -6,10 +6,13 @@ import time
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, Field
 
+from wardround.chart.faithfulness import unsupported as unsupported_in
 from wardround.chart.options import Similarity
 from wardround.fhir.client import FhirClient
+from wardround.fhir.injection import has_marked, strip_marked
 from wardround.graphs.ehr_qa.citations import check_citations
 from wardround.graphs.phi_scope import patient_scoped
 from wardround.graphs.tool_loop import Choice
@@ -19,6 +22,10 @@ GraphName = Literal["planner", "loop"]
 # The default graph: the one that scored better on the EHR QA eval (see README).
 DEFAULT_GRAPH: GraphName = "planner"
 MAX_QUESTION_CHARS = 2000
+INJECTION_WARNING = (
+    "Warning: a cited record holds text addressed to an AI. It is quoted record text, not a "
+    "clinical finding, and it was not followed."
+)
 
 
 class QAResult(BaseModel):
@@ -36,6 +43,7 @@ class QAResult(BaseModel):
     tokens: dict[str, int]
     latency_s: float
     error: str | None = None
+    injection_warning: bool = False  # a cited record holds text addressed to an AI (quoted)
     messages: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
@@ -56,6 +64,7 @@ class QAResult(BaseModel):
             "tokens": self.tokens,
             "latency_s": round(self.latency_s, 3),
             **({"error": self.error} if self.error else {}),
+            **({"injection_warning": True} if self.injection_warning else {}),
         }
 
 
@@ -78,23 +87,42 @@ async def _planner(
     history = state.get("messages", [])
     kept, flagged = check_citations(state.get("citations", []), state.get("retrieved", []))
     plan = f"{state['kind']}: {state['about']}" if "kind" in state else None
+    answer, warned, extra = _injection_guard(state, history)
     return QAResult(
         question=question,
         patient_id=patient_id,
         graph="planner",
-        answer=state.get("answer", ""),
+        answer=answer,
         citations=kept,
         flagged_citations=flagged,
         retrieved=state.get("retrieved", []),
         plan=plan,
         computed=state.get("computed", False),
-        unsupported=state.get("unsupported", []),
+        unsupported=list(dict.fromkeys([*state.get("unsupported", []), *extra])),
+        injection_warning=warned,
         steps=state.get("steps", 0),
         tokens=token_usage(history),
         latency_s=time.perf_counter() - started,
         error=state.get("error"),
         messages=trace(history),
     )
+
+
+def _injection_guard(state: Any, history: list[Any]) -> tuple[str, bool, list[str]]:
+    """The planner's answer, with a warning first when the records it was written from hold
+    text addressed to an AI (quoted by the renderer, `fhir.injection`), and the answer's
+    values that only such text holds: an instruction in a note is never a finding."""
+    answer = str(state.get("answer", ""))
+    prompts = [m for m in history if isinstance(m, HumanMessage)]
+    shown = str(prompts[-1].content) if prompts and not state.get("computed") else ""
+    if not answer or not has_marked(shown):
+        return answer, False, []
+    only_injected = [
+        v
+        for v in unsupported_in(answer, [strip_marked(shown)])
+        if v not in unsupported_in(answer, [shown])
+    ]
+    return f"{INJECTION_WARNING}\n\n{answer}", True, only_injected
 
 
 async def _loop(
