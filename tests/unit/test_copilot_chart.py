@@ -75,7 +75,7 @@ async def test_a_chart_question_is_answered_by_the_planner(
     assert kinds(events)[0] == "tool_call" and first(events, "tool_call")["name"] == CHART_TOOL
     answer = first(events, "answer")
     assert answer["text"] == "6.1 % on 2023-11-12."
-    assert answer["supported"] is True
+    assert answer["supported"] is True and answer["injection_warning"] is False
     assert answer["plan"] == f"latest_value: {A1C}"
     assert len(answer["citations"]) == 1 and answer["citations"][0].startswith("Observation/")
     assert answer["citations"][0] in first(events, "tool_result")["refs"]
@@ -208,6 +208,6 @@ async def test_both_response_modes_carry_dates_and_the_chart_fields(
         args = first(events, "tool_call")["args"]
         assert args["date_from"] == "2020-01-01" and args["date_to"] == "2024-12-31"
         answer = first(events, "answer")
-        assert {"supported", "plan"} <= set(answer)
+        assert {"supported", "plan", "injection_warning"} <= set(answer)
         view = (await api.client.get(f"/api/threads/{thread['thread_id']}")).json()
         assert view["messages"][1]["tool_calls"][0]["args"]["date_from"] == "2020-01-01"

@@ -39,7 +39,8 @@ def message_record(message: BaseMessage) -> dict[str, Any]:
             data["usage"] = dict(message.usage_metadata)
         if "citations" in message.additional_kwargs:
             data["citations"] = list(message.additional_kwargs["citations"])
-        for key in ("supported", "plan"):  # a chart answer's check and plan (the planner's)
+        # A chart answer's check, plan and injection warning (the planner's).
+        for key in ("supported", "plan", "injection_warning"):
             if key in message.additional_kwargs:
                 data[key] = message.additional_kwargs[key]
     if isinstance(message, ToolMessage):

@@ -41,4 +41,6 @@ def chart_final(question: str, result: QAResult) -> dict[str, Any]:
         "plan": result.plan,
         "computed": result.computed,
         **({"unsupported": result.unsupported} if result.unsupported else {}),
+        # A cited record holds text addressed to an AI: shown quoted, with a warning.
+        **({"injection_warning": True} if result.injection_warning else {}),
     }

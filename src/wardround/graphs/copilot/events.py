@@ -4,7 +4,7 @@
     tool_call         {"id", "name", "args"}
     tool_result       {"id", "name", "text", "refs", "status"}
     approval_required {"interrupt_id", "call_id", "tool", "resource_type", "args", "summary", "error"?}
-    answer            {"text", "citations", "flagged", "supported", "plan"}
+    answer            {"text", "citations", "flagged", "supported", "plan", "injection_warning"}
                       (supported and plan: chart answers, from the planner; else null)
     error             {"message"}
     done              {"status": "complete" | "awaiting_approval" | "error"}
@@ -175,6 +175,7 @@ async def run_events(graph: Any, payload: Any, config: RunnableConfig) -> AsyncI
                         flagged=update.get("flagged", []),
                         supported=update.get("supported"),
                         plan=update.get("plan"),
+                        injection_warning=bool(update.get("injection_warning")),
                     )
     # From the stream: re-reading the checkpoint here cost every request one more read.
     status = "awaiting_approval" if waiting else "error" if error else "complete"

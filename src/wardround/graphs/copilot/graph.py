@@ -100,6 +100,7 @@ class CopilotState(TypedDict, total=False):
     action: str | None  # this turn's action (routing.Action), chosen once per turn
     supported: bool | None  # chart answers: every value in the cited records (planner)
     plan: str | None  # chart answers: the planner's kind and records
+    injection_warning: bool  # a cited record holds text addressed to an AI (quoted)
     error: str | None
 
 
@@ -512,6 +513,7 @@ async def finish(state: CopilotState) -> dict[str, Any]:
         "flagged": flagged,
         "supported": extra.get("supported"),
         "plan": extra.get("plan"),
+        "injection_warning": bool(extra.get("injection_warning")),
     }
 
 

@@ -440,6 +440,7 @@ function showAnswer(div, d) {
       d.supported ? "✓ its numbers are in the cited records" : "⚠ not supported: its numbers are not in the cited records"));
   }
   if (d.plan) div.append(el("div", { class: "plan" }, "plan: " + d.plan));
+  if (d.injection_warning) div.append(el("div", { class: "check unsupported" }, "⚠ a cited record holds text addressed to an AI: it is quoted, not followed"));
   if ((d.flagged || []).length) {
     div.append(el("div", { class: "check unsupported" }, `⚠ ${d.flagged.length} citation(s) removed: not read in this conversation (${d.flagged.join(", ")})`));
   }
