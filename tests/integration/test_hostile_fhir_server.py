@@ -214,7 +214,10 @@ async def test_everything_and_the_manifest_hold_only_the_patient(server: Server)
             manifest = await build_manifest(client, pid)
             own = [r for r in chart if r["resourceType"] not in manifest.left_out]
             counted = {t: s.count for t, s in manifest.types.items()}
-            assert counted == expected_counts(own), label
+            expected = expected_counts(own)
+            # A server without $everything (Medplum) is read per type: the manifest may read
+            # types everything()'s fallback list leaves out (the patient's own CareTeam).
+            assert {t: counted.get(t) for t in expected} == expected, label
             if label in TEAM_FAMILIES and "CareTeam" in manifest.types:  # theirs, or none
                 assert manifest.types["CareTeam"].count == 1
     attacked(server)

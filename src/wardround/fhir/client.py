@@ -486,7 +486,9 @@ class FhirClient:
             self._typed_patient = False
             return
         # `patient=<id>` is valid FHIR, yet some servers (Medplum's in-memory repository)
-        # match reference parameters only as `Type/id`: an empty result is asked again so.
+        # match reference parameters only as `Type/id`: an empty result is asked again so,
+        # with the page budget back (the empty page read nothing).
+        state.pages = 0
         pages = self._pages(url, typed, limit=limit, max_pages=max_pages, scope=scope, state=state)
         async for page in pages:
             yield page
