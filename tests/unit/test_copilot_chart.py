@@ -211,3 +211,14 @@ async def test_both_response_modes_carry_dates_and_the_chart_fields(
         assert {"supported", "plan", "injection_warning"} <= set(answer)
         view = (await api.client.get(f"/api/threads/{thread['thread_id']}")).json()
         assert view["messages"][1]["tool_calls"][0]["args"]["date_from"] == "2020-01-01"
+
+
+async def test_a_question_the_model_would_answer_from_nothing_goes_to_the_chart() -> None:
+    from wardround.graphs.copilot.routing import overrule_reply
+
+    for text in ("is the calcium trending up or down lately?", "What meds is she on",
+                 "any allergies I should know about?", "list her vaccines"):  # fmt: skip
+        assert overrule_reply("reply", text) == CHART_TOOL, text
+    for text in ("hello", "thanks, that helps", "great work"):
+        assert overrule_reply("reply", text) == "reply", text
+    assert overrule_reply("propose_order", "can you order an HbA1c?") == "propose_order"

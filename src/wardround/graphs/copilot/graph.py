@@ -68,6 +68,7 @@ from wardround.graphs.copilot.routing import (
     model_tools,
     needs_context,
     offered,
+    overrule_reply,
     previous_chart_turn,
     standalone_question,
 )
@@ -318,7 +319,7 @@ async def choose(
     actions = offered({t.name for t in ctx.tools.for_model()})
     try:
         async with patient_scope(ctx.model, ctx.tools.fhir, state["patient_id"]):
-            action = await choose_action(ctx.model, question, actions)
+            action = overrule_reply(await choose_action(ctx.model, question, actions), question)
     except ModelOutputError:
         action = CHART_TOOL
     except PhiRefused as exc:

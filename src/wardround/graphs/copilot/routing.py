@@ -72,7 +72,7 @@ ACTION_HELP: dict[str, str] = {
     "doses, screening)",
     "search_images": "find medical images (X-rays, scans) that look like a description",
     "propose_order": "order, prescribe, refer or record something for this patient",
-    "reply": "only a greeting, thanks, or a question about you, the assistant",
+    "reply": "only a greeting or thanks (a question goes to the chart)",
 }
 
 
@@ -118,6 +118,20 @@ def previous_chart_turn(messages: Sequence[AnyMessage]) -> tuple[str, str] | Non
             if asked:
                 return str(asked), str(message.content)
     return None
+
+
+_QUESTION = re.compile(
+    r"\?|^\s*(what|which|when|where|who|how|is|are|was|were|has|have|had|does|did|do|"
+    r"any|list|show|tell|give)\b",
+    re.IGNORECASE,
+)
+
+
+def overrule_reply(action: str, message: str) -> str:
+    """A question the model chose to answer without tools goes to the chart instead: measured,
+    the 1.5B "replied" to "is the calcium trending up or down lately?" with an invented trend;
+    the planner answers from records, or says the chart holds nothing."""
+    return CHART_TOOL if action == "reply" and _QUESTION.search(message) else action
 
 
 def needs_context(question: str) -> bool:
