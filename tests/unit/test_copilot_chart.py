@@ -222,3 +222,8 @@ async def test_a_question_the_model_would_answer_from_nothing_goes_to_the_chart(
     for text in ("hello", "thanks, that helps", "great work"):
         assert overrule_reply("reply", text) == "reply", text
     assert overrule_reply("propose_order", "can you order an HbA1c?") == "propose_order"
+    assert overrule_reply("lookup_guideline", "when did we last see this patient?") == CHART_TOOL
+    assert overrule_reply("lookup_guideline", "what is the HbA1c target in diabetes?") == (
+        "lookup_guideline"
+    )
+    assert overrule_reply("search_images", "chest x-rays like a pneumothorax") == "search_images"

@@ -127,11 +127,23 @@ _QUESTION = re.compile(
 )
 
 
+# The message is about this patient ("this patient", "her", "his", "she", "he", "pt").
+_ABOUT_PATIENT = re.compile(
+    r"\b(this|the|my) (patient|pt)\b|\b(her|his|she|he|their|pt)\b", re.IGNORECASE
+)
+
+
 def overrule_reply(action: str, message: str) -> str:
-    """A question the model chose to answer without tools goes to the chart instead: measured,
-    the 1.5B "replied" to "is the calcium trending up or down lately?" with an invented trend;
-    the planner answers from records, or says the chart holds nothing."""
-    return CHART_TOOL if action == "reply" and _QUESTION.search(message) else action
+    """Code's check on the model's choice: a question it chose to answer without tools, or a
+    guideline or image search about this patient, goes to the chart. Measured: the 1.5B
+    "replied" to "is the calcium trending up or down lately?" with an invented trend, and sent
+    "when did we last see this patient?" to guideline lookup, answering with today's date; the
+    planner answers from records, or says the chart holds nothing."""
+    if action == "reply" and _QUESTION.search(message):
+        return CHART_TOOL
+    if action in ("lookup_guideline", "search_images") and _ABOUT_PATIENT.search(message):
+        return CHART_TOOL
+    return action
 
 
 def needs_context(question: str) -> bool:
