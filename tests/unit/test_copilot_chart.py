@@ -227,3 +227,35 @@ async def test_a_question_the_model_would_answer_from_nothing_goes_to_the_chart(
         "lookup_guideline"
     )
     assert overrule_reply("search_images", "chest x-rays like a pneumothorax") == "search_images"
+
+
+async def test_a_search_turn_answered_from_nothing_goes_to_the_chart(fhir: FhirFixture) -> None:
+    """The model picks guideline lookup, then answers without looking anything up: the
+    question goes to the planner instead, whose answer is the turn's."""
+    model = ScriptedChatModel(
+        replies=[
+            action("lookup_guideline"),
+            final("It is trending up lately."),
+            plan("latest_value", A1C),
+        ]
+    )
+    model.metadata = {"dialect": "llamacpp", "protocol": "json"}
+    tools = CopilotTools(fhir.client, extra=[_guideline_stub()])
+    graph = copilot_graph(model, tools, checkpointer=InMemorySaver(), similarity=word_overlap,
+                          chart="planner")  # fmt: skip
+    events = await turn(graph, new_config(), "is the hemoglobin a1c in blood up or down?",
+                        fhir.patients["handmade"])  # fmt: skip
+    answer = first(events, "answer")
+    assert answer["text"] == "6.1 % on 2023-11-12." and answer["supported"] is True
+    assert answer["plan"] == f"latest_value: {A1C}"
+    assert model.replies == []
+
+
+def _guideline_stub() -> Any:
+    from langchain_core.tools import StructuredTool
+
+    def lookup_guideline(query: str) -> str:
+        """Look up clinical guideline recommendations."""
+        return "no passage"
+
+    return StructuredTool.from_function(lookup_guideline, name="lookup_guideline")

@@ -71,6 +71,7 @@ from wardround.graphs.copilot.routing import (
     overrule_reply,
     previous_chart_turn,
     standalone_question,
+    unanswered_search,
 )
 from wardround.graphs.copilot.toolset import CopilotTools
 from wardround.graphs.ehr_qa.answer import answer_question
@@ -378,6 +379,8 @@ async def agent(
             )
     except (ModelOutputError, PhiRefused) as exc:
         return {**update, "error": str(exc)}
+    if unanswered_search(state.get("action"), _question(state), reply, turn):
+        return {**update, "action": CHART_TOOL}  # to the chart: see routing.unanswered_search
     return {**update, "messages": [reply]}
 
 
@@ -386,6 +389,12 @@ async def route(state: CopilotState) -> str:
     Only FHIR writes need approval (CopilotTools refuses any other), so their names suffice.
     Async, like every node here: LangGraph runs a plain function in a worker thread."""
     last = state["messages"][-1] if state.get("messages") else None
+    if (
+        not state.get("error")
+        and state.get("action") == CHART_TOOL
+        and isinstance(last, HumanMessage)
+    ):
+        return "chart"  # the agent handed a question it answered from nothing to the chart
     if state.get("error") or not (isinstance(last, AIMessage) and last.tool_calls):
         return "finish"
     return "review" if any(c["name"] in WRITE_TOOLS for c in last.tool_calls) else "act"
@@ -532,7 +541,7 @@ def build_copilot() -> StateGraph[CopilotState, CopilotContext, CopilotState, Co
     graph.add_edge(START, "choose")
     graph.add_conditional_edges("choose", after_choose, ["chart", "agent", "finish"])
     graph.add_conditional_edges("chart", after_act, ["agent", "finish"])
-    graph.add_conditional_edges("agent", route, ["act", "review", "finish"])
+    graph.add_conditional_edges("agent", route, ["act", "review", "finish", "chart"])
     graph.add_edge("review", "act")
     graph.add_conditional_edges("act", after_act, ["agent", "finish"])
     graph.add_edge("finish", END)

@@ -146,6 +146,21 @@ def overrule_reply(action: str, message: str) -> str:
     return action
 
 
+def unanswered_search(
+    action: str | None, message: str, reply: AIMessage, turn: Sequence[AnyMessage]
+) -> bool:
+    """A guideline or image search turn whose model answers a question without calling its
+    tool at all: measured, "is the triglycerides trending up or down lately?" went to guideline
+    lookup and came back "trending up" from nothing. Such a turn goes to the chart instead."""
+    searched = any(isinstance(m, AIMessage) and m.tool_calls for m in turn)
+    return (
+        action in ("lookup_guideline", "search_images")
+        and not reply.tool_calls
+        and not searched
+        and bool(_QUESTION.search(message))
+    )
+
+
 def needs_context(question: str) -> bool:
     """Code decides whether a question may lean on the one before; the model only rewrites."""
     return bool(_FOLLOW_UP.search(question))
