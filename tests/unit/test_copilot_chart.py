@@ -259,3 +259,11 @@ def _guideline_stub() -> Any:
         return "no passage"
 
     return StructuredTool.from_function(lookup_guideline, name="lookup_guideline")
+
+
+async def test_a_chart_turn_that_cannot_answer_ends_with_its_error(fhir: FhirFixture) -> None:
+    """The planner's error is the turn's: no model is asked to answer from nothing after it."""
+    model = ScriptedChatModel(replies=[action(CHART_TOOL)])
+    events = await turn(graph_for(fhir, model), new_config(), "latest potassium?", "no-such-1")
+    assert kinds(events)[-2:] == ["error", "done"] and first(events, "done")["status"] == "error"
+    assert "answer" not in kinds(events) and model.replies == []

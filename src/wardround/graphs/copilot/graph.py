@@ -63,6 +63,7 @@ from wardround.graphs.copilot.orders import (
 )
 from wardround.graphs.copilot.routing import (
     CHART_TOOL,
+    WRITE_TOOLS,
     ChartMode,
     choose_action,
     model_tools,
@@ -78,10 +79,8 @@ from wardround.graphs.ehr_qa.answer import answer_question
 from wardround.graphs.ehr_qa.citations import check_citations
 from wardround.graphs.phi_scope import PhiRefused, patient_scope
 from wardround.tools.evidence import evidence_ids
-from wardround.tools.fhir.tools import FHIR_TOOLS
 from wardround.tools.registry import HIDDEN_ARGS, needs_approval
 
-WRITE_TOOLS = frozenset(spec.name for spec in FHIR_TOOLS if spec.writes)
 # Tag on the model call whose tokens are streamed to the clinician.
 REPLY_TAG = "copilot_reply"
 MAX_CITABLE = 40
@@ -99,7 +98,7 @@ class CopilotState(TypedDict, total=False):
     answer: str
     citations: list[str]
     flagged: list[str]
-    action: str | None  # this turn's action (routing.Action), chosen once per turn
+    action: str | None  # this turn's action (a key of routing.ACTION_TOOLS), once per turn
     supported: bool | None  # chart answers: every value in the cited records (planner)
     plan: str | None  # chart answers: the planner's kind and records
     injection_warning: bool  # a cited record holds text addressed to an AI (quoted)
@@ -299,6 +298,8 @@ async def _chart_call(
         user=_user(ctx, config), action=CHART_TOOL, patient=patient_id, kind="read",
         resources=result.retrieved, thread=_thread(config), plan=result.plan,
     )  # fmt: skip
+    if result.error and not result.answer:
+        return [_error(call, f"Error: {result.error}")]
     return list(chart_messages(call["id"], question, result))
 
 
@@ -340,7 +341,10 @@ async def chart(
     """The chart action: the planner answers; the thread records it as a tool call."""
     call = {"id": f"chart-{uuid.uuid4().hex[:12]}", "name": CHART_TOOL, "args": {}}
     messages = await _chart_call(_ctx(runtime), state, call, config)
-    return {"messages": [AIMessage(content="", tool_calls=[call]), *messages]}
+    update: dict[str, Any] = {"messages": [AIMessage(content="", tool_calls=[call]), *messages]}
+    if not isinstance(messages[-1], AIMessage):  # no answer: the turn ends with the error
+        update["error"] = str(messages[-1].content)
+    return update
 
 
 async def agent(
@@ -484,26 +488,8 @@ async def act(
     ctx = _ctx(runtime)
     last = state["messages"][-1]
     assert isinstance(last, AIMessage)
-    results = await asyncio.gather(*(_one_call(ctx, state, c, config) for c in last.tool_calls))
-    messages = [m for result in results for m in result]
-    # A chart answer ends the turn: put it last, after any other call's result.
-    messages.sort(key=lambda m: isinstance(m, AIMessage))
-    return {"messages": messages}
-
-
-async def _one_call(
-    ctx: _Ready, state: CopilotState, call: Mapping[str, Any], config: RunnableConfig
-) -> list[AnyMessage]:
-    if call["name"] == CHART_TOOL:
-        return await _chart_call(ctx, state, call, config)
-    return [await _run_call(ctx, state, call, config)]
-
-
-async def after_act(state: CopilotState) -> str:
-    """A chart answer (the planner's, final) ends the turn; any other result goes back to
-    the model."""
-    last = state["messages"][-1]
-    return "finish" if isinstance(last, AIMessage) and not last.tool_calls else "agent"
+    messages = await asyncio.gather(*(_run_call(ctx, state, c, config) for c in last.tool_calls))
+    return {"messages": list(messages)}
 
 
 async def finish(state: CopilotState) -> dict[str, Any]:
@@ -540,10 +526,10 @@ def build_copilot() -> StateGraph[CopilotState, CopilotContext, CopilotState, Co
     graph.add_node("finish", finish)
     graph.add_edge(START, "choose")
     graph.add_conditional_edges("choose", after_choose, ["chart", "agent", "finish"])
-    graph.add_conditional_edges("chart", after_act, ["agent", "finish"])
+    graph.add_edge("chart", "finish")
     graph.add_conditional_edges("agent", route, ["act", "review", "finish", "chart"])
     graph.add_edge("review", "act")
-    graph.add_conditional_edges("act", after_act, ["agent", "finish"])
+    graph.add_edge("act", "agent")
     graph.add_edge("finish", END)
     return graph
 

@@ -16,11 +16,12 @@ from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
-from langchain_core.tools import BaseTool, StructuredTool
+from langchain_core.tools import BaseTool
 from pydantic import BaseModel, Field, create_model
 
 from wardround.agents.protocol import structured
 from wardround.graphs.copilot import prompts
+from wardround.tools.fhir.tools import FHIR_TOOLS
 
 CHART_TOOL = "answer_from_chart"
 # Reads the model is not offered: chart questions go through the planner instead. They stay
@@ -34,35 +35,16 @@ _FOLLOW_UP = re.compile(
 )
 
 
-class ChartArgs(BaseModel):
-    """No arguments: the graph passes the clinician's question (made standalone) on."""
-
-
-async def _not_here(**_: Any) -> Any:
-    raise RuntimeError("answer_from_chart is run by the copilot graph, not as a tool")
-
-
-CHART_SPEC = StructuredTool(
-    name=CHART_TOOL,
-    description="Answer the clinician's question about this patient's records (values, "
-    "results, vitals, medications, conditions, procedures, vaccines, visits, dates, trends) "
-    "from the chart, with citations.",
-    args_schema=ChartArgs,
-    coroutine=_not_here,
-)
-
-
 ChartMode = Literal["planner", "tools"]
 
 
-Action = Literal["answer_from_chart", "lookup_guideline", "search_images", "propose_order", "reply"]
-WRITES = ("create_observation", "create_medication_request", "create_service_request")
-# The tools each action may call (the chart's: none, the planner reads).
+WRITE_TOOLS = tuple(spec.name for spec in FHIR_TOOLS if spec.writes)
+# The actions and the tools each may call (the chart's: none, the planner reads).
 ACTION_TOOLS: dict[str, tuple[str, ...]] = {
     CHART_TOOL: (),
     "lookup_guideline": ("lookup_guideline",),
     "search_images": ("search_images",),
-    "propose_order": WRITES,
+    "propose_order": WRITE_TOOLS,
     "reply": (),
 }
 ACTION_HELP: dict[str, str] = {
