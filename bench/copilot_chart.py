@@ -1,13 +1,15 @@
 """The copilot's chart answers through the real API, as a new user meets them.
 
-    .venv/bin/python -m bench.copilot_chart [-n 50] [--mode both|stream|json] [--phrasing 0|1]
+    .venv/bin/python -m bench.copilot_chart [-n 50] [--mode both|stream|json] [--phrasing 0|1|2]
 
 Against the stack that is up (`wardround stack up`): the API runs as its own uvicorn process
 over the stack's FHIR server and embedded model; each question gets a new thread. Questions
 are the ehrqa samples' truths (computed from the FHIR data by code) asked in the copilot's
-own wordings below (not the eval's templates nor its paraphrases), two per kind. Prints
-accuracy with its Wilson interval, per category, HTTP 5xx, and p50/p95 seconds a turn;
-writes `bench/out/copilot_chart.jsonl` (resumed: finished questions are not asked again).
+own wordings below (not the eval's templates nor its paraphrases), three per kind (the
+third, index 2, held out: a busy clinician's terse typing, written without seeing how the
+planner parses questions). Prints accuracy with its Wilson interval, per category, HTTP 5xx,
+and p50/p95 seconds a turn; writes `bench/out/copilot_chart.jsonl` (resumed: finished
+questions are not asked again).
 """
 
 from __future__ import annotations
@@ -35,24 +37,33 @@ from wardround.testing.api_process import running_api
 
 OUT = Path(__file__).parent / "out" / "copilot_chart.jsonl"
 FACTORY = "wardround.server.asgi:app"
-# The copilot's wordings: how a clinician types into a chat box. Two per kind; slots come
-# from the ehrqa template the truth was computed for.
-WORDINGS: list[tuple[re.Pattern[str], tuple[str, str]]] = [
+# The copilot's wordings: how a clinician types into a chat box. Three per kind, the third
+# (index 2) held out, written without reading the planner; slots come from the ehrqa template
+# the truth was computed for.
+WORDINGS: list[tuple[re.Pattern[str], tuple[str, str, str]]] = [
     (re.compile(r"What is the patient's most recent (?P<name>.+) result\?"),
-     ("hi, what was her last {name}?", "Most recent {name} please")),
+     ("hi, what was her last {name}?", "Most recent {name} please",
+      "{name} - where's pt at on the latest result?")),
     (re.compile(r"What was the patient's (?P<name>.+) on (?P<day>[\d-]+)\?"),
-     ("{name} reading from {day}?", "what did the {name} come back as on {day}")),
+     ("{name} reading from {day}?", "what did the {name} come back as on {day}",
+      "{day} - what was pt's {name} that day?")),
     (re.compile(r"Comparing the patient's two most recent (?P<name>.+) results, .*"),
-     ("is the {name} trending up or down lately?", "{name}: better or worse than last time?")),
+     ("is the {name} trending up or down lately?", "{name}: better or worse than last time?",
+      "last 2 {name} results - did it go up or down?")),
     (re.compile(r"Which medications does the patient currently have active prescriptions for\?"),
-     ("what meds is this patient on right now?", "current medication list?")),
+     ("what meds is this patient on right now?", "current medication list?",
+      "list pt's active rx")),
     (re.compile(r"What allergies or intolerances are recorded for the patient\?"),
-     ("any allergies I should know about?", "allergy list please")),
+     ("any allergies I should know about?", "allergy list please",
+      "what's pt allergic or intolerant to, per chart?")),
     (re.compile(r"On what date was the patient's most recent encounter\?"),
-     ("when did we last see this patient?", "date of the last visit?")),
+     ("when did we last see this patient?", "date of the last visit?",
+      "pt last came in on what date?")),
     (re.compile(r"How many (?P<name>.+) results are recorded for the patient\?"),
-     ("how many {name} values do we have on file?", "count of {name} results?")),
+     ("how many {name} values do we have on file?", "count of {name} results?",
+      "# of times pt's {name} has been checked?")),
 ]  # fmt: skip
+PHRASINGS = range(3)
 CATEGORIES = ("latest_value", "value_on_date", "trend", "active_medications", "allergies",
               "last_encounter", "count")  # fmt: skip
 
@@ -134,7 +145,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=50)
     parser.add_argument("--mode", choices=["both", "stream", "json"], default="both")
-    parser.add_argument("--phrasing", type=int, choices=[0, 1], default=0)
+    parser.add_argument("--phrasing", type=int, choices=list(PHRASINGS), default=0,
+                        help="which wording of each kind: 0, 1 or 2 (held out)")
     args = parser.parse_args()
     settings = Settings()
     samples = asyncio.run(questions(settings, args.n, args.phrasing))

@@ -1,11 +1,13 @@
 """The EHR QA planner on the question kinds beyond ehrqa's ten, in wordings of our own.
 
-    .venv/bin/python -m bench.ehrqa_kinds [--per-kind 2] [--phrasings 0,1] [--out PATH]
+    .venv/bin/python -m bench.ehrqa_kinds [--per-kind 2] [--phrasings 0,1,2] [--out PATH]
 
 Against the FHIR server of the settings (the stack's, or `WARDROUND_FHIR_BASE_URL`) and the
 embedded model: for each kind below, questions over the server's patients whose answers are
-computed by code from their FHIR records (`evals/chart.py` lookups), each asked in two
-wordings written here (neither the planner's prompts nor ehrqa's templates), answered by
+computed by code from their FHIR records (`evals/chart.py` lookups), each asked in up to
+three wordings written here (neither the planner's prompts nor ehrqa's templates; the third,
+a busy clinician's terse typing, written without seeing how the planner parses questions, is
+held out: asked only when `--phrasings` names 2), answered by
 `wardround.graphs.ehr_qa.answer_question` (the planner) and scored with `evals/scorers.py`.
 Yes/no questions are right when the answer begins with the right Yes or No.
 
@@ -59,34 +61,49 @@ SMOKING_SYNONYMS = {
     "current": ("smokes", "current smoker", "current every day smoker", "daily smoker"),
 }
 
-# Two wordings per kind: {name} a result, {cond} a condition, {med} a medication, {day} an
-# ISO day, {long} the same day spelled out, {year}, {limit}, {unit}, {dir} above|below.
-WORDINGS: dict[str, tuple[str, str]] = {
+# Three wordings per kind: {name} a result, {cond} a condition, {med} a medication, {day} an
+# ISO day, {long} the same day spelled out, {year}, {limit}, {unit}, {dir} above|below. The
+# third (index 2) is held out: a clinician's terse chart-copilot typing, written without
+# reading the planner, to measure how far its accuracy carries to wordings it was not tuned on.
+WORDINGS: dict[str, tuple[str, str, str]] = {
     "highest": ("What was the highest {name} ever recorded for this patient?",
-                "Peak {name} on file?"),
+                "Peak {name} on file?",
+                "pt's all-time max {name}?"),
     "lowest": ("What is the lowest {name} value in the chart?",
-               "Minimum {name} the patient has had?"),
+               "Minimum {name} the patient has had?",
+               "{name} nadir across all of pt's results?"),
     "first_value": ("What was the very first {name} measured for this patient?",
-                    "Earliest {name} result on record?"),
+                    "Earliest {name} result on record?",
+                    "what did pt's {name} show the first time it was checked?"),
     "ever_yes": ("Has the patient ever been diagnosed with {cond}?",
-                 "Any history of {cond}? yes or no"),
+                 "Any history of {cond}? yes or no",
+                 "ever dx'd w/ {cond}? y/n"),
     "ever_no": ("Has the patient ever been diagnosed with {cond}?",
-                "Any history of {cond}? yes or no"),
+                "Any history of {cond}? yes or no",
+                "ever dx'd w/ {cond}? y/n"),
     "first_diagnosed": ("When was {cond} first diagnosed?",
-                        "Date {cond} was first noted in the chart?"),
+                        "Date {cond} was first noted in the chart?",
+                        "{cond} - when did pt first get that dx?"),
     "procedure_on_date": ("What procedure was performed on {day}?",
-                          "Which procedures did the patient undergo on {long}?"),
+                          "Which procedures did the patient undergo on {long}?",
+                          "{long}: what procs did pt have done?"),
     "visit_reason": ("What was the patient's visit on {day} for?",
-                     "Reason for the encounter on {long}?"),
+                     "Reason for the encounter on {long}?",
+                     "pt came in {day} - what for?"),
     "vaccines_in_year": ("Which vaccines did the patient receive in {year}?",
-                         "Immunizations given during {year}?"),
+                         "Immunizations given during {year}?",
+                         "{year} - which shots did pt get?"),
     "medication_started": ("When was {med} first prescribed?",
-                           "Start date of {med}?"),
+                           "Start date of {med}?",
+                           "{med}: first rx'd when?"),
     "threshold": ("Was the {name} ever {dir} {limit} {unit} in {year}?",
-                  "In {year}, did any {name} reading go {dir} {limit}? yes or no"),
+                  "In {year}, did any {name} reading go {dir} {limit}? yes or no",
+                  "{year} - pt's {name} {dir} {limit} {unit} at any point? y/n"),
     "smoking": ("What is the patient's smoking status?",
-                "Does the chart say whether the patient smokes?"),
+                "Does the chart say whether the patient smokes?",
+                "per chart, is pt a never, ex or current smoker?"),
 }  # fmt: skip
+PHRASINGS = range(3)
 KINDS = tuple(WORDINGS)
 
 
@@ -475,10 +492,23 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def _phrasings(text: str) -> str:
+    """`--phrasings`: comma-separated indices into each kind's wordings, each 0, 1 or 2."""
+    try:
+        picked = [int(p) for p in text.split(",")]
+    except ValueError:
+        picked = []
+    if not picked or any(p not in PHRASINGS for p in picked):
+        among = ", ".join(map(str, PHRASINGS))
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated wordings among {among}")
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-kind", type=int, default=2, help="samples of each kind")
-    parser.add_argument("--phrasings", default="0,1", help="which wordings: 0, 1 or 0,1")
+    parser.add_argument("--phrasings", default="0,1", type=_phrasings,
+                        help="which wordings, comma-separated: 0, 1, 2 (held out) or e.g. 0,1,2")
     parser.add_argument("--patients", type=int, default=0, help="first N patients (0: all)")
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--dry-run", action="store_true", help="print the questions and truth")
