@@ -17,6 +17,7 @@ from wardround.chart import record_kinds
 from wardround.chart.dates import Window
 from wardround.chart.kinds import KIND_HELP, Kind
 from wardround.chart.options import NOT_IN_CHART
+from wardround.chart.steer import asks_ever
 from wardround.chart.thresholds import find_threshold
 from wardround.fhir.fields import reference_of, resource_date
 from wardround.graphs.ehr_qa import answer_question, reading
@@ -374,3 +375,58 @@ async def test_a_near_miss_analyte_choice_is_corrected(chart: Chart) -> None:
 async def test_a_qualifier_no_charted_test_carries_is_not_recorded(chart: Chart) -> None:
     result, _ = await ask(chart, "most recent LDL cholesterol", "latest_value", HDL)
     assert result.answer.startswith("Nothing is recorded") and result.citations == []
+
+
+# ------------------------------------------------------------ words that decide the kind (chart.steer)
+
+
+async def test_a_peak_planned_as_latest_is_the_highest(chart: Chart) -> None:
+    result, _ = await ask(chart, "top cholesterol reading she has had", "latest_value", CHOL)
+    assert result.answer.startswith("240 mg/dL on 2019-03-01 (the highest")
+    assert result.plan is not None and result.plan.startswith("highest_value: ")
+
+
+async def test_vaccines_in_a_year_planned_as_a_current_list(chart: Chart) -> None:
+    result, _ = await ask(chart, "immunisations she got in 2021", "list_current", IMMUNIZATIONS)
+    assert "Td (adult)" in result.answer and "2021-10-05" in result.answer
+    assert "2020-10-01" not in result.answer
+    assert result.plan is not None and result.plan.startswith("what_happened: ")
+    assert all(c.startswith("Immunization/") for c in result.citations)
+
+
+async def test_a_day_planned_as_other_is_what_happened_that_day(chart: Chart) -> None:
+    result, _ = await ask(chart, "what was done for her on 1 Feb 2021", "other", CONDITIONS)
+    assert "Colonoscopy" in result.answer and "Lipid review" in result.answer
+    assert result.computed
+
+
+async def test_a_diagnosis_question_is_never_answered_with_a_procedure(chart: Chart) -> None:
+    colonoscopy = "Colonoscopy [Procedure]"
+    result, model = await ask(
+        chart, "was she ever diagnosed with colitis", "ever_had", colonoscopy, which(None)
+    )
+    assert result.answer.startswith("No:") and "Colonoscopy" not in result.answer
+    offered = str(model.calls[1]["messages"][-1].content)
+    assert "Viral sinusitis" in offered and "Colonoscopy" not in offered
+
+
+async def test_a_limit_without_ever_or_a_year_judges_the_latest_value(chart: Chart) -> None:
+    now, _ = await ask(chart, "is her cholesterol above 230 now?", "above_or_below", CHOL)
+    assert now.answer.startswith("No: the latest") and "208.6 mg/dL" in now.answer
+    ever, _ = await ask(chart, "was her cholesterol ever above 230?", "above_or_below", CHOL)
+    assert ever.answer.startswith("Yes: 240 mg/dL on 2019-03-01")
+    assert asks_ever("any reading over 140") and not asks_ever("is the BP over 140 now")
+
+
+async def test_a_result_question_is_not_answered_from_a_prescription(chart: Chart) -> None:
+    result, _ = await ask(chart, "most recent magnesium level", "latest_value", LISINOPRIL)
+    assert result.answer.startswith("Nothing is recorded") and result.citations == []
+
+
+async def test_a_medication_start_planned_as_latest_is_the_first_prescription(
+    chart: Chart,
+) -> None:
+    result, _ = await ask(chart, "when was she put on lisinopril", "latest_value", LISINOPRIL)
+    assert result.answer.startswith("Started on 2012-04-10")
+    by_day = await refs(chart, "MedicationRequest")
+    assert result.citations == [by_day["2012-04-10"]]

@@ -85,11 +85,24 @@ class Parts:
         return " ".join(x for x in (self.component, self.prop, self.system) if x)
 
 
+# LOINC writes the lipoproteins both ways ("Cholesterol in LDL", "Low Density Lipoprotein
+# Cholesterol"); the spelled-out forms become the short ones before anything is compared.
+_SPELLED = [(re.compile(r"\bvery[- ]low[- ]density\b"), "vldl"),
+            (re.compile(r"\blow[- ]density\b"), "ldl"),
+            (re.compile(r"\bhigh[- ]density\b"), "hdl")]  # fmt: skip
+
+
+def _canon(text: str) -> str:
+    for pattern, short in _SPELLED:
+        text = pattern.sub(short, text)
+    return text
+
+
 def parts_of(display: str) -> Parts:
     """`Cholesterol in HDL [Mass/volume] in Serum or Plasma by ...` -> component `cholesterol
     in hdl`, property `mass/volume`, system `serum or plasma`. Without brackets, a trailing
     `in <specimen>` is the system (`Hemoglobin A1c/Hemoglobin.total in Blood`)."""
-    text = display.lower().strip()
+    text = _canon(display.lower().strip())
     head, bracket, rest = text.partition("[")
     if bracket:
         prop, _, after = rest.partition("]")
@@ -106,7 +119,7 @@ def _has(text: str, phrases: frozenset[str]) -> bool:
 
 def question_terms(question: str) -> str:
     """The question in lower case, abbreviations spelled out beside themselves."""
-    text = question.lower().replace("?", " ")
+    text = _canon(question.lower().replace("?", " "))
     extra = [full for short, full in SYNONYMS.items() if _has(text, frozenset({short}))]
     return " ".join([text, *extra])
 
@@ -170,3 +183,13 @@ def core_words(display: str) -> set[str]:
     component = parts_of(display).component
     marks = {m for _, found in QUALIFIERS.values() for m in found}
     return {w for w in re.findall(r"[a-z][a-z0-9]+", component) if w not in marks | {"in"}}
+
+
+def named_words(question: str, display: str) -> tuple[int, int]:
+    """How many of a display's component words (parenthesised abbreviations left out) the
+    question holds, and how many there are: "body height" holds 1 of 2 words of "lowest
+    body mass index", "Body mass index (BMI)" 3 of 3."""
+    component = re.sub(r"\([^)]*\)", " ", parts_of(display).component)
+    words = set(re.findall(r"[a-z][a-z0-9]+", component)) - {"in", "of", "the", "by"}
+    terms = question_terms(question)
+    return sum(_has(terms, frozenset({w})) for w in words), len(words)

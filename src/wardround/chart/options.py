@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from pydantic import BaseModel
 
-from wardround.chart.analyte import core_words, fit
+from wardround.chart.analyte import core_words, fit, named_words
 from wardround.fhir.manifest import CodeSummary, Manifest
 
 # Types a question may ask about as a whole ("active medications", "allergies"); offered even
@@ -104,7 +104,7 @@ def settle_choice(question: str, chosen: Option, options: Sequence[Option]) -> O
     if chosen.resource_type != "Observation" or not chosen.code:
         return chosen
     if not fit(question, chosen.name).hard:
-        return chosen
+        return _better_named(question, chosen, options) or chosen
     core = core_words(chosen.name)
     siblings = [
         o for o in options
@@ -119,3 +119,17 @@ def settle_choice(question: str, chosen: Option, options: Sequence[Option]) -> O
 def _rank(question: str, option: Option) -> tuple[int, int, float]:
     found = fit(question, option.name)
     return (-found.missing, -found.extra, found.adjustment + option.score)
+
+
+def _better_named(question: str, chosen: Option, options: Sequence[Option]) -> Option | None:
+    """A result the question names word for word, when the chosen one it names only in
+    part ("lowest body mass index": Body Height chosen, Body mass index charted)."""
+    held, total = named_words(question, chosen.name)
+    if held == total:
+        return None
+    whole = [
+        (n, o) for o in options
+        if o.resource_type == "Observation" and o.code and not fit(question, o.name).hard
+        for n, of in [named_words(question, o.name)] if n == of and n > held
+    ]  # fmt: skip
+    return max(whole, key=lambda pair: pair[0])[1] if whole else None

@@ -107,11 +107,24 @@ _TYPE_HINTS = {
 }  # fmt: skip
 
 
-def types_named(question: str) -> tuple[str, ...]:
-    """The ever-types a question's words point at; all of them when none does."""
+_VISIT_HINTS = ("visit", "encounter", "appointment", "seen", "admi", "came in", "reason")
+
+
+def types_named(question: str, among: tuple[str, ...] = EVER_TYPES) -> tuple[str, ...]:
+    """The types of `among` a question's words point at; all of them when none does."""
     text = question.lower()
-    found = tuple(t for t, hints in _TYPE_HINTS.items() if any(h in text for h in hints))
-    return found or EVER_TYPES
+    hints = {**_TYPE_HINTS, "Encounter": _VISIT_HINTS}
+    found = tuple(t for t in among if any(h in text for h in hints.get(t, ())))
+    return found or among
+
+
+def named_type(resource_type: str, question: str) -> bool:
+    """Whether a record of this type can be what the question asks about: the question names
+    no record type, or names this one ("diagnosed with" is not about a procedure)."""
+    if resource_type not in EVER_TYPES:
+        return True
+    named = types_named(question)
+    return named == EVER_TYPES or resource_type in named
 
 
 def _reasons(encounter: dict[str, Any]) -> list[str]:

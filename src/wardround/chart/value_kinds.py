@@ -48,20 +48,25 @@ def first(values: list[Reading], what: str) -> Computed:
     return Computed(f"{oldest.text} (the first {what} result).", [oldest.ref])
 
 
-def against(values: list[Reading], what: str, limit: Threshold, window: Window | None) -> Computed:
-    """Yes with the most extreme value past the limit, or No with the closest one to it."""
+def against(
+    values: list[Reading], what: str, limit: Threshold, window: Window | None,
+    latest: bool = False,
+) -> Computed:  # fmt: skip
+    """Yes with the most extreme value past the limit, or No with the closest one to it;
+    `latest` judges only the newest value ("is it above 140 now?")."""
     if not values:
         return Computed(f"No: no {what} result is recorded{where(window)}.")
+    if latest:
+        values = values[:1]
     pick = max if limit.above else min
     best = pick(values, key=lambda v: v.value)
     if limit.met(best.value):
         count = sum(limit.met(v.value) for v in values)
-        return Computed(
-            f"Yes: {best.text} was {limit.words} ({count} of {len(values)} {what} results"
-            f"{where(window)}).",
-            [best.ref],
-        )
-    word = "highest" if limit.above else "lowest"
+        of = f"the latest {what} result" if latest else (
+            f"{count} of {len(values)} {what} results{where(window)}"
+        )  # fmt: skip
+        return Computed(f"Yes: {best.text} was {limit.words} ({of}).", [best.ref])
+    word = "latest" if latest else "highest" if limit.above else "lowest"
     return Computed(
         f"No: the {word} {what}{where(window)} was {best.text}, not {limit.words}.", [best.ref]
     )

@@ -34,6 +34,7 @@ from wardround.chart.options import (
     settle_choice,
 )
 from wardround.chart.retrieve import fetch, ids_of
+from wardround.chart.steer import steer
 from wardround.fhir.bounded import watch_partial
 from wardround.fhir.client import FhirClient
 from wardround.fhir.errors import FhirNotFound
@@ -164,8 +165,9 @@ async def plan(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[st
 async def read(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[str, Any]:
     """Fetch what the plan points at; answer by code when the kind allows it."""
     window = find_window(state["question"])
-    kind = with_day(Kind(state["kind"]), window is not None and not window.year)
     option = next((o for o in state["options"] if o.label == state["about"]), None)
+    steered = steer(state["question"], Kind(state["kind"]), window, option)
+    kind = with_day(steered, window is not None and not window.year)
     fhir, pid = runtime.context.fhir, state["patient_id"]
     settled = _settled(state, option)
     ask = Ask(state["question"], state["manifest"])
@@ -197,7 +199,7 @@ async def read(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[st
             }
         done = Done(nothing().answer, [], [])  # nothing to cite: the chart holds none of it
     return {"answer": _partial_note(state, done.answer, capped), "citations": done.citations,
-            "retrieved": done.read or [], "computed": True, "unsupported": [],
+            "retrieved": done.read or [], "computed": True, "unsupported": [], "kind": kind.value,
             "partial": [*state.get("partial", []), *capped], **about, **turns}  # fmt: skip
 
 

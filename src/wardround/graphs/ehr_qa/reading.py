@@ -14,6 +14,7 @@ from wardround.chart.dates import Window
 from wardround.chart.kinds import Computed, Kind
 from wardround.chart.options import Option
 from wardround.chart.retrieve import ALL, current_items, fetch, ids_of, in_year, items_since
+from wardround.chart.steer import asks_ever, asks_result
 from wardround.chart.thresholds import find_threshold
 from wardround.fhir.client import FhirClient
 from wardround.fhir.manifest import Manifest
@@ -57,10 +58,12 @@ async def compute(
     ask: Ask | None = None,
 ) -> Done | None:
     ask = ask or Ask()
+    if option is not None and not record_kinds.named_type(option.resource_type, ask.question):
+        option = None  # "ever diagnosed with epilepsy?" is not about the Episiotomy procedure
     if kind is Kind.EVER:
         return await _ever(option, window, fhir, patient_id, ask)
     if kind is Kind.HAPPENED:
-        return await _happened(option, window, fhir, patient_id) if window else None
+        return await _happened(option, window, fhir, patient_id, ask.question) if window else None
     if kind is Kind.AGE:
         on = window.day if window and not window.year else None
         return _done(kinds.age(patient, on), [patient])
@@ -69,6 +72,8 @@ async def compute(
         return _done(kinds.last_visit(encounters), encounters)
     if option is None:
         return _done(kinds.nothing(), []) if kind is not Kind.OTHER else None
+    if kind in VALUE_KINDS and option.resource_type != "Observation" and asks_result(ask.question):
+        return _done(kinds.nothing(), [])  # "latest magnesium result": not a saline order
     if kind in VALUE_KINDS:
         return await _values(kind, option, window, fhir, patient_id, ask.question)
     if kind in FIRST_KINDS:
@@ -105,7 +110,8 @@ async def _values(
     elif kind in (Kind.HIGHEST, Kind.LOWEST):
         result = value_kinds.extreme(cut, what, kind is Kind.HIGHEST, window)
     elif limit is not None:
-        result = value_kinds.against(cut, what, limit, window)
+        newest_only = window is None and not asks_ever(question)
+        result = value_kinds.against(cut, what, limit, window, newest_only)
     else:
         result = kinds.trend(values, what)
     return _done(result, records)
@@ -166,14 +172,17 @@ async def _ever(
 
 
 async def _happened(
-    option: Option | None, window: Window, fhir: FhirClient, patient_id: str
+    option: Option | None, window: Window, fhir: FhirClient, patient_id: str, question: str
 ) -> Done:
     """A day: its visits, diagnoses, procedures and vaccines. A year: the records of what
     the plan chose (a type or a code), or of every event type."""
     if window.year and option is not None and option.resource_type != "Observation":
         records = await fetch(fhir, patient_id, option, ALL)
         return _done(record_kinds.happened_on({option.resource_type: records}, window), records)
-    by_type, _ = await _read_types(fhir, patient_id, record_kinds.EVENT_TYPES, None)
+    types: tuple[str, ...] = record_kinds.EVENT_TYPES
+    if window.year:  # a year holds many visits: only the types the question names
+        types = record_kinds.types_named(question, types)
+    by_type, _ = await _read_types(fhir, patient_id, types, None)
     records = [r for found in by_type.values() for r in found]
     return _done(record_kinds.happened_on(by_type, window), records)
 

@@ -1,0 +1,97 @@
+"""The kind a question's own words fix, over the model's choice.
+
+A small model chooses a question's kind from a list and mostly gets it right, but some words
+decide the kind whatever it chose: "how many" is a count, "highest" an extreme, "above 140"
+a limit, "first" or "started" the earliest record, a named day with "procedure" or "visit"
+what happened then. Code reads those words; the model's choice stands everywhere else.
+"""
+
+from __future__ import annotations
+
+import re
+
+from wardround.chart.dates import Window
+from wardround.chart.kinds import Kind
+from wardround.chart.options import Option
+from wardround.chart.thresholds import find_threshold
+
+
+def _words(pattern: str) -> re.Pattern[str]:
+    return re.compile(rf"\b(?:{pattern})\b", re.I)
+
+
+_COUNT = _words(r"how many|number of|how often|count of")
+_HIGH = _words(r"highest|maximum|max|peak|largest|greatest|top")
+_LOW = _words(r"lowest|minimum|min|smallest|nadir")
+_FIRST = _words(r"first|earliest|initial|initially|original")
+_START = _words(r"start(?:ed|ing|s)?|begin|began|begun|commence[ds]?|initiated|put on")
+_DIAGNOSED = _words(r"diagnos\w*|dx|onset|noted|identified")
+_EVENT = _words(
+    r"procedures?|surger(?:y|ies)|operations?|underwent|undergo|performed|done|visits?|"
+    r"encounters?|appointments?|seen|admi(?:tted|ssions?)|came in|reason|vaccin\w*|"
+    r"immuni[sz]\w*|shots?|jabs?|happened|occurred"
+)
+_YES_NO = re.compile(r"^\s*(?:has|have|had|did|does|do|was|were|is|are|any|ever)\b|yes or no", re.I)
+_EVER = _words(r"ever|history of|hx of|been diagnosed|any record")
+_AT_ANY_TIME = _words(r"ever|any|at any time|anytime|all|history|ever been")
+# Kinds a word above may override: the ones a small model falls back on when unsure.
+_LOOSE = frozenset(
+    {Kind.LATEST, Kind.ON_DATE, Kind.TREND, Kind.CURRENT, Kind.SINCE, Kind.OTHER, Kind.HAPPENED}
+)
+_VALUE_TYPES = frozenset({"Observation"})
+
+
+def steer(question: str, kind: Kind, window: Window | None, option: Option | None) -> Kind:
+    """The kind to answer: the model's, unless the question's words decide another."""
+    if _COUNT.search(question) and not find_threshold(question) and kind is not Kind.AGE:
+        return Kind.COUNT
+    if find_threshold(question) and kind is not Kind.COUNT:
+        return Kind.THRESHOLD
+    if kind in _LOOSE | {Kind.FIRST, Kind.EVER}:
+        if _HIGH.search(question):
+            return Kind.HIGHEST
+        if _LOW.search(question):
+            return Kind.LOWEST
+    first = _first_kind(question, kind, option)
+    if first is not None:
+        return first
+    if window is not None and kind in _LOOSE and _is_event_question(question, option):
+        return Kind.HAPPENED
+    if kind in _LOOSE and _YES_NO.search(question) and _EVER.search(question):
+        return Kind.EVER
+    return kind
+
+
+def _first_kind(question: str, kind: Kind, option: Option | None) -> Kind | None:
+    """The earliest-record kind that fits the record type, when the words ask for one."""
+    if kind not in _LOOSE | {Kind.EVER, Kind.FIRST}:
+        return None
+    rtype = option.resource_type if option is not None else ""
+    started = _START.search(question) is not None
+    if not (_FIRST.search(question) or started):
+        return None
+    if rtype == "MedicationRequest" or (started and rtype != "Observation"):
+        return Kind.STARTED
+    if rtype == "Condition" or _DIAGNOSED.search(question):
+        return Kind.FIRST_DIAGNOSED
+    return Kind.FIRST if kind is not Kind.EVER else None
+
+
+def _is_event_question(question: str, option: Option | None) -> bool:
+    """Asks what happened then (not a yes/no, not one test's value)."""
+    if _YES_NO.search(question) or not _EVENT.search(question):
+        return False
+    return option is None or option.resource_type not in _VALUE_TYPES or not option.code
+
+
+def asks_ever(question: str) -> bool:
+    """A limit question about any value ever ("was it ever above 140?"), not the latest."""
+    return _AT_ANY_TIME.search(question) is not None
+
+
+_RESULT = _words(r"results?|levels?|labs?|tests?|readings?|values?|measurements?|measured|scores?")
+
+
+def asks_result(question: str) -> bool:
+    """The question asks for a measured result (a medication or a procedure is no answer)."""
+    return _RESULT.search(question) is not None

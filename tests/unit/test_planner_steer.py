@@ -1,0 +1,83 @@
+"""Words that decide a question's kind over the model's choice, and the fixes behind the
+misses measured on the new kinds (a procedure for a diagnosis, Body Height for BMI, a
+saline order for a magnesium result, a limit on the latest value, LDL spelled out).
+
+Phrasings here are our own and differ from the bench's (bench/ehrqa_kinds.py); the same
+fixes on a real chart are in test_ehr_qa_kinds_new.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from wardround.chart.analyte import fit, named_words
+from wardround.chart.dates import find_window
+from wardround.chart.kinds import Kind
+from wardround.chart.options import Option, settle_choice
+from wardround.chart.steer import steer
+
+
+def _obs(name: str) -> Option:
+    return Option(label=f"{name} [Observation]", resource_type="Observation", code=f"x|{name}")
+
+
+def _of(rtype: str, name: str = "x") -> Option:
+    return Option(label=f"{name} [{rtype}]", resource_type=rtype, code=f"x|{name}")
+
+
+STEERED = [
+    ("Number of A1c results on file", Kind.LATEST, _obs("A1c"), Kind.COUNT),
+    ("how often has her potassium been checked", Kind.TREND, _obs("K"), Kind.COUNT),
+    ("What's the max systolic she's had", Kind.LATEST, _obs("SBP"), Kind.HIGHEST),
+    ("nadir of her platelets", Kind.TREND, _obs("PLT"), Kind.LOWEST),
+    ("smallest weight on record", Kind.OTHER, _obs("Weight"), Kind.LOWEST),
+    ("Did any potassium exceed 5.5 in 2021?", Kind.EVER, _obs("K"), Kind.THRESHOLD),
+    ("glucose > 180 ever?", Kind.LATEST, _obs("Glu"), Kind.THRESHOLD),
+    ("When did she begin lisinopril?", Kind.LATEST, _of("MedicationRequest"), Kind.STARTED),
+    ("hypertension, initially identified when?", Kind.EVER, _of("Condition"),
+     Kind.FIRST_DIAGNOSED),
+    ("earliest creatinine", Kind.LATEST, _obs("Cr"), Kind.FIRST),
+    ("what was done at the 3/4/2021 appointment", Kind.OTHER, None, Kind.HAPPENED),
+    ("shots given during 2019", Kind.CURRENT, _of("Immunization"), Kind.HAPPENED),
+    ("Ever had a colonoscopy?", Kind.LATEST, _of("Procedure"), Kind.EVER),
+    ("Any hx of gout", Kind.OTHER, None, Kind.EVER),
+]  # fmt: skip
+KEPT = [
+    ("What was the potassium on 2021-03-04", Kind.ON_DATE, _obs("K")),
+    ("How old was she in 2010", Kind.AGE, None),
+    ("Did she get a flu shot in 2020", Kind.EVER, _of("Immunization")),  # yes/no, not a list
+    ("latest LDL", Kind.LATEST, _obs("LDL")),
+    ("is her creatinine going up", Kind.TREND, _obs("Cr")),
+    ("which meds is she on now", Kind.CURRENT, None),
+    ("BP at the visit on 2020-01-02", Kind.ON_DATE, _obs("BP")),  # one test's value that day
+]
+
+
+@pytest.mark.parametrize(("question", "chosen", "option", "want"), STEERED)
+def test_words_that_decide_the_kind(question, chosen, option, want) -> None:
+    assert steer(question, chosen, find_window(question), option) is want
+
+
+@pytest.mark.parametrize(("question", "chosen", "option"), KEPT)
+def test_the_models_choice_stands_where_no_word_decides(question, chosen, option) -> None:
+    assert steer(question, chosen, find_window(question), option) is chosen
+
+
+def test_ldl_spelled_out_is_still_ldl() -> None:
+    spelled = "Low Density Lipoprotein Cholesterol"
+    assert fit("LDL above 130 in 2005?", spelled).hard == 0
+    assert fit("latest HDL", spelled).hard == 2  # HDL asked, LDL carried
+    assert fit("VLDL", "Very Low Density Lipoprotein Cholesterol").hard == 0
+    options = [_obs(spelled), _obs("High Density Lipoprotein Cholesterol")]
+    assert settle_choice("was the LDL ever over 109", options[0], options) is options[0]
+    assert settle_choice("was the HDL ever over 60", options[0], options) is options[1]
+
+
+def test_a_result_named_in_part_gives_way_to_one_named_word_for_word() -> None:
+    height, bmi = _obs("Body Height"), _obs("Body mass index (BMI) [Ratio]")
+    weight = _obs("Body Weight")
+    options = [height, bmi, weight]
+    assert named_words("lowest body mass index", "Body Height") == (1, 2)
+    assert settle_choice("lowest body mass index", height, options) is bmi
+    assert settle_choice("lowest BMI", height, options) is bmi
+    assert settle_choice("how tall is she", height, options) is height  # no word named: kept
+    assert settle_choice("latest weight", weight, options) is weight
