@@ -5,9 +5,9 @@ PKCE) served on loopback in front of SEKMET, so its `{base}/fhir` is a real FHIR
 `iss` of the launch and the FHIR server the API reads. The API (the copilot in SMART mode)
 runs under uvicorn. Chromium opens `/smart/launch?iss=...&launch=...` as an EHR would, follows
 the redirects through the authorization server (which signs the user in and consents, as an
-EHR session would) back to the page, and the page shows the launched patient's chart; the
-session it holds is bound to that patient: the patient list and another patient's chart
-answer 403. No model call is made: the API's scripted model has no replies to give.
+EHR session would) back to the page, and the page shows the launched patient's chart with no
+patient picker (it never asks for the list); the session it holds is bound to that patient:
+the patient list and another patient's chart answer 403. No model call is made: the API's scripted model has no replies to give.
 """
 
 from __future__ import annotations
@@ -188,13 +188,12 @@ def test_ehr_launch_opens_the_page_on_the_launched_patient_only(ehr: Ehr, browse
     thread = page.evaluate("location.hash").split("=", 1)[1]
     screenshot(page, "smart-ehr-launch")
 
-    # No patient list on the page: where the page asks for one, the API refuses it.
-    deadline = time.monotonic() + 10
-    while not listings and time.monotonic() < deadline:
-        page.wait_for_timeout(50)
-    assert all(status == 403 for status in listings), listings
-    offered = page.locator("#patient-select option").evaluate_all("os => os.map(o => o.value)")
-    assert offered in ([], [""]), offered  # at most the "choose a patient…" placeholder
+    # No patient list on the page: the launched session binds it, so it never asks for one.
+    page.wait_for_timeout(500)
+    assert listings == [], listings
+    assert page.locator("#patient-select").is_hidden()
+    assert page.locator("#patient-filter").is_hidden()
+    assert page.locator("#picker").get_attribute("data-launched") == ehr.ann
 
     # The session (the page's own cookie) is bound to Ann: Bob and the list are refused.
     api = page.request

@@ -552,6 +552,22 @@ document.addEventListener("keydown", (e) => { if (e.key === "Escape") $("record-
 let resizeTimer = null;
 window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(redrawTrend, 150); });
 
-loadPatients();
-const saved = /thread=([A-Za-z0-9_-]+)/.exec(location.hash);
-if (saved) restoreThread(saved[1]);
+// A SMART launch from the EHR binds the page to the launched patient: no list to choose from
+// (the API refuses it anyway); without a SMART session the page offers the patient list.
+async function startPage() {
+  const launched = await fetch("/smart/session", { credentials: "same-origin" }).catch(() => null);
+  if (launched && launched.ok) {
+    const session = await launched.json();
+    $("patient-filter").hidden = true;
+    $("patient-select").hidden = true;
+    $("picker").dataset.launched = session.patient;
+    $("patient-select").replaceChildren(el("option", { value: session.patient }, session.patient));
+    const saved = /thread=([A-Za-z0-9_-]+)/.exec(location.hash);
+    if (saved) return restoreThread(saved[1]);
+    return choosePatient(session.patient);
+  }
+  loadPatients();
+  const saved = /thread=([A-Za-z0-9_-]+)/.exec(location.hash);
+  if (saved) restoreThread(saved[1]);
+}
+startPage();
