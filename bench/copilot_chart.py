@@ -145,8 +145,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=50)
     parser.add_argument("--mode", choices=["both", "stream", "json"], default="both")
-    parser.add_argument("--phrasing", type=int, choices=list(PHRASINGS), default=0,
-                        help="which wording of each kind: 0, 1 or 2 (held out)")
+    parser.add_argument(
+        "--phrasing",
+        type=int,
+        choices=list(PHRASINGS),
+        default=0,
+        help="which wording of each kind: 0, 1 or 2 (held out)",
+    )
     args = parser.parse_args()
     settings = Settings()
     samples = asyncio.run(questions(settings, args.n, args.phrasing))

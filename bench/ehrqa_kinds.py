@@ -507,8 +507,12 @@ def _phrasings(text: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-kind", type=int, default=2, help="samples of each kind")
-    parser.add_argument("--phrasings", default="0,1", type=_phrasings,
-                        help="which wordings, comma-separated: 0, 1, 2 (held out) or e.g. 0,1,2")
+    parser.add_argument(
+        "--phrasings",
+        default="0,1",
+        type=_phrasings,
+        help="which wordings, comma-separated: 0, 1, 2 (held out) or e.g. 0,1,2",
+    )
     parser.add_argument("--patients", type=int, default=0, help="first N patients (0: all)")
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--dry-run", action="store_true", help="print the questions and truth")

@@ -17,71 +17,30 @@ API, the approval interrupt, and the order written to the FHIR server and read b
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import Field
 
+from browser_kit import WIDE, artifacts_dir, chromium, screenshot, serve
 from copilot_fakes import HBA1C_ORDER, call, final
 from fakes import ScriptedChatModel
 from live import LiveStack
 from wardround.agents.models import make_chat_model
 from wardround.graphs.copilot import ORDER_SYSTEM
-from wardround.runtime.procs import free_port
 from wardround.server.app import create_app
 from wardround.settings import Settings
 
 pytestmark = pytest.mark.integration
+SHOTS = "copilot-browser"  # this test's folder of screenshots
 
-CHROMIUM = "/usr/bin/chromium"
-# Playwright's launch() gives each browser a fresh temporary --user-data-dir itself (it
-# refuses one in `args`).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 REAL_MODEL_TIMEOUT_MS = 240_000
 LOINC = "http://loinc.org"
 BP_PANEL, SYSTOLIC, DIASTOLIC = "85354-9", "8480-6", "8462-4"
-WIDE = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
-REVIEW_COPY = Path("/tmp/wardround-shots")
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run `app` (with its lifespan) under uvicorn on a loopback port, in a thread."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the API server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def fhir_get(stack: LiveStack, path: str, **params: Any) -> dict[str, Any]:
@@ -90,31 +49,10 @@ def fhir_get(stack: LiveStack, path: str, **params: Any) -> dict[str, Any]:
     return response.json()
 
 
-def artifacts_dir() -> Path:
-    folder = Path(os.environ.get("WARDROUND_ARTIFACTS", "/tmp/wardround-artifacts"))
-    folder = folder / "copilot-browser"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def screenshot(page: Any, name: str) -> Path:
-    path = artifacts_dir() / f"{name}.png"
-    page.screenshot(path=str(path))
-    REVIEW_COPY.mkdir(parents=True, exist_ok=True)
-    shutil.copy(path, REVIEW_COPY / path.name)
-    return path
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 class SlowScriptedModel(ScriptedChatModel):
@@ -179,7 +117,7 @@ def test_chart_trend_citation_and_stop_in_the_browser(
         page.locator(f"#patient-select option[value='{patient_id}']").wait_for(state="attached")
         page.select_option("#patient-select", patient_id)
         page.locator("#chart-body").wait_for(state="visible")
-        screenshot(page, "wide-chart")
+        screenshot(page, SHOTS, "wide-chart")
 
         # The chart's blood pressure is the server's newest: systolic value and date.
         item = page.locator(f".items-vitals .item[data-ref='{bp_ref}']")
@@ -207,7 +145,7 @@ def test_chart_trend_citation_and_stop_in_the_browser(
         assert bp["id"] in page.inner_text("#record-json")
         page.locator(f".item.cited[data-ref='{bp_ref}']").wait_for()
         page.click("#record-close")
-        screenshot(page, "wide-chart-trend-citation")
+        screenshot(page, SHOTS, "wide-chart-trend-citation")
 
         # Shift+Enter is a new line; a slow answer shows its step and stops on Stop.
         page.fill("#message", "Line one")
@@ -227,15 +165,15 @@ def test_chart_trend_citation_and_stop_in_the_browser(
         page.set_viewport_size(PHONE)
         page.click("#tabs button[data-view='chart']")
         page.locator("#chart").evaluate("node => node.scrollTo(0, 0)")
-        shots = [screenshot(page, "phone-chart")]
+        shots = [screenshot(page, SHOTS, "phone-chart")]
         page.click("#tabs button[data-view='chat']")
-        shots.append(screenshot(page, "phone-conversation"))
+        shots.append(screenshot(page, SHOTS, "phone-conversation"))
         page.set_viewport_size(WIDE)
         item.locator(".label").click()
         page.locator("#record-panel").wait_for(state="visible")
-        shots.append(screenshot(page, "wide-record-open"))
+        shots.append(screenshot(page, SHOTS, "wide-record-open"))
     context.close()
-    print("screenshots in", artifacts_dir(), [p.name for p in shots])
+    print("screenshots in", artifacts_dir(SHOTS), [p.name for p in shots])
     outside = [u for u in requests if not u.startswith(url)]
     assert not outside, f"the page reached beyond our API: {outside}"
 
@@ -317,7 +255,7 @@ def test_chat_cite_and_approve_an_order_in_the_browser(
         page.keyboard.press("Escape")  # closes the record opened from the citation
         page.locator("#record-panel").wait_for(state="hidden")
         card.scroll_into_view_if_needed()
-        screenshot(page, "wide-order-written")
+        screenshot(page, SHOTS, "wide-order-written")
 
     code = f"{HBA1C_ORDER['system']}|{HBA1C_ORDER['code']}"
     orders = fhir_get(stack, "ServiceRequest", patient=patient_id, code=code, _count=100)

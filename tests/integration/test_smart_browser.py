@@ -13,21 +13,15 @@ the patient list and another patient's chart answer 403. No model call is made: 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 
+from browser_kit import WIDE, chromium, screenshot, serve
 from wardround.runtime.procs import free_port
 from wardround.server.app import create_app
 from wardround.settings import Settings
@@ -38,50 +32,10 @@ from wardround.testing.sekmet_inprocess import asgi_client, sekmet_app
 from wardround.testing.smart_auth_server import SmartAuthServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+SHOTS = "smart-browser"  # this test's folder of screenshots
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]  # fmt: skip
 CLIENT_ID = "wardround-copilot"
 LAUNCH = "ehr-launch-ann-0001"  # the opaque launch id the EHR puts in the launch URL
-WIDE = {"width": 1280, "height": 800}
-REVIEW_COPY = Path("/tmp/wardround-shots")
-
-
-def artifacts_dir() -> Path:
-    folder = Path(os.environ.get("WARDROUND_ARTIFACTS", "/tmp/wardround-artifacts"))
-    folder = folder / "smart-browser"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def screenshot(page: Any, name: str) -> Path:
-    path = artifacts_dir() / f"{name}.png"
-    page.screenshot(path=str(path))
-    REVIEW_COPY.mkdir(parents=True, exist_ok=True)
-    shutil.copy(path, REVIEW_COPY / path.name)
-    return path
-
-
-@contextmanager
-def serve(app: Any, port: int) -> Iterator[str]:
-    """Run `app` (with its lifespan) under uvicorn on a loopback port, in a thread."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the API server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @dataclass
@@ -133,14 +87,8 @@ def ehr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ehr]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 def origin(url: str) -> str:
@@ -186,7 +134,7 @@ def test_ehr_launch_opens_the_page_on_the_launched_patient_only(ehr: Ehr, browse
     assert page.locator(".patient-name").inner_text().strip() == name
     assert page.locator(".patient-name").get_attribute("data-ref") == f"Patient/{ehr.ann}"
     thread = page.evaluate("location.hash").split("=", 1)[1]
-    screenshot(page, "smart-ehr-launch")
+    screenshot(page, SHOTS, "smart-ehr-launch")
 
     # No patient list on the page: the launched session binds it, so it never asks for one.
     page.wait_for_timeout(500)
