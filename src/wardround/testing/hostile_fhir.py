@@ -12,20 +12,28 @@ It answers the way lenient or broken servers do, all at once, and says nothing a
 What it injected is kept in `injected` (references), so a test can check the attack
 happened and that none of it came out of the client.
 
+`HostileProxy` serves the same behaviour over HTTP (an ASGI app forwarding to a real
+server's base URL), for entry points that build their own client from a base URL or run in
+another process; `hostile_server` serves it on a loopback port for a block of code.
+
     python -m wardround.testing.hostile_fhir 5    # measure: raw SEKMET vs the client, 5 patients
+    python -m wardround.testing.hostile_fhir serve --upstream http://127.0.0.1:8090/fhir --port 8095
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from wardround.fhir.compartment import COMPARTMENT
 
-__all__ = ["HostileTransport", "names_another"]
+__all__ = ["HostileProxy", "HostileTransport", "hostile_server", "names_another"]
 
 JSON = "application/fhir+json"
 _PATIENT_READ = re.compile(r"/Patient/([A-Za-z0-9\-.]{1,64})$")
@@ -185,6 +193,120 @@ def _reply(body: dict[str, Any]) -> httpx.Response:
     return httpx.Response(200, json=body, headers={"content-type": JSON})
 
 
+# ------------------------------------------------------------------ over HTTP
+
+# Not forwarded either way: hop-by-hop headers, and what the proxy recomputes (it decodes
+# bodies, so it never passes on a compressed one).
+_REQUEST_DROPS = frozenset({"host", "content-length", "connection", "transfer-encoding",
+                            "accept-encoding", "keep-alive", "upgrade"})  # fmt: skip
+_RESPONSE_DROPS = frozenset({"content-length", "content-encoding", "connection",
+                             "transfer-encoding", "keep-alive"})  # fmt: skip
+
+
+class HostileProxy:
+    """An ASGI app that serves `HostileTransport` over HTTP in front of `upstream` (a FHIR
+    base URL): a request for path P (with its query) is sent to P at upstream's origin, so
+    the proxy's FHIR base is its own origin plus upstream's path. `inner` is the transport
+    to upstream (default: plain HTTP)."""
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        inner: httpx.AsyncBaseTransport | None = None,
+        swap_patient_reads: bool = False,
+    ) -> None:
+        self.upstream = httpx.URL(upstream.rstrip("/"))
+        self.transport = HostileTransport(
+            inner or httpx.AsyncHTTPTransport(), str(self.upstream),
+            swap_patient_reads=swap_patient_reads,
+        )  # fmt: skip
+
+    @property
+    def injected(self) -> list[str]:
+        return self.transport.injected
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string") or b""
+        target = raw_path + (b"?" + query if query else b"")
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in scope.get("headers") or []
+            if k.decode("latin-1").lower() not in _REQUEST_DROPS
+        ]
+        request = httpx.Request(
+            scope["method"], self.upstream.copy_with(raw_path=target), headers=headers,
+            content=body,
+        )  # fmt: skip
+        try:
+            response = await self.transport.handle_async_request(request)
+            content = await response.aread()
+            status, kept = response.status_code, response.headers.multi_items()
+        except httpx.HTTPError as exc:
+            status, kept = 502, [("content-type", JSON)]
+            content = json.dumps(_outcome(f"upstream {self.upstream}: {exc}")).encode()
+        out = [(k.encode(), v.encode()) for k, v in kept if k.lower() not in _RESPONSE_DROPS]
+        out.append((b"content-length", str(len(content)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        await send({"type": "http.response.body", "body": content})
+
+
+def _outcome(text: str) -> dict[str, Any]:
+    issue = {"severity": "error", "code": "transient", "diagnostics": text}
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
+
+
+@dataclass
+class HostileServer:
+    """A `HostileProxy` being served: `url` is its FHIR base."""
+
+    url: str
+    proxy: HostileProxy
+
+    @property
+    def injected(self) -> list[str]:
+        return self.proxy.injected
+
+
+@contextmanager
+def hostile_server(
+    upstream: str, *, port: int | None = None, swap_patient_reads: bool = False
+) -> Iterator[HostileServer]:
+    """`with hostile_server(url) as server:` the hostile behaviour in front of `upstream`,
+    served on a loopback port (a thread of this process) at `server.url` until the block
+    ends; `server.injected` is what it slipped in."""
+    from wardround.testing.loopback import LoopbackServer
+
+    proxy = HostileProxy(upstream, swap_patient_reads=swap_patient_reads)
+    with LoopbackServer(proxy, port=port) as served:
+        yield HostileServer(served.url + proxy.upstream.path.rstrip("/"), proxy)
+
+
+def serve(upstream: str, *, host: str = "127.0.0.1", port: int = 8095, swap: bool = False) -> None:
+    """Serve the hostile proxy in front of `upstream` until interrupted."""
+    import sys
+
+    import uvicorn
+
+    proxy = HostileProxy(upstream, swap_patient_reads=swap)
+    base = f"http://{host}:{port}{proxy.upstream.path.rstrip('/')}"
+    print(f"hostile FHIR server at {base} -> {proxy.upstream}", file=sys.stderr, flush=True)
+    uvicorn.run(proxy, host=host, port=port, log_level="warning", lifespan="off")
+
+
 # ------------------------------------------------------------------ measuring
 
 
@@ -243,11 +365,27 @@ async def measure(patients: int) -> dict[str, Any]:
     return report
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    """`serve --upstream URL [--port N]`, or the measurement: `[PATIENTS]`."""
+    import argparse
     import asyncio
     import logging
     import sys
 
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["serve"]:
+        parser = argparse.ArgumentParser(prog="python -m wardround.testing.hostile_fhir serve")
+        parser.add_argument("--upstream", required=True, help="the real server's FHIR base URL")
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8095)
+        parser.add_argument("--swap-patient-reads", action="store_true")
+        opts = parser.parse_args(args[1:])
+        serve(opts.upstream, host=opts.host, port=opts.port, swap=opts.swap_patient_reads)
+        return
     logging.disable(logging.WARNING)  # each drop is a log line
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 5  # PySynthea patients
+    count = int(args[0]) if args else 5  # PySynthea patients
     print(json.dumps(asyncio.run(measure(count)), indent=1))
+
+
+if __name__ == "__main__":
+    main()
