@@ -35,11 +35,14 @@ def _parts() -> tuple[Settings, Any, Any]:
             from wardround.agents.embedded import ensure_model_server
             from wardround.agents.models import make_chat_model
             from wardround.fhir.client import FhirClient
+            from wardround.graphs.copilot.audit import AuditLog, record_dropped
             from wardround.graphs.copilot.toolset import CopilotTools
             from wardround.tools.registry import extra_tools
 
             settings = Settings()
             fhir = FhirClient.from_settings(settings)
+            # Other patients' records the client dropped, for both graphs on this client.
+            fhir.on_drop(record_dropped(AuditLog(settings.home / "audit.jsonl")))
             tools = CopilotTools(fhir, extra_tools(settings), settings)
             ensure_model_server(settings)
             _BUILT["parts"] = (settings, make_chat_model(settings), tools)
@@ -47,12 +50,11 @@ def _parts() -> tuple[Settings, Any, Any]:
 
 
 def _build_copilot() -> Any:
-    from wardround.graphs.copilot.audit import AuditLog, record_dropped
+    from wardround.graphs.copilot.audit import AuditLog
     from wardround.graphs.copilot.graph import copilot_graph, history_budget, serve_with
 
     settings, model, tools = _parts()
     audit = AuditLog(settings.home / "audit.jsonl")
-    tools.fhir.on_drop(record_dropped(audit))  # other patients' records the client dropped
     bound = copilot_graph(
         model,
         tools,
