@@ -436,6 +436,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from wardround.agents.embedded import ensure_model_server
     from wardround.agents.models import make_chat_model
     from wardround.fhir.client import FhirClient
     from wardround.graphs.ehr_qa import answer_question
@@ -464,7 +465,10 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 for p in phrasings for i, s in ranked if i == r]  # fmt: skip
         print(f"{len(todo)} questions over {len(ids)} patients at {settings.fhir_base_url}",
               flush=True)  # fmt: skip
-        model = make_chat_model(settings) if any(key(s) not in done for s, _ in todo) else None
+        model = None
+        if any(key(s) not in done for s, _ in todo):
+            ensure_model_server(settings)  # the stack's, or started here as `ask` would
+            model = make_chat_model(settings)
         similarity = minilm_similarity() if model is not None else None
         rows = []
         for i, (sample, phrasing) in enumerate(todo):
