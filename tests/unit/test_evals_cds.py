@@ -30,13 +30,14 @@ def patient_of(messages) -> str:
     return found.group(1)
 
 
-def card_for(sample: Sample, *, decision: str | None = None, cite_passage: bool = True) -> str:
+def card_for(sample: Sample, *, decision: str | None = None, cite_record: bool = True) -> str:
     target = sample.target
-    citations = [target["evidence"][0], *([target["passages"][0]] if cite_passage else [])]
+    patient = f"Patient/{sample.metadata['patient_id']}"  # shown, but decides nothing
     card = {
         "decision": decision or target["decision"],
         "summary": f"{target['decision']}: per the guideline",
-        "citations": citations,
+        "records": [target["evidence"][0] if cite_record else patient],
+        "passage": target["passages"][0],
     }
     return json.dumps(card)
 
@@ -159,14 +160,14 @@ async def test_the_prompt_shows_records_draft_and_passage(eval_fhir: EvalFhir):
 
 @pytest.mark.parametrize(
     ("card", "part"),
-    [({"decision": "WRONG"}, "decision_correct"), ({"cite_passage": False}, "cites_passage")],
+    [({"decision": "WRONG"}, "decision_correct"), ({"cite_record": False}, "cites_record")],
 )
 async def test_wrong_cards_score_incorrect(eval_fhir: EvalFhir, card: dict, part: str):
     def wrong(sample: Sample) -> str:
         if card.get("decision"):
             other = next(d for d in sample.target["decisions"] if d != sample.target["decision"])
             return card_for(sample, decision=other)
-        return card_for(sample, cite_passage=False)
+        return card_for(sample, cite_record=False)
 
     def respond(messages) -> str:
         return wrong(BY_ID[patient_of(messages)])
@@ -181,7 +182,8 @@ async def test_wrong_cards_score_incorrect(eval_fhir: EvalFhir, card: dict, part
 
 
 async def test_an_uncitable_reply_is_an_error_trace_not_a_crash(eval_fhir: EvalFhir):
-    reply = json.dumps({"decision": "hold", "summary": "x", "citations": ["Observation/nope"]})
+    reply = json.dumps({"decision": "hold", "summary": "x", "records": ["Observation/nope"],
+                        "passage": "guideline:nope#x"})  # fmt: skip
     model = ScriptedChatModel(respond=lambda messages: reply)
     model.metadata = {"dialect": "none"}
     env = EvalEnv(settings=Settings(), model=model, fhir=eval_fhir.client)
@@ -209,3 +211,14 @@ def test_scoring_a_stored_trace_reads_the_decision_from_the_answer():
     )
     assert cds.score_card(sample, cds.decision_of(trace), trace.citations).correct
     assert cds_cohort.TODAY.isoformat() == sample.metadata["today"]
+
+
+def test_the_card_asks_for_records_and_the_passage_in_fields_of_their_own():
+    rule = RULES["hba1c-interval"]
+    schema = cds.card_schema(rule, ["Patient/p", "Observation/o"]).model_json_schema()
+    props = schema["properties"]
+    assert props["records"]["items"]["enum"] == ["Patient/p", "Observation/o"]
+    assert set(props["passage"]["enum"]) == {s.ref for s in rule.passages}
+    assert {"decision", "records", "passage"} <= set(schema["required"])
+    card = {"records": ["Observation/o", "Observation/o"], "passage": rule.passages[0].ref}
+    assert cds.card_citations(card) == ["Observation/o", rule.passages[0].ref]

@@ -38,8 +38,8 @@ SYSTEM = (
     "You are a clinical decision support service writing one CDS Hooks card for a clinician. "
     "Decide from the patient's records and the guideline passage given, nothing else. Reply "
     'with one JSON object: {"decision": one of the choices given, "summary": one line of at '
-    'most 140 characters stating the decision and the deciding value or date, "citations": '
-    "the ids of the records that decide it and the id of the guideline passage}."
+    'most 140 characters stating the decision and the deciding value or date, "records": '
+    'the ids of the records that decide it, "passage": the id of the guideline passage}.'
 )
 CHART_TYPES = ("Condition", "MedicationRequest", "Observation")
 
@@ -148,16 +148,25 @@ def prompt(sample: Sample, rule: Rule, patient: dict[str, Any], records: list[di
     return "\n".join(lines)
 
 
-def card_schema(rule: Rule, citable: list[str]) -> type[BaseModel]:
-    """The card as a JSON schema: the decision one of the rule's, citations ids shown."""
+def card_schema(rule: Rule, records: list[str]) -> type[BaseModel]:
+    """The card as a JSON schema: the decision one of the rule's, the deciding records ids
+    shown, and the passage a field of its own (asked for in one list with the records, the
+    1.5B left the passage out of 64 of 71 cards)."""
     decision: Any = Literal[tuple(rule.decisions)]
-    cite: Any = Literal[tuple(citable)]
+    record: Any = Literal[tuple(records)]
+    passage: Any = Literal[tuple(s.ref for s in rule.passages)]
     return create_model(
         "Card",
         decision=(decision, ...),
         summary=(str, Field(max_length=300)),
-        citations=(list[cite], Field(min_length=1)),
+        records=(list[record], Field(min_length=1)),
+        passage=(passage, ...),
     )
+
+
+def card_citations(card: dict[str, Any]) -> list[str]:
+    """The card's citations: its records, then its passage."""
+    return list(dict.fromkeys([*card["records"], card["passage"]]))
 
 
 # ---------------------------------------------------------------- scoring
@@ -225,8 +234,7 @@ def bind(env: EvalEnv, samples: list[Sample]) -> Task:
         )  # fmt: skip
         shown = [f"{r['resourceType']}/{r['id']}" for r in [chart.patient, *records]]
         shown += [f"{draft['resourceType']}/{draft['id']}"] if draft else []
-        citable = [*shown, *(s.ref for s in rule.passages)]
-        schema = card_schema(rule, citable)
+        schema = card_schema(rule, shown)
         messages = [SystemMessage(SYSTEM), HumanMessage(prompt(sample, rule, chart.patient,
                                                                 records))]  # fmt: skip
         artifacts: dict[str, Any] = {
@@ -250,7 +258,7 @@ def bind(env: EvalEnv, samples: list[Sample]) -> Task:
             tokens=tokens_dict(reply.usage_metadata),
             latency_s=time.monotonic() - started,
             steps=1,
-            citations=list(dict.fromkeys(found["citations"])),
+            citations=card_citations(found),
             retrieved=shown,
             artifacts=artifacts,
         )
