@@ -1,6 +1,6 @@
 """The copilot's chart answers through the real API, as a new user meets them.
 
-    .venv/bin/python -m bench.copilot_chart [-n 50] [--mode both|stream|json] [--phrasing 0|1|2]
+    .venv/bin/python -m bench.copilot_chart [-n 50] [--mode both|stream|json] [--phrasing 0|1|2] [--out PATH]
 
 Against the stack that is up (`wardround stack up`): the API runs as its own uvicorn process
 over the stack's FHIR server and embedded model; each question gets a new thread. Questions
@@ -152,13 +152,17 @@ def main() -> None:
         default=0,
         help="which wording of each kind: 0, 1 or 2 (held out)",
     )
+    parser.add_argument("--out", type=Path, default=OUT, help="results (JSON lines, resumed)")
     args = parser.parse_args()
+    out_file: Path = args.out
     settings = Settings()
     samples = asyncio.run(questions(settings, args.n, args.phrasing))
     modes = {"both": [True, False], "stream": [True], "json": [False]}[args.mode]
-    OUT.parent.mkdir(parents=True, exist_ok=True)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
     done = (
-        {json.loads(line)["key"]: json.loads(line) for line in OUT.open()} if OUT.exists() else {}
+        {json.loads(line)["key"]: json.loads(line) for line in out_file.open()}
+        if out_file.exists()
+        else {}
     )
     env = {"WARDROUND_FHIR_BASE_URL": settings.fhir_base_url}
     # The stack's home: the API finds the embedded model server `stack up` started.
@@ -176,7 +180,7 @@ def main() -> None:
                            patient_id=sample.metadata["patient_id"], target=sample.target,
                            phrasing=args.phrasing)  # fmt: skip
                 done[k] = row
-                with OUT.open("a") as out:
+                with out_file.open("a") as out:
                     out.write(json.dumps(row) + "\n")
                 print(f"[{i + 1}/{len(samples)}] {'ok ' if row['correct'] else 'BAD'} "
                       f"{row['s']:.1f}s {sample.input!r} -> {row['answer'][:90]!r}", flush=True)  # fmt: skip

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     model_ctx: int = 8192
     # llama.cpp threads for the embedded model; None: the machine's physical cores.
     model_threads: int | None = None
+    # Prompt states the embedded server keeps (MiB of KV; 0: off). One graph turn sends
+    # several fixed system prompts in turn (the copilot's action choice, the planner's plan);
+    # with one cached prefix each evicts the other and ~500 tokens are read again each call.
+    # Each kept state also holds a copy of the logits buffer (~300 MiB for a 150k vocabulary),
+    # so keep it small.
+    model_prompt_cache_mib: int = 64
 
     # Copilot HTTP API: bearer token clients must send (None: no auth), thread checkpoints
     # (None: SQLite in home; a postgresql:// DSN for Postgres).

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from wardround.agents.embedded import server_argv
 from wardround.agents.gguf import CHUNKED, ChunkedGguf, ModelFileError, assemble, chunk_files
 from wardround.agents.models import make_chat_model
-from wardround.settings import Settings
+from wardround.agents.presets import PRESETS
+from wardround.settings import DEFAULT_MODEL, Settings
 
 
 @pytest.fixture
@@ -90,3 +92,11 @@ def test_the_model_factory_starts_nothing(tmp_path: Path) -> None:
         make_chat_model(Settings(home=tmp_path, model="qwen2.5-coder-1.5b"))
     assert not (tmp_path / "run" / "model.json").exists()
     assert not list(tmp_path.rglob("*.gguf"))
+
+
+def test_the_server_keeps_prompt_states_only_when_asked(tmp_path: Path) -> None:
+    preset = PRESETS[DEFAULT_MODEL]
+    cached = server_argv(preset, tmp_path / "m.gguf", 9000, 4096, 2, cache_mib=64)
+    at = cached.index("--cache")
+    assert cached[at + 1] == "true" and cached[cached.index("--cache_size") + 1] == str(64 << 20)
+    assert "--cache" not in server_argv(preset, tmp_path / "m.gguf", 9000, 4096, 2, cache_mib=0)

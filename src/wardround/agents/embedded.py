@@ -34,8 +34,9 @@ def physical_cores() -> int:
 
 
 def server_argv(
-    preset: ModelPreset, model_file: Path, port: int, n_ctx: int, threads: int | None = None
-) -> list[str]:
+    preset: ModelPreset, model_file: Path, port: int, n_ctx: int, threads: int | None = None,
+    cache_mib: int = 0,
+) -> list[str]:  # fmt: skip
     argv = [
         sys.executable, "-m", "llama_cpp.server",
         "--model", str(model_file),
@@ -47,6 +48,8 @@ def server_argv(
     ]  # fmt: skip
     if preset.chat_format:
         argv += ["--chat_format", preset.chat_format]
+    if cache_mib > 0:  # llama-cpp-python's RAM cache of prompt states, longest prefix reused
+        argv += ["--cache", "true", "--cache_size", str(cache_mib * 2**20)]
     return argv
 
 
@@ -72,9 +75,13 @@ def ensure_model_server(settings: Settings) -> ServiceRecord | None:
 def ensure_server(preset: ModelPreset, settings: Settings) -> ServiceRecord:
     """Reuse the running embedded server for this preset, or start one. Raises ServiceError."""
     current = running(settings.run_dir, SERVICE, "/models")
-    if current is not None and current.info.get("preset") == preset.name:
+    wanted: dict[str, str | int] = {
+        "preset": preset.name,
+        "prompt_cache_mib": settings.model_prompt_cache_mib,
+    }
+    if current is not None and all(current.info.get(k) == v for k, v in wanted.items()):
         return current
-    if current is not None:  # another preset is up; one embedded model at a time
+    if current is not None:  # another preset (or cache) is up; one embedded model at a time
         from wardround.runtime.procs import stop_service
 
         stop_service(settings.run_dir, SERVICE)
@@ -83,11 +90,18 @@ def ensure_server(preset: ModelPreset, settings: Settings) -> ServiceRecord:
     base_url = f"http://127.0.0.1:{port}/v1"
     return start_service(
         SERVICE,
-        server_argv(preset, model_file, port, settings.model_ctx, settings.model_threads),
+        server_argv(
+            preset,
+            model_file,
+            port,
+            settings.model_ctx,
+            settings.model_threads,
+            settings.model_prompt_cache_mib,
+        ),
         run_dir=settings.run_dir,
         base_url=base_url,
         ready_url=f"{base_url}/models",
         log=settings.home / "logs" / "model.log",
         timeout_s=120,
-        info={"preset": preset.name, "port": port},
+        info={**wanted, "port": port},
     )
