@@ -430,3 +430,14 @@ async def test_a_medication_start_planned_as_latest_is_the_first_prescription(
     assert result.answer.startswith("Started on 2012-04-10")
     by_day = await refs(chart, "MedicationRequest")
     assert result.citations == [by_day["2012-04-10"]]
+
+
+async def test_ever_with_a_code_the_question_does_not_name_asks_again(chart: Chart) -> None:
+    """'multiple sclerosis' planned as the charted hypertension: not a Yes; the model
+    chooses again among the conditions' names, and none is it."""
+    result, model = await ask(chart, "ever had multiple sclerosis?", "ever_had", HTN, which(None))
+    assert result.answer.startswith("No:") and "hypertension" not in result.answer.lower()
+    offered = str(model.calls[1]["messages"][-1].content)
+    assert "Essential hypertension" in offered and "Viral sinusitis" in offered
+    assert record_kinds.mentions("any hx of HTN?", "Essential hypertension (disorder)")
+    assert not record_kinds.mentions("ever had MS?", "Chronic pain (finding)")

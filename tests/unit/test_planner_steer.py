@@ -40,6 +40,8 @@ STEERED = [
     ("shots given during 2019", Kind.CURRENT, _of("Immunization"), Kind.HAPPENED),
     ("Ever had a colonoscopy?", Kind.LATEST, _of("Procedure"), Kind.EVER),
     ("Any hx of gout", Kind.OTHER, None, Kind.EVER),
+    ("# of times her A1c was drawn", Kind.TREND, _obs("A1c"), Kind.COUNT),
+    ("2019 - what vaccines?", Kind.CURRENT, _of("Immunization"), Kind.HAPPENED),
 ]  # fmt: skip
 KEPT = [
     ("What was the potassium on 2021-03-04", Kind.ON_DATE, _obs("K")),
@@ -81,3 +83,10 @@ def test_a_result_named_in_part_gives_way_to_one_named_word_for_word() -> None:
     assert settle_choice("lowest BMI", height, options) is bmi
     assert settle_choice("how tall is she", height, options) is height  # no word named: kept
     assert settle_choice("latest weight", weight, options) is weight
+
+
+def test_a_year_a_terse_question_starts_with_is_its_window() -> None:
+    window = find_window("2019 - what vaccines did she get?")
+    assert window is not None and window.year and window.start.isoformat() == "2019-01-01"
+    assert find_window("2019-03-04 labs?") is not None and not find_window("2019-03-04").year
+    assert find_window("200 mg twice daily") is None

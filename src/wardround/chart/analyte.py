@@ -65,6 +65,9 @@ SYNONYMS: dict[str, str] = {
     "pulse": "heart rate", "weight": "body weight", "height": "body height",
     "temperature": "body temperature", "spo2": "oxygen saturation",
     "smoking": "tobacco smoking status", "smoker": "tobacco smoking status",
+    "flu": "influenza", "mi": "myocardial infarction", "afib": "atrial fibrillation",
+    "htn": "hypertension", "copd": "chronic obstructive", "ckd": "chronic kidney disease",
+    "uti": "urinary tract infection", "dm": "diabetes",
 }  # fmt: skip
 
 PENALTY = 0.3  # per hard mismatch: more than the gap between near neighbours in MiniLM

@@ -35,6 +35,8 @@ _PATTERNS = [
 _YEAR = re.compile(
     r"\b(?:in|during|for|of|throughout)\s+(?:the\s+year\s+)?(?P<year>(?:19|20)\d{2})\b", re.I
 )
+# A year a terse question starts with: "2019 - which shots did she get?".
+_LEADING_YEAR = re.compile(r"^\s*(?P<year>(?:19|20)\d{2})(?![\d/.-]\d)\b")
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def find_window(text: str) -> Window | None:
     day = find_day(text)
     if day is not None:
         return Window(day, day)
-    year = _YEAR.search(text)
+    year = _YEAR.search(text) or _LEADING_YEAR.search(text)
     if year:
         y = int(year.group("year"))
         return Window(date(y, 1, 1), date(y, 12, 31), year=True)
@@ -84,6 +86,6 @@ def find_window(text: str) -> Window | None:
 
 def without_dates(text: str) -> str:
     """`text` with its dates and named years blanked, so their digits read as no number."""
-    for pattern in (*_PATTERNS, _YEAR):
+    for pattern in (*_PATTERNS, _YEAR, _LEADING_YEAR):
         text = pattern.sub(" ", text)
     return text

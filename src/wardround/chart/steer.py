@@ -20,7 +20,7 @@ def _words(pattern: str) -> re.Pattern[str]:
     return re.compile(rf"\b(?:{pattern})\b", re.I)
 
 
-_COUNT = _words(r"how many|number of|how often|count of")
+_COUNT = re.compile(r"\b(?:how many|number of|how often|count of)\b|#\s*of\b", re.I)
 _HIGH = _words(r"highest|maximum|max|peak|largest|greatest|top")
 _LOW = _words(r"lowest|minimum|min|smallest|nadir")
 _FIRST = _words(r"first|earliest|initial|initially|original")

@@ -149,6 +149,10 @@ async def _ever(
 ) -> Done:
     """Yes with the records of the chosen code; otherwise read the whole type, let the model
     choose among its names, and say No only when every record of it was read."""
+    if option is not None and option.code and not record_kinds.mentions(ask.question, option.name):
+        # "ever diagnosed with multiple sclerosis?" is not about the charted Chronic pain: the
+        # model chooses again among the type's names (or none of them)
+        option = Option(label=option.label, resource_type=option.resource_type)
     if option is not None and option.code:
         records = await fetch(fhir, patient_id, option, ALL)
         found = record_kinds.yes(records, option.name, window)
