@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from wardround.chart.analyte import question_terms
 from wardround.chart.dates import Window
 from wardround.chart.kinds import Computed
 from wardround.chart.retrieve import name_of, status_of
@@ -105,17 +106,15 @@ _TYPE_HINTS = {
     "Immunization": ("vaccin", "immuniz", "immunis", "shot", "jab", "booster"),
     "MedicationRequest": ("medication", "medicine", "drug", "prescri", "taking", "taken",
                           "been on", "tablet", "pill"),
+    # Not an ever-type: named only for what happened in a year (types_named(..., among=...)).
+    "Encounter": ("visit", "encounter", "appointment", "seen", "admi", "came in", "reason"),
 }  # fmt: skip
-
-
-_VISIT_HINTS = ("visit", "encounter", "appointment", "seen", "admi", "came in", "reason")
 
 
 def types_named(question: str, among: tuple[str, ...] = EVER_TYPES) -> tuple[str, ...]:
     """The types of `among` a question's words point at; all of them when none does."""
     text = question.lower()
-    hints = {**_TYPE_HINTS, "Encounter": _VISIT_HINTS}
-    found = tuple(t for t in among if any(h in text for h in hints.get(t, ())))
+    found = tuple(t for t in among if any(h in text for h in _TYPE_HINTS.get(t, ())))
     return found or among
 
 
@@ -127,8 +126,6 @@ _NAME_FILLER = {"disorder", "finding", "procedure", "situation", "of", "the", "a
 def mentions(question: str, name: str) -> bool:
     """The question names the record: a word of its name (or its first five letters:
     "diabetic" for "diabetes") is in the question, abbreviations spelled out."""
-    from wardround.chart.analyte import question_terms
-
     words = set(re.findall(r"[a-z][a-z0-9]{2,}", name.lower())) - _NAME_FILLER
     terms = question_terms(question)
     return any(re.search(rf"\b{re.escape(w[:5])}", terms) for w in words)

@@ -43,9 +43,10 @@ _VALUE_TYPES = frozenset({"Observation"})
 
 def steer(question: str, kind: Kind, window: Window | None, option: Option | None) -> Kind:
     """The kind to answer: the model's, unless the question's words decide another."""
-    if _COUNT.search(question) and not find_threshold(question) and kind is not Kind.AGE:
+    limit = find_threshold(question)
+    if _COUNT.search(question) and not limit and kind is not Kind.AGE:
         return Kind.COUNT
-    if find_threshold(question) and kind is not Kind.COUNT:
+    if limit and kind is not Kind.COUNT:
         return Kind.THRESHOLD
     if kind in _LOOSE | {Kind.FIRST, Kind.EVER}:
         if _HIGH.search(question):
