@@ -173,3 +173,49 @@ def test_the_adjustment_alone_orders_a_pair_the_words_tie() -> None:
 
     assert ranked("total cholesterol", [HDL, CHOL], flat)[0] == CHOL
     assert ranked("ionized calcium", [CA, CA_ION], flat)[0] == CA_ION
+
+
+def test_serum_asked_is_not_a_whole_blood_test_but_blood_asked_takes_serum() -> None:
+    assert fit("serum potassium please", "Potassium [Moles/volume] in Blood").missing == 1
+    assert fit("plasma glucose", GLU_BLOOD).missing == 1
+    assert fit("blood potassium", K).hard == 0  # people say "blood" for serum tests
+    alone = [_option(GLU_BLOOD, 0)]
+    assert settle_choice("last fasting plasma glucose", alone[0], alone) is None
+    assert settle_choice("last blood sugar", alone[0], alone) is alone[0]
+
+
+PHQ9 = "Patient Health Questionnaire 9 item (PHQ-9) total score [Reported]"
+INCOME = "What was your best estimate of the total income of all family members from all sources?"
+CREAT_BLOOD = "Creatinine [Mass/volume] in Blood"
+
+
+@pytest.mark.parametrize(
+    ("question", "chosen"),
+    [
+        ("GFR on the last panel?", CREAT_BLOOD),  # the test is absent, its neighbour charted
+        ("what did the SGOT / AST come back as", PHQ9),
+        ("latest troponin", CREAT_BLOOD),
+        ("when was her last INR and what was it", INCOME),  # question words name nothing
+    ],
+)
+def test_a_result_the_question_does_not_name_at_all_is_not_recorded(question, chosen) -> None:
+    options = [_option(d, n) for n, d in enumerate([CREAT_BLOOD, PHQ9, INCOME, HGB])]
+    picked = next(o for o in options if o.name == chosen)
+    assert settle_choice(question, picked, options) is None
+
+
+def test_an_unnamed_choice_gives_way_to_a_result_the_question_names() -> None:
+    options = [_option(d, n) for n, d in enumerate([CREAT_BLOOD, PHQ9, HGB])]
+    chosen = settle_choice("her hgb last visit", options[1], options)
+    assert chosen is not None and chosen.name == HGB
+    kept = settle_choice("depression screen, PHQ-9 score?", options[1], options)
+    assert kept is options[1]  # named by its abbreviation in parentheses
+
+
+def test_a_charted_condition_the_question_names_lets_the_models_test_stand() -> None:
+    """"How is his diabetes control?" names no test; HbA1c is what it means."""
+    a1c = _option(A1C, 0)
+    dm = Option(label="Diabetes mellitus type 2 (disorder) [Condition]",
+                resource_type="Condition", code="dm")  # fmt: skip
+    assert settle_choice("how is his diabetes control", a1c, [a1c, dm]) is a1c
+    assert settle_choice("how is his diabetes control", a1c, [a1c]) is None

@@ -13,7 +13,7 @@ import pytest
 from langchain_core.messages import BaseMessage
 
 from fakes import ScriptedChatModel
-from wardround.chart import record_kinds
+from wardround.chart import analyte, record_kinds
 from wardround.chart.dates import Window
 from wardround.chart.kinds import KIND_HELP, Kind
 from wardround.chart.options import NOT_IN_CHART
@@ -439,5 +439,34 @@ async def test_ever_with_a_code_the_question_does_not_name_asks_again(chart: Cha
     assert result.answer.startswith("No:") and "hypertension" not in result.answer.lower()
     offered = str(model.calls[1]["messages"][-1].content)
     assert "Essential hypertension" in offered and "Viral sinusitis" in offered
-    assert record_kinds.mentions("any hx of HTN?", "Essential hypertension (disorder)")
-    assert not record_kinds.mentions("ever had MS?", "Chronic pain (finding)")
+    assert analyte.names("any hx of HTN?", "Essential hypertension (disorder)")
+    assert not analyte.names("ever had MS?", "Chronic pain (finding)")
+
+
+def dora() -> dict:
+    """Two disorders and two SNOMED findings (one clinical, one social) after 2023 began."""
+    c = ChartBuilder("Dora", "Tester", "1970-02-02", "female", "5550002")
+    c.condition("48694002", "Anxiety disorder (disorder)", "2019-05-01")
+    c.condition("444814009", "Viral sinusitis (disorder)", "2023-03-01")
+    c.condition("714628002", "Prediabetes (finding)", "2023-04-01")
+    c.condition("224295006", "Received higher education (finding)", "2023-05-01")
+    return c.bundle()
+
+
+async def test_a_list_question_planned_on_one_record_reads_the_whole_type(chart: Chart) -> None:
+    """'What's been diagnosed since ...' names no one condition: every condition since."""
+    dora_id = await load_chart(chart.client, dora())
+    dora_chart = Chart(chart.client, dora_id)
+    anxiety = "Anxiety disorder (disorder) [Condition]"
+    since, _ = await ask(dora_chart, "anything new diagnosed from 2023-01-01 on?",
+                         "list_since_date", anxiety)  # fmt: skip
+    assert since.answer == (
+        "Viral sinusitis (disorder); Prediabetes (finding); Received higher education (finding)."
+    )
+    assert len(since.citations) == 3
+    # "disorders" asked: SNOMED's findings are none
+    new, _ = await ask(dora_chart, "new disorders since 2023-01-01?", "list_since_date", anxiety)
+    assert new.answer == "Viral sinusitis (disorder)." and len(new.citations) == 1
+    # one condition named: that one only
+    named, _ = await ask(dora_chart, "anxiety since 2018-01-01?", "list_since_date", anxiety)
+    assert named.answer == "Anxiety disorder (disorder)."

@@ -49,6 +49,7 @@ SYSTEMS: dict[str, frozenset[str]] = {
     "blood": frozenset({"blood"}),
 }
 SOFT_SYSTEMS = frozenset({"serum", "blood"})
+# "Serum" or "plasma" is a word people choose on purpose: asked, a whole-blood test is not it.
 # Phrases in which "blood" names no specimen.
 _NOT_SPECIMEN = re.compile(r"\b(blood pressure|white blood|red blood|blood cell)s?\b")
 
@@ -65,9 +66,20 @@ SYNONYMS: dict[str, str] = {
     "pulse": "heart rate", "weight": "body weight", "height": "body height",
     "temperature": "body temperature", "spo2": "oxygen saturation",
     "smoking": "tobacco smoking status", "smoker": "tobacco smoking status",
+    "smoke": "tobacco smoking status", "smokes": "tobacco smoking status",
     "flu": "influenza", "mi": "myocardial infarction", "afib": "atrial fibrillation",
     "htn": "hypertension", "copd": "chronic obstructive", "ckd": "chronic kidney disease",
     "uti": "urinary tract infection", "dm": "diabetes",
+    "temp": "body temperature", "fever": "body temperature", "bp": "blood pressure",
+    "hr": "heart rate", "rr": "respiratory rate", "sats": "oxygen saturation",
+    "o2": "oxygen saturation", "chol": "cholesterol", "trigs": "triglycerides",
+    "tg": "triglycerides", "lipids": "cholesterol triglycerides", "k": "potassium",
+    "na": "sodium", "kidney function": "glomerular filtration rate creatinine",
+    "renal function": "glomerular filtration rate creatinine",
+    "liver enzymes": "alanine aminotransferase aspartate aminotransferase",
+    "hba1c": "hemoglobin a1c", "a1c": "hemoglobin a1c", "weigh": "body weight",
+    "heavy": "body weight", "tall": "body height", "phq": "patient health questionnaire",
+    "gad": "generalized anxiety disorder", "audit": "alcohol use disorder identification",
 }  # fmt: skip
 
 PENALTY = 0.3  # per hard mismatch: more than the gap between near neighbours in MiniLM
@@ -166,8 +178,8 @@ def fit(question: str, display: str) -> Fit:
     soft = 0
     system, named = _system_of(parts), _systems_named(terms)
     if named and system not in named:
-        if system in SOFT_SYSTEMS and named <= SOFT_SYSTEMS:
-            soft += 1
+        if system == "serum" and named == {"blood"}:
+            soft += 1  # "blood sugar" for a serum glucose
         elif system is not None or not named <= SOFT_SYSTEMS:
             missing += 1  # urine asked, a blood test offered (or no specimen at all)
     elif system is not None and not named and system not in SOFT_SYSTEMS:
@@ -196,3 +208,42 @@ def named_words(question: str, display: str) -> tuple[int, int]:
     words = set(re.findall(r"[a-z][a-z0-9]+", component)) - {"in", "of", "the", "by"}
     terms = question_terms(question)
     return sum(_has(terms, frozenset({w})) for w in words), len(words)
+
+
+# Words every question holds (and survey items' names spell out): they name no record.
+_QUESTION_WORDS = frozenset({"what", "which", "when", "how", "many", "much", "was", "were",
+                             "is", "are", "you", "your", "have", "has", "had", "did", "does",
+                             "all", "any", "from", "before", "after", "last", "year", "since",
+                             "most", "recent", "latest", "patient", "result", "record", "date",
+                             "time", "ever", "value", "during", "past", "been"})  # fmt: skip
+# Words of a record's name that say nothing of what it is.
+NAME_FILLER = _QUESTION_WORDS | {"disorder", "finding", "procedure", "situation", "of", "the",
+                                 "and", "with", "for", "in", "on", "by", "to", "oral", "tablet",
+                                 "mg"}  # fmt: skip
+# Words of a LOINC display that name no analyte: a question holding only these names none.
+NOT_ANALYTE = _QUESTION_WORDS | {"in", "of", "the", "by", "or", "and", "per", "total", "score",
+                                 "count", "panel", "level", "mass", "volume", "moles", "number",
+                                 "rate", "blood", "serum", "plasma", "automated", "manual",
+                                 "predicted", "reported", "measured", "method", "test", "item",
+                                 "fraction", "presence", "entitic", "sq"}  # fmt: skip
+
+
+def names(question: str, name: str, filler: frozenset[str] = NAME_FILLER) -> bool:
+    """The question names the record: a word of its name that is not filler is in the
+    question, abbreviations spelled out; three letters or more match by their first five
+    ("diabetic" for "diabetes"), two letters as a whole word."""
+    terms = question_terms(question)
+    words = set(re.findall(r"[a-z][a-z0-9]+", _canon(name.lower()))) - filler
+    return any(
+        re.search(rf"\b{re.escape(w[:5])}" if len(w) > 2 else rf"\b{w}\b", terms) for w in words
+    )
+
+
+def names_result(question: str, display: str) -> bool:
+    """The question names the result at all: a word of the display that names an analyte
+    (abbreviations in parentheses included), or a qualifier it carries (HbA1c). "eGFR" names
+    no creatinine, "AST" no AUDIT-C score."""
+    if names(question, display, NOT_ANALYTE):
+        return True
+    terms, text = question_terms(question), _canon(display.lower())
+    return any(_has(terms, asked) and _has(text, marks) for asked, marks in QUALIFIERS.values())

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from pydantic import BaseModel
 
-from wardround.chart.analyte import core_words, fit, named_words
+from wardround.chart.analyte import core_words, fit, named_words, names, names_result
 from wardround.fhir.manifest import CodeSummary, Manifest
 
 # Types a question may ask about as a whole ("active medications", "allergies"); offered even
@@ -59,12 +59,14 @@ def _coded(code: CodeSummary) -> Option:
     return Option(label=label, resource_type=code.resource_type, code=code.token)
 
 
+def whole_type(resource_type: str) -> Option:
+    text = LIST_TYPES[resource_type]
+    return Option(label=f"{text} [{resource_type}]", resource_type=resource_type)
+
+
 def candidates(manifest: Manifest) -> list[Option]:
     """Every retrieval the chart allows: whole types, then each code, labels unique."""
-    found: dict[str, Option] = {
-        f"{text} [{rtype}]": Option(label=f"{text} [{rtype}]", resource_type=rtype)
-        for rtype, text in LIST_TYPES.items()
-    }
+    found = {o.label: o for o in map(whole_type, LIST_TYPES)}
     for code in manifest.codes:
         if code.resource_type in CODED_TYPES and code.token is not None:
             option = _coded(code)
@@ -99,21 +101,34 @@ def settle_choice(question: str, chosen: Option, options: Sequence[Option]) -> O
 
     A variant of the same test that fits better replaces it (total cholesterol asked, HDL
     chosen). When the question names a qualifier that no variant carries (LDL asked, only
-    HDL and total charted), the chart does not hold the test asked for: None.
+    HDL and total charted), the chart does not hold the test asked for: None. So too when
+    the question names nothing of the chosen result and no other result either (eGFR asked,
+    only creatinine charted): the model took the nearest test, not the one asked for; a
+    question naming a charted condition may mean its test ("diabetes control": HbA1c).
     """
     if chosen.resource_type != "Observation" or not chosen.code:
         return chosen
+    if not names_result(question, chosen.name) and not _names_condition(question, options):
+        named = [o for o in _results(options) if names_result(question, o.name)]
+        if not named:
+            return None
+        chosen = max(named, key=lambda o: _rank(question, o))
     if not fit(question, chosen.name).hard:
         return _better_named(question, chosen, options) or chosen
     core = core_words(chosen.name)
-    siblings = [
-        o for o in options
-        if o.resource_type == "Observation" and o.code and core & core_words(o.name)
-    ]  # fmt: skip
+    siblings = [o for o in _results(options) if core & core_words(o.name)]
     best = max([chosen, *siblings], key=lambda o: _rank(question, o))
     if fit(question, best.name).missing:
         return None
     return best
+
+
+def _names_condition(question: str, options: Sequence[Option]) -> bool:
+    return any(o.resource_type == "Condition" and names(question, o.name) for o in options)
+
+
+def _results(options: Sequence[Option]) -> list[Option]:
+    return [o for o in options if o.resource_type == "Observation" and o.code]
 
 
 def _rank(question: str, option: Option) -> tuple[int, int, float]:
@@ -128,8 +143,7 @@ def _better_named(question: str, chosen: Option, options: Sequence[Option]) -> O
     if held == total:
         return None
     whole = [
-        (n, o) for o in options
-        if o.resource_type == "Observation" and o.code and not fit(question, o.name).hard
+        (n, o) for o in _results(options) if not fit(question, o.name).hard
         for n, of in [named_words(question, o.name)] if n == of and n > held
     ]  # fmt: skip
     return max(whole, key=lambda pair: pair[0])[1] if whole else None

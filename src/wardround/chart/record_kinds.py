@@ -6,11 +6,9 @@ count below the chart's own, proves no absence, so it answers "Not known" instea
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
-from wardround.chart.analyte import question_terms
 from wardround.chart.dates import Window
 from wardround.chart.kinds import Computed
 from wardround.chart.retrieve import name_of, status_of
@@ -116,19 +114,6 @@ def types_named(question: str, among: tuple[str, ...] = EVER_TYPES) -> tuple[str
     text = question.lower()
     found = tuple(t for t in among if any(h in text for h in _TYPE_HINTS.get(t, ())))
     return found or among
-
-
-# Words of a record's name that say nothing of what it is.
-_NAME_FILLER = {"disorder", "finding", "procedure", "situation", "of", "the", "and", "with",
-                "for", "in", "on", "by", "to", "oral", "tablet", "mg"}  # fmt: skip
-
-
-def mentions(question: str, name: str) -> bool:
-    """The question names the record: a word of its name (or its first five letters:
-    "diabetic" for "diabetes") is in the question, abbreviations spelled out."""
-    words = set(re.findall(r"[a-z][a-z0-9]{2,}", name.lower())) - _NAME_FILLER
-    terms = question_terms(question)
-    return any(re.search(rf"\b{re.escape(w[:5])}", terms) for w in words)
 
 
 def named_type(resource_type: str, question: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Any
 
@@ -71,6 +72,16 @@ def items_since(resources: list[dict[str, Any]], day: date) -> list[tuple[str, s
     """(name, reference) of records dated on or after `day`, oldest first."""
     dated = [(d, r) for r in resources if (d := resource_date(r)) and d >= day.isoformat()]
     return [(name_of(r), reference_of(r)) for _, r in sorted(dated, key=lambda p: p[0])]
+
+
+_SEMANTIC_TAG = re.compile(r"\(([a-z ]+)\)\s*$")
+
+
+def disorders(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records whose SNOMED semantic tag is "(disorder)", or that carry no tag (other
+    code systems): a "(finding)" or "(situation)" is no disorder."""
+    tags = [_SEMANTIC_TAG.search(name_of(r)) for r in resources]
+    return [r for r, tag in zip(resources, tags, strict=True) if not tag or tag[1] == "disorder"]
 
 
 def in_year(resources: list[dict[str, Any]], year: int) -> list[dict[str, Any]]:

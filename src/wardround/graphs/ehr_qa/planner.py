@@ -41,7 +41,7 @@ from wardround.fhir.errors import FhirNotFound
 from wardround.fhir.manifest import Manifest, build_manifest
 from wardround.fhir.render import render_resource
 from wardround.graphs.ehr_qa import prompts
-from wardround.graphs.ehr_qa.reading import Ask, Done, compute
+from wardround.graphs.ehr_qa.reading import Ask, Done, compute, list_option
 
 MAX_RECORDS = 15
 MAX_NAMES = 12  # names offered in a follow-up choice (ever-questions over a whole type)
@@ -169,7 +169,7 @@ async def read(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[st
     steered = steer(state["question"], Kind(state["kind"]), window, option)
     kind = with_day(steered, window is not None and not window.year)
     fhir, pid = runtime.context.fhir, state["patient_id"]
-    settled = _settled(state, option)
+    settled = list_option(kind, _settled(state, option), state["question"])
     ask = Ask(state["question"], state["manifest"])
     ask.choose = _chooser(ask, runtime)
     capped: list[str] = []

@@ -5,15 +5,24 @@ Returns None when code cannot answer (the general path then shows records to the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wardround.chart import kinds, record_kinds, value_kinds
+from wardround.chart import analyte, kinds, record_kinds, value_kinds
 from wardround.chart.dates import Window
 from wardround.chart.kinds import Computed, Kind
-from wardround.chart.options import Option
-from wardround.chart.retrieve import ALL, current_items, fetch, ids_of, in_year, items_since
+from wardround.chart.options import LIST_TYPES, Option, whole_type
+from wardround.chart.retrieve import (
+    ALL,
+    current_items,
+    disorders,
+    fetch,
+    ids_of,
+    in_year,
+    items_since,
+)
 from wardround.chart.steer import asks_ever, asks_result
 from wardround.chart.thresholds import find_threshold
 from wardround.fhir.client import FhirClient
@@ -24,6 +33,10 @@ VALUE_KINDS = frozenset(
     {Kind.LATEST, Kind.ON_DATE, Kind.TREND, Kind.HIGHEST, Kind.LOWEST, Kind.THRESHOLD}
 )
 FIRST_KINDS = frozenset({Kind.FIRST, Kind.FIRST_DIAGNOSED, Kind.STARTED})
+LIST_KINDS = frozenset({Kind.COUNT, Kind.CURRENT, Kind.SINCE})
+# "Disorders" asked: SNOMED's findings and situations (social history, "medication review
+# due") are not among them.
+_DISORDERS = re.compile(r"\bdisorders?\b", re.I)
 # A follow-up choice: the question and names -> the name the model picks (None: none).
 Choose = Callable[[str, list[str]], Awaitable[str | None]]
 
@@ -78,10 +91,22 @@ async def compute(
         return await _values(kind, option, window, fhir, patient_id, ask.question)
     if kind in FIRST_KINDS:
         return await _first(option, fhir, patient_id)
-    if kind in (Kind.COUNT, Kind.CURRENT, Kind.SINCE):
+    if kind in LIST_KINDS:
         records = await fetch(fhir, patient_id, option, ALL)
+        if option.resource_type == "Condition" and _DISORDERS.search(ask.question):
+            records = disorders(records)
         return _done(_listed(kind, option, window, records), records)
     return None
+
+
+def list_option(kind: Kind, option: Option | None, question: str) -> Option | None:
+    """A list question over the type, when the plan chose one record the question does not
+    name ("which conditions were diagnosed since May?": not just the anxiety disorder)."""
+    if kind not in LIST_KINDS or option is None or not option.code:
+        return option
+    if option.resource_type not in LIST_TYPES or analyte.names(question, option.name):
+        return option
+    return whole_type(option.resource_type)
 
 
 async def _values(
@@ -149,7 +174,7 @@ async def _ever(
 ) -> Done:
     """Yes with the records of the chosen code; otherwise read the whole type, let the model
     choose among its names, and say No only when every record of it was read."""
-    if option is not None and option.code and not record_kinds.mentions(ask.question, option.name):
+    if option is not None and option.code and not analyte.names(ask.question, option.name):
         # "ever diagnosed with multiple sclerosis?" is not about the charted Chronic pain: the
         # model chooses again among the type's names (or none of them)
         option = Option(label=option.label, resource_type=option.resource_type)
