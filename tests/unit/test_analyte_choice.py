@@ -213,7 +213,7 @@ def test_an_unnamed_choice_gives_way_to_a_result_the_question_names() -> None:
 
 
 def test_a_charted_condition_the_question_names_lets_the_models_test_stand() -> None:
-    """"How is his diabetes control?" names no test; HbA1c is what it means."""
+    """ "How is his diabetes control?" names no test; HbA1c is what it means."""
     a1c = _option(A1C, 0)
     dm = Option(label="Diabetes mellitus type 2 (disorder) [Condition]",
                 resource_type="Condition", code="dm")  # fmt: skip

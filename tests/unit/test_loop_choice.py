@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from fakes import ScriptedChatModel
 from fhir_fixtures import FhirFixture
 from wardround.agents.protocol import FINAL
+from wardround.chart.options import NOT_IN_CHART, settle_name
 from wardround.graphs.ehr_qa import answer_question
 from wardround.graphs.tool_loop import run_tool_loop
 from wardround.tools.chart.tools import CHART_TOOLS
@@ -154,3 +155,29 @@ async def test_a_conditional_order_is_left_to_the_model() -> None:
     model = scripted({"action": FINAL, "answer": "Potassium normal; nothing ordered."})
     result = await run_tool_loop(task, [referral_tool([])], model=model, task=task)
     assert result.checks == [] and len(model.calls) == 1
+
+
+async def test_settle_name_takes_the_value_the_question_names() -> None:
+    lists = ["medications", "conditions", "allergies"]
+    assert settle_name("Any drug or food allergies on file?", "medications", lists) == "allergies"
+    assert settle_name("what is she on at the moment", "medications", lists) == "medications"
+    tests = ["Body mass index (BMI) [Percentile] Per age and sex", "Body mass index (BMI) [Ratio]",
+             "Body Height", NOT_IN_CHART]  # fmt: skip
+    assert settle_name("her BMI lately?", tests[0], tests) == tests[1]  # no percentile asked
+    assert settle_name("BMI percentile for age?", tests[0], tests) == tests[0]
+    assert settle_name("last troponin?", tests[2], tests) == NOT_IN_CHART  # names none of them
+
+
+async def test_two_step_settles_a_chart_tools_name_by_the_questions_words(
+    fhir: FhirFixture,
+) -> None:
+    model = scripted(
+        {"action": "current_list"}, {"items": "medications"}, {"action": FINAL},
+        {"answer": "None recorded", "citations": []},
+    )  # fmt: skip
+    result = await answer_question(
+        "Is she allergic to anything we know of?", fhir.patients["handmade"], model=model,
+        fhir=fhir.client, graph="loop", choice="two_step",
+    )  # fmt: skip
+    call = next(m for m in result.messages if m.get("tool_calls"))["tool_calls"][0]
+    assert call == {**call, "name": "current_list", "args": {"items": "allergies"}}

@@ -36,6 +36,7 @@ from wardround.agents.protocol import (
     sum_usage,
     tool_args_model,
 )
+from wardround.chart.options import settle_name
 
 # question, values -> one score per value (higher: nearer); e.g. MiniLM cosine similarity.
 Rank = Callable[[str, Sequence[str]], Sequence[float]]
@@ -134,6 +135,18 @@ def prune_optional(args: dict[str, Any], required: Sequence[str], evidence: str)
     return {k: v for k, v in args.items() if k in required or _mentioned(v, text)}
 
 
+def settle_names(args: dict[str, Any], tool: BaseTool, question: str) -> dict[str, Any]:
+    """A chart tool's enum arguments with the value the question's words name (see
+    `chart.options.settle_name`), out of the tool's whole enum, not the narrowed one."""
+    props = json_schema_of(tool_args_model(tool)).get("properties", {})
+    settled = dict(args)
+    for key, value in args.items():
+        values = props.get(key, {}).get("enum")
+        if isinstance(value, str) and isinstance(values, list) and value in values:
+            settled[key] = settle_name(question, value, [str(v) for v in values])
+    return settled
+
+
 def _evidence(messages: Sequence[BaseMessage]) -> str:
     """What the person wrote and what the tools returned (not our instructions)."""
     return "\n".join(
@@ -228,6 +241,8 @@ def two_step_caller(
         args, raw = await complete_json(
             model, [*history, HumanMessage(text)], schema, validate, dialect
         )
+        if (tool.metadata or {}).get("chart_tool"):
+            args = settle_names(args, tool, question)
         kept = prune_optional(args, schema.get("required", []), evidence)
         call = {
             "name": tool.name,

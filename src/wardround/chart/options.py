@@ -147,3 +147,24 @@ def _better_named(question: str, chosen: Option, options: Sequence[Option]) -> O
         for n, of in [named_words(question, o.name)] if n == of and n > held
     ]  # fmt: skip
     return max(whole, key=lambda pair: pair[0])[1] if whole else None
+
+
+def settle_name(question: str, chosen: str, values: Sequence[str]) -> str:
+    """A chart tool's name argument (a test, an item, a list), checked against the
+    question's words as `settle_choice` checks the planner's: a value the question names
+    whole, with no qualifier against it, over one it names in part or not at all
+    (allergies asked, medications chosen; BMI asked, the BMI percentile chosen); when the
+    question names none of them, "not recorded" where the values offer it."""
+    named = [v for v in values if v != NOT_IN_CHART and names_result(question, v)]
+    fitting = [v for v in named if not fit(question, v).hard]
+    if not fitting:
+        return NOT_IN_CHART if not named and NOT_IN_CHART in values else chosen
+    best = max(fitting, key=lambda v: _share(question, v))
+    if chosen in fitting and _share(question, chosen) >= _share(question, best):
+        return chosen
+    return best
+
+
+def _share(question: str, value: str) -> tuple[float, int]:
+    held, total = named_words(question, value)
+    return (held / total if total else 0.0, held)
