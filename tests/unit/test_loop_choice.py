@@ -181,3 +181,28 @@ async def test_two_step_settles_a_chart_tools_name_by_the_questions_words(
     )  # fmt: skip
     call = next(m for m in result.messages if m.get("tool_calls"))["tool_calls"][0]
     assert call == {**call, "name": "current_list", "args": {"items": "allergies"}}
+
+
+async def test_the_first_action_is_the_chart_tool_the_questions_words_point_at(
+    fhir: FhirFixture,
+) -> None:
+    """'How old' is the age tool whatever the model picks first; later steps are its own."""
+    model = scripted(
+        {"action": "latest_value"}, {"on": "2020-01-01"},
+        {"action": "latest_value"}, {"test": A1C},
+        {"action": FINAL}, cite_seen("6.1 %"),
+    )  # fmt: skip
+    result = await answer_question(
+        "how old was she on 2020-01-01, and her A1c?", fhir.patients["handmade"], model=model,
+        fhir=fhir.client, graph="loop", choice="two_step",
+    )  # fmt: skip
+    calls = [c["name"] for m in result.messages for c in m.get("tool_calls") or []]
+    assert calls == ["age", "latest_value"]
+    assert set(schema_of(model, 1)["properties"]) == {"on"}  # the age tool's arguments
+    kept = scripted({"action": "count_records"}, {"record_type": "Encounter"}, {"action": FINAL},
+                    {"answer": "n", "citations": []})  # fmt: skip
+    await answer_question(
+        "How many visits in 2021?", fhir.patients["handmade"], model=kept, fhir=fhir.client,
+        graph="loop", choice="two_step",
+    )  # fmt: skip
+    assert set(schema_of(kept, 1)["properties"]) >= {"record_type"}  # a counting tool: kept

@@ -13,7 +13,7 @@ from wardround.chart.analyte import fit, named_words
 from wardround.chart.dates import find_window
 from wardround.chart.kinds import Kind
 from wardround.chart.options import Option, settle_choice
-from wardround.chart.steer import steer
+from wardround.chart.steer import kind_from_words, steer
 
 
 def _obs(name: str) -> Option:
@@ -90,3 +90,23 @@ def test_a_year_a_terse_question_starts_with_is_its_window() -> None:
     assert window is not None and window.year and window.start.isoformat() == "2019-01-01"
     assert find_window("2019-03-04 labs?") is not None and not find_window("2019-03-04").year
     assert find_window("200 mg twice daily") is None
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("what age is she now", Kind.AGE),
+        ("when did we last see him? last visit date", Kind.LAST_VISIT),
+        ("is he intolerant of anything, any allergies", Kind.CURRENT),
+        ("meds he's currently taking", Kind.CURRENT),
+        ("# of A1c checks on file", Kind.COUNT),
+        ("peak troponin", Kind.HIGHEST),
+        ("any new problems since 3/4/2022?", Kind.SINCE),
+        ("did the creatinine go up or down", Kind.TREND),
+        ("sodium on 2019-02-03", Kind.ON_DATE),
+        ("newest TSH", Kind.LATEST),
+        ("what does the chart say about her kidneys", None),
+    ],
+)
+def test_the_words_alone_decide_a_kind_or_leave_it_open(question: str, kind: Kind | None) -> None:
+    assert kind_from_words(question) == kind

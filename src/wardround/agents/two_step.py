@@ -37,6 +37,7 @@ from wardround.agents.protocol import (
     tool_args_model,
 )
 from wardround.chart.options import settle_name
+from wardround.chart.steer import kind_from_words
 
 # question, values -> one score per value (higher: nearer); e.g. MiniLM cosine similarity.
 Rank = Callable[[str, Sequence[str]], Sequence[float]]
@@ -135,6 +136,14 @@ def prune_optional(args: dict[str, Any], required: Sequence[str], evidence: str)
     return {k: v for k, v in args.items() if k in required or _mentioned(v, text)}
 
 
+def worded_action(action: str, tools: Sequence[BaseTool], question: str) -> str:
+    """The first action: a chart tool computing the kind the question's words decide
+    ("how old" is `age`, "last seen" `last_visit`), when the model chose none of those."""
+    kind = kind_from_words(question)
+    fits = [t.name for t in tools if kind and str(kind) in (t.metadata or {}).get("kinds", ())]
+    return action if not fits or action in fits else fits[0]
+
+
 def settle_names(args: dict[str, Any], tool: BaseTool, question: str) -> dict[str, Any]:
     """A chart tool's enum arguments with the value the question's words name (see
     `chart.options.settle_name`), out of the tool's whole enum, not the narrowed one."""
@@ -200,8 +209,10 @@ def two_step_caller(
         else:
             history.insert(0, SystemMessage(content=instructions))
         action, first = await complete_json(model, history, pick, valid_action, dialect)
-        history += [AIMessage(content=json.dumps({"action": action}))]
         question = question_of(messages)
+        if not any(isinstance(m, ToolMessage) for m in messages):
+            action = worded_action(action, tools, question)
+        history += [AIMessage(content=json.dumps({"action": action}))]
         if action == FINAL:
             reply = await _final(history, seen_refs(messages))
         else:

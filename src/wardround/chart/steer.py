@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from wardround.chart.dates import Window
+from wardround.chart.dates import Window, find_window
 from wardround.chart.kinds import Kind
 from wardround.chart.options import Option
 from wardround.chart.thresholds import find_threshold
@@ -96,3 +96,52 @@ _RESULT = _words(r"results?|levels?|labs?|tests?|readings?|values?|measurements?
 def asks_result(question: str) -> bool:
     """The question asks for a measured result (a medication or a procedure is no answer)."""
     return _RESULT.search(question) is not None
+
+
+_AGE = _words(r"how old|age|aged")
+_LAST_VISIT = re.compile(
+    r"\b(?:last|latest|most recent|previous)\s+(?:visit|encounter|appointment)s?\b|"
+    r"\blast (?:seen|visited)\b",
+    re.I,
+)
+_CURRENT = re.compile(
+    r"\ballerg\w*|\bintolerances?\b|\bcurrently (?:taking|on)\b|"
+    r"\b(?:current|active)\s+(?:medications?|meds|prescriptions?|problems?|conditions?|"
+    r"diagnoses|allergies)\b|\bactive prescriptions?\b",
+    re.I,
+)
+_SINCE = _words(r"since|on or after|onwards?|from .{1,25} on")
+_LISTED = _words(r"diagnos\w*|conditions?|disorders?|problems?|medications?|meds|"
+                 r"procedures?|immuni[sz]\w*|vaccin\w*")  # fmt: skip
+_TREND = _words(
+    r"increased?|decreased?|gone up|gone down|went up|went down|higher or lower|"
+    r"up or down|trend\w*|compared?|comparing"
+)
+_LATEST = _words(r"latest|most recent|newest|last|current")
+
+
+def kind_from_words(question: str) -> Kind | None:
+    """The kind a question's words alone decide, with no model choice to start from (the
+    agent loop's first step); None when the words leave it open."""
+    if _COUNT.search(question):
+        return Kind.COUNT
+    if find_threshold(question):
+        return Kind.THRESHOLD
+    for pattern, kind in ((_HIGH, Kind.HIGHEST), (_LOW, Kind.LOWEST), (_AGE, Kind.AGE),
+                          (_LAST_VISIT, Kind.LAST_VISIT), (_CURRENT, Kind.CURRENT)):  # fmt: skip
+        if pattern.search(question):
+            return kind
+    if _YES_NO.search(question) and _EVER.search(question):
+        return Kind.EVER
+    if _SINCE.search(question) and _LISTED.search(question):
+        return Kind.SINCE
+    if _START.search(question) or (_FIRST.search(question) and _DIAGNOSED.search(question)):
+        return Kind.FIRST_DIAGNOSED if _DIAGNOSED.search(question) else Kind.STARTED
+    if _FIRST.search(question):
+        return Kind.FIRST
+    if _TREND.search(question):
+        return Kind.TREND
+    window = find_window(question)
+    if window is not None and not window.year:
+        return Kind.ON_DATE
+    return Kind.LATEST if _LATEST.search(question) else None

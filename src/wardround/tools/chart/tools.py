@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from wardround.chart import kinds, record_kinds, value_kinds
 from wardround.chart.dates import Window
-from wardround.chart.kinds import Computed
+from wardround.chart.kinds import Computed, Kind
 from wardround.chart.options import NOT_IN_CHART, Option
 from wardround.chart.retrieve import ALL, current_items, fetch, items_since
 from wardround.chart.view import ChartView, as_of, aware
@@ -220,6 +220,21 @@ CHART_TOOLS: dict[str, tuple[str, Run]] = {
 }
 
 
+# The planner's kinds each tool computes: the loop's first step takes the tool a question's
+# words point at (chart.steer.kind_from_words) when the model chose none of these.
+TOOL_KINDS: dict[str, tuple[Kind, ...]] = {
+    "latest_value": (Kind.LATEST, Kind.TREND),
+    "value_on_date": (Kind.ON_DATE,),
+    "values_in_window": (Kind.HIGHEST, Kind.LOWEST, Kind.FIRST, Kind.THRESHOLD, Kind.COUNT),
+    "current_list": (Kind.CURRENT,),
+    "items_since": (Kind.SINCE,),
+    "ever_had": (Kind.EVER, Kind.FIRST_DIAGNOSED, Kind.STARTED),
+    "age": (Kind.AGE,),
+    "last_visit": (Kind.LAST_VISIT,),
+    "count_records": (Kind.COUNT,),
+}
+
+
 def make_chart_tools(
     fhir: FhirClient, patient_id: str, view: ChartView | None = None
 ) -> list[BaseTool]:
@@ -235,4 +250,7 @@ def make_chart_tools(
 def _bind(
     name: str, text: str, schema: type[BaseModel], run: Run, scope: ChartToolScope
 ) -> BaseTool:
-    return checked_tool(name, text, schema, partial(run, scope), {"chart_tool": True})
+    kinds_of = [str(k) for k in TOOL_KINDS[name]]
+    return checked_tool(
+        name, text, schema, partial(run, scope), {"chart_tool": True, "kinds": kinds_of}
+    )
