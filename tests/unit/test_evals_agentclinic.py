@@ -130,12 +130,28 @@ async def test_a_consultation_follows_the_protocol():
     assert "turn 1 of 20" in system and MG["Objective_for_Doctor"] in system
 
 
-async def test_the_last_turn_demands_a_diagnosis_and_then_stops():
-    doctor = ScriptedChatModel(replies=["Anything else?"] * 3)
+async def test_the_last_turn_demands_a_diagnosis_then_one_constrained_call_asks_for_it():
+    doctor = ScriptedChatModel(
+        replies=["Anything else?"] * 3 + ['{"diagnosis": "Myasthenia gravis."}']
+    )
+    doctor.metadata = {"dialect": "llamacpp", "protocol": "json"}
     result = await ac.run_consultation(doctor, MG, ac.retrieval_patient(MG), max_turns=3)
-    assert result["diagnosis"] == "" and result["turns"] == 3
-    assert ac.LAST_TURN in doctor.calls[-1]["messages"][0].content
+    assert result["diagnosis"] == "Myasthenia gravis" and result["forced"]
+    assert result["turns"] == 3 and len(doctor.calls) == 4
+    assert ac.LAST_TURN in doctor.calls[2]["messages"][0].content
     assert ac.LAST_TURN not in doctor.calls[0]["messages"][0].content
+    schema = doctor.calls[3]["kwargs"]["response_format"]["schema"]
+    assert schema["required"] == ["diagnosis"]
+
+
+async def test_a_test_asked_for_again_is_answered_with_a_note_to_move_on():
+    doctor = ScriptedChatModel(
+        replies=["REQUEST TEST: Chest_CT", "REQUEST TEST: chest_ct", "DIAGNOSIS READY: MG"]
+    )
+    result = await ac.run_consultation(doctor, MG, ac.retrieval_patient(MG))
+    texts = [str(m.content) for m in result["dialogue"]]
+    assert ac.REPEATED not in texts[2] and ac.REPEATED in texts[4]
+    assert result["diagnosis"] == "MG" and not result["forced"]
 
 
 async def test_the_task_through_the_runner(tmp_path):

@@ -3,7 +3,10 @@
 The 107 cases of agentclinic_medqa.jsonl, run with the original protocol: the doctor asks
 the patient questions, orders tests with `REQUEST TEST: <test>` (answered by a measurement
 actor from the case's results), and ends with `DIAGNOSIS READY: <diagnosis>`, within at most
-20 doctor turns. A moderator compares that diagnosis with the case's correct one.
+20 doctor turns. A moderator compares that diagnosis with the case's correct one. A doctor
+who has given none when the turns run out is asked once more, under a schema, for the
+diagnosis it leans to (`diagnosis_forced` in the trace); a test asked for again is answered
+with a note to move on.
 
 Actors and moderator, chosen with task options:
 - patient: "retrieval" (default; grounded in the case's patient facts, see clinic_actors.py)
@@ -22,7 +25,12 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from wardround.agents.protocol import strip_thinking
+from wardround.agents.protocol import (
+    ModelOutputError,
+    complete_json,
+    model_dialect,
+    strip_thinking,
+)
 from wardround.evals.data import load_jsonl
 from wardround.evals.task import LIVE_TRACE, EvalEnv, Sample, Score, Task, TaskDef, Trace
 from wardround.evals.tasks.clinic_actors import Measurement, RetrievalPatient, diagnosis_matches
@@ -152,18 +160,57 @@ async def run_consultation(
             diagnosis = value
             break
         if action == "test":
-            tests.append(value)
             answer = measurement.reply(value)
-            dialogue.append(HumanMessage(content=f"Measurement: {answer}"))
+            seen = value.lower() in (t.lower() for t in tests)
+            tests.append(value)
+            note = f" (already reported: {REPEATED})" if seen else ""
+            dialogue.append(HumanMessage(content=f"Measurement: {answer}{note}"))
         else:
             dialogue.append(HumanMessage(content=f"Patient: {await patient(value)}"))
+    forced = not diagnosis
+    if forced:  # the turns ran out: one constrained call for the diagnosis it leans to
+        diagnosis, reply = await _forced_diagnosis(doctor, system, dialogue)
+        doctor_replies.append(reply)
     return {
         "diagnosis": diagnosis,
+        "forced": forced,
         "dialogue": dialogue,
         "doctor_replies": doctor_replies,
         "tests": tests,
         "turns": turns,
     }
+
+
+DIAGNOSIS_SCHEMA = {
+    "type": "object",
+    "properties": {"diagnosis": {"type": "string", "minLength": 3, "maxLength": 120}},
+    "required": ["diagnosis"],
+}
+REPEATED = "ask the patient something else, or give your diagnosis"
+
+
+async def _forced_diagnosis(
+    doctor: Any, system: str, dialogue: list[BaseMessage]
+) -> tuple[str, AIMessage]:
+    """The doctor's diagnosis under a schema, after a consultation that gave none: a small
+    model that keeps asking still names what it thinks (the trace says it was asked)."""
+    ask = HumanMessage(content="The consultation is over. Name your single most likely diagnosis.")
+    messages = [SystemMessage(content=f"{system}\n{LAST_TURN}"), *dialogue, ask]
+
+    def validate(obj: dict[str, Any]) -> str:
+        text = _clean(str(obj["diagnosis"]))
+        if len(text) < 3:
+            raise ValueError("name a diagnosis")
+        return text
+
+    try:
+        text, reply = await complete_json(
+            doctor, messages, DIAGNOSIS_SCHEMA, validate, model_dialect(doctor)
+        )
+    except ModelOutputError:
+        return "", AIMessage(content="")
+    dialogue.append(AIMessage(content=f"DIAGNOSIS READY: {text}"))
+    return text, reply
 
 
 # ---------------------------------------------------------------- task
@@ -195,7 +242,11 @@ def bind(env: EvalEnv, samples: list[Sample]) -> Task:
             tokens=token_usage(result["doctor_replies"]),
             latency_s=time.perf_counter() - started,
             steps=result["turns"],
-            artifacts={"tests": result["tests"], "actor_tokens": token_usage(actor_usage)},
+            artifacts={
+                "tests": result["tests"],
+                "actor_tokens": token_usage(actor_usage),
+                "diagnosis_forced": result["forced"],
+            },
         )
 
     async def score(sample: Sample, trace: Trace) -> Score:
