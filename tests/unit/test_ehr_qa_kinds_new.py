@@ -470,3 +470,29 @@ async def test_a_list_question_planned_on_one_record_reads_the_whole_type(chart:
     # one condition named: that one only
     named, _ = await ask(dora_chart, "anxiety since 2018-01-01?", "list_since_date", anxiety)
     assert named.answer == "Anxiety disorder (disorder)."
+
+
+NOTES = "all clinical notes and documents [DocumentReference]"
+
+
+async def test_a_result_the_question_names_wins_over_a_record_it_does_not(chart: Chart) -> None:
+    """Plans on a record (or a whole type) the question holds no word of give way to the
+    charted result it names; a value asked of an unnamed prescription is not recorded."""
+    count, _ = await ask(chart, "how many times was her HDL checked?", "how_many", NOTES)
+    assert count.answer.startswith("2 Cholesterol in HDL")
+    on_day, _ = await ask(chart, "HDL on Feb 1 2021?", "value_on_date", FLU)
+    assert on_day.answer.startswith("45 mg/dL on 2021-02-01")
+    gfr, _ = await ask(chart, "Latest eGFR?", "latest_value", LISINOPRIL)
+    assert gfr.answer.startswith("Nothing is recorded") and gfr.citations == []
+
+
+async def test_a_list_question_reads_the_type_its_words_name(chart: Chart) -> None:
+    since, _ = await ask(chart, "new diagnoses from 2020-01-01 on?", "list_since_date", HDL)
+    assert since.answer == "Viral sinusitis."
+
+
+async def test_a_kind_the_words_name_replaces_other_for_a_result_only(chart: Chart) -> None:
+    newest, _ = await ask(chart, "newest cholesterol reading please", "other", CHOL)
+    assert newest.answer.startswith("208.6 mg/dL on 2023-05-01") and newest.computed
+    undated, _ = await ask(chart, "her latest total cholesterol", "value_on_date", CHOL)
+    assert undated.answer.startswith("208.6 mg/dL on 2023-05-01")

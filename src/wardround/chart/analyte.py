@@ -215,7 +215,8 @@ _QUESTION_WORDS = frozenset({"what", "which", "when", "how", "many", "much", "wa
                              "is", "are", "you", "your", "have", "has", "had", "did", "does",
                              "all", "any", "from", "before", "after", "last", "year", "since",
                              "most", "recent", "latest", "patient", "result", "record", "date",
-                             "time", "ever", "value", "during", "past", "been"})  # fmt: skip
+                             "time", "ever", "value", "during", "past", "been", "current",
+                             "list", "show", "pull", "reading", "newest", "can"})  # fmt: skip
 # Words of a record's name that say nothing of what it is.
 NAME_FILLER = _QUESTION_WORDS | {"disorder", "finding", "procedure", "situation", "of", "the",
                                  "and", "with", "for", "in", "on", "by", "to", "oral", "tablet",

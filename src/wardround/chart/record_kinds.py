@@ -102,18 +102,24 @@ _TYPE_HINTS = {
     "Procedure": ("procedure", "surgery", "operation", "underwent", "performed", "ectomy",
                   "scopy", "otomy", "plasty"),
     "Immunization": ("vaccin", "immuniz", "immunis", "shot", "jab", "booster"),
-    "MedicationRequest": ("medication", "medicine", "drug", "prescri", "taking", "taken",
+    "MedicationRequest": ("medication", "medicine", "meds", "drug", "prescri", "taking", "taken",
                           "been on", "tablet", "pill"),
     # Not an ever-type: named only for what happened in a year (types_named(..., among=...)).
     "Encounter": ("visit", "encounter", "appointment", "seen", "admi", "came in", "reason"),
+    "AllergyIntolerance": ("allerg", "intoleran"),
+    "DiagnosticReport": ("report",),
+    "DocumentReference": ("note", "document", "letter", "narrative"),
 }  # fmt: skip
 
 
 def types_named(question: str, among: tuple[str, ...] = EVER_TYPES) -> tuple[str, ...]:
     """The types of `among` a question's words point at; all of them when none does."""
-    text = question.lower()
-    found = tuple(t for t in among if any(h in text for h in _TYPE_HINTS.get(t, ())))
-    return found or among
+    return tuple(t for t in among if names_type(question, t)) or among
+
+
+def names_type(question: str, resource_type: str) -> bool:
+    """The question's words point at this record type ("diagnoses" at Condition)."""
+    return any(h in question.lower() for h in _TYPE_HINTS.get(resource_type, ()))
 
 
 def named_type(resource_type: str, question: str) -> bool:

@@ -39,6 +39,9 @@ _LOOSE = frozenset(
     {Kind.LATEST, Kind.ON_DATE, Kind.TREND, Kind.CURRENT, Kind.SINCE, Kind.OTHER, Kind.HAPPENED}
 )
 _VALUE_TYPES = frozenset({"Observation"})
+_VALUE_KINDS = frozenset(
+    {Kind.LATEST, Kind.ON_DATE, Kind.TREND, Kind.HIGHEST, Kind.LOWEST, Kind.THRESHOLD, Kind.FIRST}
+)
 
 
 def steer(question: str, kind: Kind, window: Window | None, option: Option | None) -> Kind:
@@ -60,6 +63,14 @@ def steer(question: str, kind: Kind, window: Window | None, option: Option | Non
         return Kind.HAPPENED
     if kind in _LOOSE and _YES_NO.search(question) and _EVER.search(question):
         return Kind.EVER
+    if kind is Kind.OTHER or (kind is Kind.ON_DATE and window is None):
+        # the model's "none of the kinds", or a day the question names none of: the words
+        # may name one (a value kind only for a result, not "the latest progress note")
+        worded = kind_from_words(question)
+        result = option is None or option.resource_type in _VALUE_TYPES
+        if worded is not None and (worded not in _VALUE_KINDS or result):
+            return worded
+    return kind
     return kind
 
 

@@ -41,7 +41,7 @@ from wardround.fhir.errors import FhirNotFound
 from wardround.fhir.manifest import Manifest, build_manifest
 from wardround.fhir.render import render_resource
 from wardround.graphs.ehr_qa import prompts
-from wardround.graphs.ehr_qa.reading import Ask, Done, compute, list_option
+from wardround.graphs.ehr_qa.reading import Ask, Done, compute, list_option, named_record
 
 MAX_RECORDS = 15
 MAX_NAMES = 12  # names offered in a follow-up choice (ever-questions over a whole type)
@@ -169,7 +169,7 @@ async def read(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[st
     steered = steer(state["question"], Kind(state["kind"]), window, option)
     kind = with_day(steered, window is not None and not window.year)
     fhir, pid = runtime.context.fhir, state["patient_id"]
-    settled = list_option(kind, _settled(state, option), state["question"])
+    settled = _settled(state, kind, option)
     ask = Ask(state["question"], state["manifest"])
     ask.choose = _chooser(ask, runtime)
     capped: list[str] = []
@@ -203,11 +203,18 @@ async def read(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[st
             "partial": [*state.get("partial", []), *capped], **about, **turns}  # fmt: skip
 
 
-def _settled(state: PlannerState, option: Option | None) -> Option | None:
-    """The plan's record choice after the analyte check over every code in the chart."""
+def _settled(state: PlannerState, kind: Kind, option: Option | None) -> Option | None:
+    """The plan's record choice checked against the question's words: the type a list
+    question names, a result it names over a record it does not, then the analyte check
+    over every code in the chart."""
+    question = state["question"]
+    option = list_option(kind, option, question)
     if option is None:
         return None
-    return settle_choice(state["question"], option, candidates(state["manifest"]))
+    every = candidates(state["manifest"])
+    if kind not in (Kind.CURRENT, Kind.SINCE):  # a list is of records, never of one result
+        option = named_record(question, option, every)
+    return settle_choice(question, option, every)
 
 
 def _chooser(ask_for: Ask, runtime: Runtime[PlannerContext]) -> Any:

@@ -85,8 +85,12 @@ async def compute(
         return _done(kinds.last_visit(encounters), encounters)
     if option is None:
         return _done(kinds.nothing(), []) if kind is not Kind.OTHER else None
-    if kind in VALUE_KINDS and option.resource_type != "Observation" and asks_result(ask.question):
-        return _done(kinds.nothing(), [])  # "latest magnesium result": not a saline order
+    if (
+        kind in VALUE_KINDS
+        and option.resource_type != "Observation"
+        and (asks_result(ask.question) or not is_named(ask.question, option))
+    ):  # "latest magnesium result", "latest eGFR?": not a saline order, not a pill
+        return _done(kinds.nothing(), [])
     if kind in VALUE_KINDS:
         return await _values(kind, option, window, fhir, patient_id, ask.question)
     if kind in FIRST_KINDS:
@@ -100,13 +104,41 @@ async def compute(
 
 
 def list_option(kind: Kind, option: Option | None, question: str) -> Option | None:
-    """A list question over the type, when the plan chose one record the question does not
-    name ("which conditions were diagnosed since May?": not just the anxiety disorder)."""
-    if kind not in LIST_KINDS or option is None or not option.code:
+    """A list question over the type its words name ("which diagnoses since May?" is every
+    condition, whatever record the plan chose), or over the chosen record's type when the
+    question does not name that record ("which conditions since May?": not just the anxiety
+    disorder)."""
+    if kind not in LIST_KINDS or option is None:
         return option
-    if option.resource_type not in LIST_TYPES or analyte.names(question, option.name):
+    named = record_kinds.types_named(question, tuple(LIST_TYPES))
+    if named != tuple(LIST_TYPES) and option.resource_type not in named:
+        return whole_type(named[0])
+    if not option.code or option.resource_type not in LIST_TYPES:
         return option
-    return whole_type(option.resource_type)
+    return option if analyte.names(question, option.name) else whole_type(option.resource_type)
+
+
+def is_named(question: str, option: Option) -> bool:
+    """The question names the record (a coded option) or its type (a whole type)."""
+    if option.code:
+        return analyte.names(question, option.name)
+    return record_kinds.names_type(question, option.resource_type)
+
+
+def named_record(question: str, option: Option, options: list[Option]) -> Option:
+    """The chart's result the question names, over a choice whose name (or, for a whole
+    type, whose type) the question holds no word of: "how many times has the WBC been
+    measured?" planned on all notes, "HDL on 1 Dec 2015" planned on a vaccine."""
+    if option.resource_type == "Observation" and option.code:
+        return option  # settle_choice checks a result against the question's qualifiers
+    if is_named(question, option):
+        return option
+    results = [
+        o for o in options
+        if o.resource_type == "Observation" and o.code and analyte.names_result(question, o.name)
+        and not analyte.fit(question, o.name).hard
+    ]  # fmt: skip
+    return max(results, key=lambda o: analyte.named_words(question, o.name)) if results else option
 
 
 async def _values(
