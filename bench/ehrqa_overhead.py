@@ -1,6 +1,6 @@
 """Framework overhead per EHR QA question: everything but the model, warm.
 
-    .venv/bin/python -m bench.ehrqa_overhead [--preset qwen2.5-coder-1.5b] [--repeat 2]
+    .venv/bin/python -m bench.ehrqa_overhead [--preset qwen2.5-coder-1.5b] [--repeat 2] [--runs DIR]
 
 Replays the model replies recorded by a finished `wardround eval run ehrqa` (so every node runs
 as it did: the same plans, the same records fetched, the same computed kinds) against the real
@@ -54,14 +54,20 @@ async def one_pass(cases: list[tuple[Any, str]], fhir: FhirClient) -> list[float
 
 
 def patients_by_sample(runs: Path) -> dict[str, str]:
-    """Sample id -> patient id, from the task's frozen samples file."""
-    rows = [json.loads(line) for line in (runs / "samples.jsonl").read_text().splitlines() if line]
+    """Sample id -> patient id, from the task's frozen samples files (one per option set,
+    e.g. `samples+patients=5.jsonl`)."""
+    rows = [
+        json.loads(line)
+        for path in sorted(runs.glob("samples*.jsonl"))
+        for line in path.read_text().splitlines()
+        if line
+    ]
     return {row["id"]: row["metadata"]["patient_id"] for row in rows}
 
 
-async def run(preset: str, repeat: int) -> dict[str, Any]:
+async def run(preset: str, repeat: int, runs_dir: Path | None) -> dict[str, Any]:
     settings = Settings()
-    runs = settings.home / "runs" / "ehrqa"
+    runs = (runs_dir or settings.home / "runs") / "ehrqa"
     patient_of = patients_by_sample(runs)
     records = load_records(runs / preset / "results.jsonl").values()
     cases = [
@@ -87,8 +93,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default=DEFAULT_MODEL)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--runs", type=Path, default=None, help="runs folder of the eval run")
     args = parser.parse_args()
-    result = asyncio.run(run(args.preset, args.repeat))
+    result = asyncio.run(run(args.preset, args.repeat, args.runs))
     OUT.mkdir(exist_ok=True)
     (OUT / "ehrqa_overhead.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
