@@ -496,3 +496,15 @@ async def test_a_kind_the_words_name_replaces_other_for_a_result_only(chart: Cha
     assert newest.answer.startswith("208.6 mg/dL on 2023-05-01") and newest.computed
     undated, _ = await ask(chart, "her latest total cholesterol", "value_on_date", CHOL)
     assert undated.answer.startswith("208.6 mg/dL on 2023-05-01")
+
+
+async def test_an_ever_question_planned_on_an_unnamed_result_reads_the_types(chart: Chart) -> None:
+    """'Any history of atrial fibrillation?' planned on the HDL result is a No from every
+    condition read, not "nothing recorded"; a follow-up pick of a name neither the words nor
+    the meaning tie to the question (the ranking here scores every name 0) is no Yes."""
+    result, _ = await ask(chart, "Any history of atrial fibrillation? y/n", "ever_had", HDL,
+                          which("Viral sinusitis"))  # fmt: skip
+    assert result.answer.startswith("No:") and "sinusitis" not in result.answer.lower()
+    named, _ = await ask(chart, "ever had sinusitis?", "ever_had", CONDITIONS,
+                         which("Viral sinusitis"))  # fmt: skip
+    assert named.answer.startswith("Yes: Viral sinusitis")

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, create_model
 from typing_extensions import TypedDict
 
 from wardround.agents.protocol import Dialect, ModelOutputError, complete_json, model_dialect
+from wardround.chart import analyte
 from wardround.chart.dates import find_window
 from wardround.chart.faithfulness import unsupported
 from wardround.chart.kinds import Kind, nothing, with_day
@@ -45,6 +46,10 @@ from wardround.graphs.ehr_qa.reading import Ask, Done, compute, list_option, nam
 
 MAX_RECORDS = 15
 MAX_NAMES = 12  # names offered in a follow-up choice (ever-questions over a whole type)
+# A follow-up choice the question names no word of stands only this near (MiniLM cosine):
+# "heart attack" -> Myocardial infarction 0.42, "stroke" -> Cerebrovascular accident 0.44;
+# "multiple sclerosis" -> Chronic pain 0.16, "atrial fibrillation" -> Heart rate 0.28.
+MIN_CHOICE_SIMILARITY = 0.35
 
 
 @dataclass
@@ -173,7 +178,7 @@ async def read(state: PlannerState, runtime: Runtime[PlannerContext]) -> dict[st
     ask = Ask(state["question"], state["manifest"])
     ask.choose = _chooser(ask, runtime)
     capped: list[str] = []
-    if option is not None and settled is None:  # the test asked for is not in the chart
+    if option is not None and settled is None and kind is not Kind.EVER:  # not in the chart
         done: Done | None = Done(nothing().answer, [], [])
     else:
         try:
@@ -229,7 +234,12 @@ def _chooser(ask_for: Ask, runtime: Runtime[PlannerContext]) -> Any:
         ask = prompts.WHICH.format(options="\n".join(f"- {x}" for x in shown), question=question)
         value, turns = await _decide(runtime, prompts.WHICH_SYSTEM, ask, schema)
         ask_for.extra.setdefault("turns", []).extend(turns)
-        return None if value.about == NOT_IN_CHART else str(value.about)
+        if value.about == NOT_IN_CHART:
+            return None
+        near = float(scores[names.index(value.about)]) if value.about in names else 0.0
+        if near < MIN_CHOICE_SIMILARITY and not analyte.names(question, value.about):
+            return None  # a name neither the words nor the meaning tie to the question
+        return str(value.about)
 
     return choose
 
