@@ -185,6 +185,7 @@ def test_serum_asked_is_not_a_whole_blood_test_but_blood_asked_takes_serum() -> 
 
 
 PHQ9 = "Patient Health Questionnaire 9 item (PHQ-9) total score [Reported]"
+PHQ_TEEN = "Patient Health Questionnaire-9: Modified for Teens total score [Reported.PHQ.Teen]"
 INCOME = "What was your best estimate of the total income of all family members from all sources?"
 CREAT_BLOOD = "Creatinine [Mass/volume] in Blood"
 
@@ -196,10 +197,11 @@ CREAT_BLOOD = "Creatinine [Mass/volume] in Blood"
         ("what did the SGOT / AST come back as", PHQ9),
         ("latest troponin", CREAT_BLOOD),
         ("when was her last INR and what was it", INCOME),  # question words name nothing
+        ("pull up the newest AST for this patient", PHQ_TEEN),  # "for": no analyte
     ],
 )
 def test_a_result_the_question_does_not_name_at_all_is_not_recorded(question, chosen) -> None:
-    options = [_option(d, n) for n, d in enumerate([CREAT_BLOOD, PHQ9, INCOME, HGB])]
+    options = [_option(d, n) for n, d in enumerate([CREAT_BLOOD, PHQ9, PHQ_TEEN, INCOME, HGB])]
     picked = next(o for o in options if o.name == chosen)
     assert settle_choice(question, picked, options) is None
 

@@ -496,6 +496,9 @@ async def test_a_kind_the_words_name_replaces_other_for_a_result_only(chart: Cha
     assert newest.answer.startswith("208.6 mg/dL on 2023-05-01") and newest.computed
     undated, _ = await ask(chart, "her latest total cholesterol", "value_on_date", CHOL)
     assert undated.answer.startswith("208.6 mg/dL on 2023-05-01")
+    visits = "all encounters and visits [Encounter]"
+    visit, _ = await ask(chart, "Date of her latest visit?", "latest_value", visits)
+    assert visit.answer.startswith("2023-05-01") and visit.computed
 
 
 async def test_an_ever_question_planned_on_an_unnamed_result_reads_the_types(chart: Chart) -> None:

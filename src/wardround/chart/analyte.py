@@ -216,7 +216,9 @@ _QUESTION_WORDS = frozenset({"what", "which", "when", "how", "many", "much", "wa
                              "all", "any", "from", "before", "after", "last", "year", "since",
                              "most", "recent", "latest", "patient", "result", "record", "date",
                              "time", "ever", "value", "during", "past", "been", "current",
-                             "list", "show", "pull", "reading", "newest", "can"})  # fmt: skip
+                             "list", "show", "pull", "reading", "newest", "can", "for",
+                             "this", "that", "with", "on", "at", "to", "an", "up", "me",
+                             "her", "his", "she", "he", "it", "please", "give", "tell"})  # fmt: skip
 # Words of a record's name that say nothing of what it is.
 NAME_FILLER = _QUESTION_WORDS | {"disorder", "finding", "procedure", "situation", "of", "the",
                                  "and", "with", "for", "in", "on", "by", "to", "oral", "tablet",

@@ -63,8 +63,8 @@ def steer(question: str, kind: Kind, window: Window | None, option: Option | Non
         return Kind.HAPPENED
     if kind in _LOOSE and _YES_NO.search(question) and _EVER.search(question):
         return Kind.EVER
-    if kind is Kind.OTHER or (kind is Kind.ON_DATE and window is None):
-        # the model's "none of the kinds", or a day the question names none of: the words
+    if kind is Kind.OTHER or _cannot_compute(kind, window, option):
+        # the model's "none of the kinds", or a kind code cannot compute here: the words
         # may name one (a value kind only for a result, not "the latest progress note")
         worded = kind_from_words(question)
         result = option is None or option.resource_type in _VALUE_TYPES
@@ -72,6 +72,15 @@ def steer(question: str, kind: Kind, window: Window | None, option: Option | Non
             return worded
     return kind
     return kind
+
+
+def _cannot_compute(kind: Kind, window: Window | None, option: Option | None) -> bool:
+    """A value on a day the question names none of; the latest value of a whole type that
+    holds no values ("latest visit" planned as the latest of all encounters)."""
+    if kind is Kind.ON_DATE:
+        return window is None
+    whole = option is not None and not option.code and option.resource_type not in _VALUE_TYPES
+    return kind is Kind.LATEST and whole
 
 
 def _first_kind(question: str, kind: Kind, option: Option | None) -> Kind | None:
