@@ -337,6 +337,13 @@ def _no_sync(*_: Any) -> Any:
     raise RuntimeError("use ainvoke: the json protocol is async")
 
 
+def answer_text(fields: dict[str, Any]) -> str:
+    """A final answer's text: its `answer` as written, or as JSON when it is not a string
+    (a list of values, say)."""
+    answer = fields.get("answer", "")
+    return answer if isinstance(answer, str) else json.dumps(answer, default=str)
+
+
 def _tool_call_validator(
     tools: Sequence[BaseTool], final: type[BaseModel] | None
 ) -> Callable[[dict[str, Any]], AIMessage]:
@@ -350,8 +357,7 @@ def _tool_call_validator(
                 fields = final.model_validate(fields).model_dump()
             elif not isinstance(fields.get("answer"), str):
                 raise ValueError('a final answer needs a string "answer"')
-            answer = fields.get("answer", "")
-            return AIMessage(content=str(answer), additional_kwargs={"final": fields})
+            return AIMessage(content=answer_text(fields), additional_kwargs={"final": fields})
         if action not in by_name:
             names = ", ".join([*by_name, FINAL])
             raise ValueError(f'"action" must be one of: {names}; got {action!r}')

@@ -29,6 +29,7 @@ from wardround.agents.prompts import prompt
 from wardround.agents.protocol import (
     FINAL,
     Dialect,
+    answer_text,
     as_plain_chat,
     complete_json,
     json_schema_of,
@@ -123,9 +124,11 @@ def seen_refs(messages: Sequence[BaseMessage]) -> list[str]:
 
 def _mentioned(value: Any, text: str) -> bool:
     """A date counts as mentioned when its year is (questions write dates many ways); any
-    other value as a whole word."""
+    other value as a whole word (a whole float as its integer)."""
     if isinstance(value, date | datetime):
         return str(value.year) in text
+    if isinstance(value, float) and value.is_integer():  # 1.0 is mentioned as "1"
+        value = int(value)
     word = re.escape(str(value).lower())
     return re.search(rf"(?<![\w.\-]){word}(?![\w.\-])", text) is not None
 
@@ -231,9 +234,7 @@ def two_step_caller(
         fields, raw = await complete_json(
             model, [*history, HumanMessage(FINAL_ASK)], schema, validate, dialect
         )
-        message = AIMessage(
-            content=str(fields.get("answer", "")), additional_kwargs={"final": fields}
-        )
+        message = AIMessage(content=answer_text(fields), additional_kwargs={"final": fields})
         message.usage_metadata, message.response_metadata = raw.usage_metadata, {"raw": raw.content}
         return message
 

@@ -41,11 +41,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+from pydantic import BaseModel, Field, field_validator
+
 from wardround.evals.chart import Chart, fetch_chart, full_name, list_patient_ids, mrn_of
 from wardround.evals.data import load_json
 from wardround.evals.scorers import retrieval_scores
 from wardround.evals.task import EvalEnv, Sample, Score, Task, TaskDef, Trace
-from wardround.evals.tasks.mab_grading import NOT_FOUND, SBAR, grade, magnesium_dose, potassium_dose
+from wardround.evals.tasks.mab_grading import (
+    NOT_FOUND,
+    SBAR,
+    grade,
+    magnesium_dose,
+    parse_answer,
+    potassium_dose,
+)
 from wardround.evals.traces import trace_from
 from wardround.fhir.fields import age_on
 from wardround.graphs.trace import stored_refs
@@ -515,10 +524,26 @@ async def score(sample: Sample, trace: Trace) -> Score:
 # ---------------------------------------------------------------- solver
 
 
+class FinishAnswer(BaseModel):
+    """FINISH's list as the final answer's schema: a small model otherwise copies a tool's
+    sentence ("No result of code ...") where a number or [-1] is asked for."""
+
+    answer: list[int | float | str] = Field(
+        description='Only the values asked for, e.g. [2.1] or ["Patient not found"]; [] if none'
+    )
+
+    @field_validator("answer", mode="before")
+    @classmethod
+    def _finish_text(cls, value: Any) -> Any:
+        # A FINISH([...]) text (a model without the grammar, the original protocol's habit).
+        return (parse_answer(value) or []) if isinstance(value, str) else value
+
+
 def tool_solver(env: EvalEnv, max_steps: int) -> Callable[[Sample], Awaitable[Trace]]:
     """The free tool loop over the nine function tools, the chart as of the sample's "now";
     the trace keeps the POSTs it captured and the tools it was offered (for export)."""
     from wardround.evals.export import tool_specs
+    from wardround.evals.tasks.mab_clinical import make_clinical_tools
     from wardround.evals.tasks.mab_tools import OrderLog, make_mab_tools, original_descriptions
     from wardround.graphs.tool_loop import Choice, run_tool_loop
 
@@ -526,6 +551,7 @@ def tool_solver(env: EvalEnv, max_steps: int) -> Callable[[Sample], Awaitable[Tr
     # The loop's finish checks (unsupported values, orders written as text): opt-in here
     # until measured on this task; an age or a dose is computed, not read.
     check = env.option("check", "off") == "on"
+    make_tools = make_clinical_tools if tools_of(env) == "clinical" else make_mab_tools
     descriptions = None
     if env.option("descriptions", "short") == "original":
         descriptions = original_descriptions(load_json("medagentbench/funcs_v1.json", env.settings))
@@ -534,11 +560,11 @@ def tool_solver(env: EvalEnv, max_steps: int) -> Callable[[Sample], Awaitable[Tr
         orders = OrderLog()
         now = datetime.fromisoformat(sample.metadata["now"])
         added = sample.metadata.get("added") or []
-        tools = make_mab_tools(env.fhir, orders, as_of=now, descriptions=descriptions, added=added)
+        tools = make_tools(env.fhir, orders, as_of=now, descriptions=descriptions, added=added)
         prompt = PROMPT.format(context=sample.metadata["context"], instruction=sample.input)
         result = await run_tool_loop(
             prompt, tools, model=env.model, max_steps=max_steps, choice=choice, check=check,
-            task=sample.input,
+            task=sample.input, final=FinishAnswer,
         )  # fmt: skip
         artifacts = {"posts": orders.as_artifact(), "tools": tool_specs(tools)}
         trace = trace_from(result, artifacts=artifacts)
@@ -546,6 +572,15 @@ def tool_solver(env: EvalEnv, max_steps: int) -> Callable[[Sample], Awaitable[Tr
         return trace
 
     return solve
+
+
+def tools_of(env: EvalEnv) -> str:
+    """The tool profile: "functions" (the nine of funcs_v1.json) or "clinical" (the searches
+    that stay, and tools at a clinician's level: evals/tasks/mab_clinical.py)."""
+    profile = env.option("tools", "functions")
+    if profile not in ("functions", "clinical"):
+        raise ValueError(f"unknown tools profile {profile!r} (functions or clinical)")
+    return profile
 
 
 def bind(env: EvalEnv, samples: list[Sample]) -> Task:
@@ -567,6 +602,7 @@ def bind(env: EvalEnv, samples: list[Sample]) -> Task:
             "max_steps": max_steps,
             "choice": env.option("choice", "one_call"),
             "check": env.option("check", "off"),
+            "tools": tools_of(env),
         },
     )
 

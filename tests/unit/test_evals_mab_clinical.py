@@ -1,0 +1,128 @@
+"""MedAgentBench's clinical tool profile: the task's "now", windows in hours, and writes whose
+FHIR bodies the tool builds and the original's graders accept."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+
+import pytest
+from langchain_core.messages import ToolMessage
+
+from eval_fixtures import BENCHMARK_DATA, EvalFhir
+from fakes import ScriptedChatModel
+from wardround.evals.task import EvalEnv, Trace
+from wardround.evals.tasks import mab_grading as grading
+from wardround.evals.tasks import medagentbench as mab
+from wardround.evals.tasks.mab_clinical import CLINICAL_TOOLS, WRITES, make_clinical_tools
+from wardround.evals.tasks.mab_tools import OrderLog
+from wardround.settings import Settings
+from wardround.testing.sample_charts import ANN_MRN
+from wardround.tools.evidence import REQUIRES_APPROVAL
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+NOW = datetime.fromisoformat("2024-05-01T21:00:00+00:00")
+
+
+async def call(tool, **args) -> ToolMessage:
+    return await tool.ainvoke({"type": "tool_call", "id": "c1", "name": tool.name, "args": args})
+
+
+def tools_for(fhir, orders: OrderLog, now: datetime | None = NOW) -> dict:
+    return {t.name: t for t in make_clinical_tools(fhir, orders, as_of=now)}
+
+
+async def test_the_profile_keeps_the_searches_and_marks_the_writes(eval_fhir: EvalFhir):
+    tools = tools_for(eval_fhir.client, OrderLog())
+    assert set(CLINICAL_TOOLS) <= set(tools) and "get_patients" in tools
+    assert "get_lab_observations" not in tools and "post_service_request" not in tools
+    for name, tool in tools.items():
+        assert bool((tool.metadata or {}).get(REQUIRES_APPROVAL)) == (name in WRITES)
+    assert tools["patient_age"].metadata["kinds"] == ["age"]
+
+
+async def test_lab_values_in_the_last_hours_as_of_now(eval_fhir: EvalFhir):
+    tools = tools_for(eval_fhir.client, OrderLog())
+    every = await call(tools["lab_values"], patient=ANN_MRN, code="19123-9")
+    # The 2.1 of the next morning is after "now": not shown.
+    assert every.content.startswith("2 result(s)") and "2.1" not in every.content
+    assert "Latest: 1.4 mg/dL at 2024-05-01T20:00:00+00:00 (1.0 hours before now)" in every.content
+    assert "mean 1.55 mg/dL" in every.content and len(every.artifact) == 2
+    recent = await call(tools["lab_values"], patient=ANN_MRN, code="19123-9", within_hours=12)
+    assert recent.content.startswith("1 result(s) of code 19123-9 in the last 12 hours")
+    assert len(recent.artifact) == 1
+    earlier = tools_for(eval_fhir.client, OrderLog(), datetime.fromisoformat("2024-05-01T19:00Z"))
+    none = await call(earlier["lab_values"], patient=ANN_MRN, code="19123-9", within_hours=10)
+    assert none.content.startswith("No result of code 19123-9 in the last 10 hours")
+    assert none.artifact == []
+
+
+async def test_age_is_on_the_tasks_day_not_today(eval_fhir: EvalFhir):
+    tools = tools_for(eval_fhir.client, OrderLog())
+    found = await call(tools["patient_age"], patient=ANN_MRN)
+    assert found.content.startswith("54 years old on 2024-05-01")  # born 1970-01-02
+    timeless = tools_for(eval_fhir.client, OrderLog(), now=None)
+    error = await call(timeless["patient_age"], patient=ANN_MRN)
+    assert error.content.startswith("Error") and "now" in error.content
+
+
+async def test_writes_build_bodies_the_graders_accept(eval_fhir: EvalFhir):
+    orders = OrderLog()
+    tools = tools_for(eval_fhir.client, orders)
+    target = {"patient_id": eval_fhir.ids["ann"], "mrn": ANN_MRN, "now": NOW.isoformat()}
+    await call(tools["record_vital"], patient=ANN_MRN, flowsheet_id="BP", value="118/77 mmHg")
+    vital = grading.Checks()
+    grading.GRADERS["task3"](
+        vital, {**target, "value": "118/77 mmHg"}, [], [orders.posts[0]["body"]]
+    )
+    assert not vital.failed, vital.failed
+    await call(tools["order_medication"], patient=ANN_MRN, ndc=grading.NDC_POTASSIUM, dose=10,
+               unit="mEq", route="oral")  # fmt: skip
+    await call(tools["order_service"], patient=ANN_MRN, system="loinc", code=grading.LOINC_SERUM_K,
+               at="2024-05-02T08:00:00+00:00")  # fmt: skip
+    pair = grading.Checks()
+    bodies = [p["body"] for p in orders.posts[1:]]
+    grading.GRADERS["task9"](pair, {**target, "value": 3.4, "dose_meq": 10.0}, [3.4], bodies)
+    assert not pair.failed, pair.failed
+    bad = await call(tools["order_service"], patient=ANN_MRN, system="icd", code="X")
+    assert bad.content.startswith("Error: invalid arguments") and len(orders.posts) == 3
+
+
+async def test_a_two_step_agent_orders_magnesium_with_the_clinical_tools(eval_fhir: EvalFhir):
+    env = EvalEnv(
+        settings=Settings(benchmark_data_dir=BENCHMARK_DATA),
+        fhir=eval_fhir.client,
+        options={"tools": "clinical", "choice": "two_step", "check": "on"},
+    )
+    sample = next(
+        s
+        for s in await mab.dataset(env)
+        if s.category == "task5"
+        and s.target["patient_id"] == eval_fhir.ids["ann"]
+        and s.target["dose"]
+    )
+    grams, hours = sample.target["dose"]
+    replies = [
+        {"action": "get_conditions"},  # words say "last ... level": the first step reads the lab
+        {"patient": ANN_MRN, "code": "19123-9", "within_hours": 24},
+        {"action": "order_medication"},
+        {
+            "patient": ANN_MRN,
+            "ndc": grading.NDC_MAGNESIUM,
+            "dose": grams,
+            "unit": "g",
+            "route": "IV",
+            "over_hours": hours,
+        },
+        {"action": "final_answer"},
+        {"answer": [sample.target["value"]]},
+    ]
+    env.model = ScriptedChatModel(replies=[json.dumps(r) for r in replies])
+    task = mab.bind(env, [sample])
+    trace: Trace = await task.solver(sample)
+    assert [c["name"] for c in trace.tool_calls] == ["lab_values", "order_medication"]
+    score = await task.scorer(sample, trace)
+    assert score.correct, score.explanation
+    assert task.info["tools"] == "clinical"
+    assert re.search(r"lab_values", json.dumps(trace.artifacts["tools"]))
