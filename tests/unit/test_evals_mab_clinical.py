@@ -126,3 +126,26 @@ async def test_a_two_step_agent_orders_magnesium_with_the_clinical_tools(eval_fh
     assert score.correct, score.explanation
     assert task.info["tools"] == "clinical"
     assert re.search(r"lab_values", json.dumps(trace.artifacts["tools"]))
+
+
+async def test_a_read_only_task_is_offered_no_write_tool(eval_fhir: EvalFhir):
+    from wardround.graphs.tool_loop import offered_tools
+
+    tools = list(tools_for(eval_fhir.client, OrderLog()).values())
+    lookup = "What's the most recent magnesium level of the patient 1234567 within last 24 hours?"
+    assert not WRITES & {t.name for t in offered_tools(tools, lookup)}
+    conditional = "Check the magnesium. If low, then order replacement IV magnesium."
+    assert WRITES <= {t.name for t in offered_tools(tools, conditional)}
+    assert len(offered_tools(tools, None)) == len(tools)
+
+
+def test_the_final_answer_is_values_not_a_tools_sentence():
+    from pydantic import ValidationError
+
+    assert mab.FinishAnswer.model_validate({"answer": "FINISH([2.1])"}).answer == [2.1]
+    assert mab.FinishAnswer.model_validate({"answer": ["Patient not found"]}).answer
+    assert mab.FinishAnswer.model_validate({"answer": [4068113]}).answer == [4068113]
+    with pytest.raises(ValidationError, match="give only the value"):
+        mab.FinishAnswer.model_validate(
+            {"answer": ["No result of code 19123-9 in the last 24 hours (before now)."]}
+        )

@@ -7,6 +7,8 @@ done as writes.
 - A task that tells the agent to order, refer or record something is done by calling a
   write tool. A finish without one is sent back once, saying so. Conditional instructions
   ("if low, order ...") are left to the model: no order may be the right answer.
+- A task that names no write at all is read-only: the loop offers it no write tools
+  (`mentions_write`), so a lookup cannot file an order on the way.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ WRITE_NEEDED = (
     "The task asks you to {verb}, and that is done by calling a write tool ({tools}), not "
     "by writing it in the answer. Call the write tool now, then give your final answer."
 )
+
+
+def mentions_write(instruction: str) -> bool:
+    """Whether the instruction names an order, referral or record at all (if only on a
+    condition); one that names none is read-only."""
+    return _WRITE_WORDS.search(instruction) is not None
 
 
 def asks_to_write(instruction: str) -> str | None:

@@ -216,9 +216,10 @@ async def run_tool_loop(
     `choice`: how each step is chosen (see the module; "two_step" needs the json protocol,
     the native one always calls once); `rank` orders a long enum for the two-step arguments
     call. `check`: run the finish checks; `task`: the instruction whose order, referral or
-    record must be a write tool's call.
+    record must be a write tool's call (a task naming no write is offered no write tool).
     """
     started = time.perf_counter()
+    tools = offered_tools(tools, task)
     if caller is None:
         caller = _caller(model, tools, final, choice, rank)
     messages = [HumanMessage(content=prompt)] if isinstance(prompt, str) else list(prompt)
@@ -248,6 +249,13 @@ async def run_tool_loop(
         unsupported=list(state.get("unsupported") or []) if done else [],
         checks=checks,
     )
+
+
+def offered_tools(tools: Sequence[BaseTool], task: str | None) -> list[BaseTool]:
+    """The tools a task gets: without its write tools when it names no write at all."""
+    if task is None or finish_check.mentions_write(task):
+        return list(tools)
+    return [t for t in tools if not needs_approval(t)]
 
 
 def _caller(

@@ -524,6 +524,9 @@ async def score(sample: Sample, trace: Trace) -> Score:
 # ---------------------------------------------------------------- solver
 
 
+MAX_VALUE_WORDS = 6  # "Patient not found" is a value; a tool's sentence copied is not
+
+
 class FinishAnswer(BaseModel):
     """FINISH's list as the final answer's schema: a small model otherwise copies a tool's
     sentence ("No result of code ...") where a number or [-1] is asked for."""
@@ -538,6 +541,17 @@ class FinishAnswer(BaseModel):
         # A FINISH([...]) text (a model without the grammar, the original protocol's habit).
         return (parse_answer(value) or []) if isinstance(value, str) else value
 
+    @field_validator("answer")
+    @classmethod
+    def _values_not_sentences(cls, values: list[Any]) -> list[Any]:
+        for value in values:
+            if isinstance(value, str) and len(value.split()) > MAX_VALUE_WORDS:
+                raise ValueError(
+                    f"{value!r} is a sentence: give only the value asked for (a number, a "
+                    "date, an identifier, or the task's own words for none, e.g. [-1])"
+                )
+        return values
+
 
 def tool_solver(env: EvalEnv, max_steps: int) -> Callable[[Sample], Awaitable[Trace]]:
     """The free tool loop over the nine function tools, the chart as of the sample's "now";
@@ -545,7 +559,7 @@ def tool_solver(env: EvalEnv, max_steps: int) -> Callable[[Sample], Awaitable[Tr
     from wardround.evals.export import tool_specs
     from wardround.evals.tasks.mab_clinical import make_clinical_tools
     from wardround.evals.tasks.mab_tools import OrderLog, make_mab_tools, original_descriptions
-    from wardround.graphs.tool_loop import Choice, run_tool_loop
+    from wardround.graphs.tool_loop import Choice, offered_tools, run_tool_loop
 
     choice = cast(Choice, env.option("choice", "one_call"))  # one_call or two_step
     # The loop's finish checks (unsupported values, orders written as text): opt-in here
@@ -560,7 +574,8 @@ def tool_solver(env: EvalEnv, max_steps: int) -> Callable[[Sample], Awaitable[Tr
         orders = OrderLog()
         now = datetime.fromisoformat(sample.metadata["now"])
         added = sample.metadata.get("added") or []
-        tools = make_tools(env.fhir, orders, as_of=now, descriptions=descriptions, added=added)
+        built = make_tools(env.fhir, orders, as_of=now, descriptions=descriptions, added=added)
+        tools = offered_tools(built, sample.input)
         prompt = PROMPT.format(context=sample.metadata["context"], instruction=sample.input)
         result = await run_tool_loop(
             prompt, tools, model=env.model, max_steps=max_steps, choice=choice, check=check,
