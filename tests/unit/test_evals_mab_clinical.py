@@ -135,7 +135,7 @@ async def test_a_read_only_task_is_offered_no_write_tool(eval_fhir: EvalFhir):
     lookup = "What's the most recent magnesium level of the patient 1234567 within last 24 hours?"
     assert not WRITES & {t.name for t in offered_tools(tools, lookup)}
     conditional = "Check the magnesium. If low, then order replacement IV magnesium."
-    assert WRITES <= {t.name for t in offered_tools(tools, conditional)}
+    assert {t.name for t in offered_tools(tools, conditional)} >= WRITES
     assert len(offered_tools(tools, None)) == len(tools)
 
 
