@@ -35,11 +35,13 @@ from wardround.evals.tasks.mab_tools import (
     ServicePost,
     Token,
     VitalPost,
-    added_matches,
+    bind_mab_tool,
     post,
+    record_time,
     resolve,
+    visible,
 )
-from wardround.fhir.fields import reference_of, resource_datetime
+from wardround.fhir.fields import reference_of
 from wardround.tools.evidence import REQUIRES_APPROVAL, tool_result
 from wardround.tools.fhir.tools import ToolOutput, checked_tool
 
@@ -98,17 +100,6 @@ def _now(scope: MabScope) -> datetime:
     return scope.as_of
 
 
-def _when(resource: dict[str, Any]) -> datetime | None:
-    stamp = resource_datetime(resource)
-    if not stamp:
-        return None
-    try:
-        value = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else None
-
-
 def _before(delta: timedelta) -> str:
     """How long ago, in the unit a task's rule is written in (hours, days, years)."""
     hours = delta.total_seconds() / 3600
@@ -130,15 +121,14 @@ async def _results(
     scope: MabScope, patient_id: str, code: str
 ) -> list[tuple[datetime, float, str, dict]]:
     """(time, value, unit, record) of the code's results up to "now", newest first."""
-    params = [("patient", patient_id), ("code", code)]
-    found = await scope.fhir().search("Observation", params)
-    found += [r for r in scope.added if added_matches(r, "Observation", params)]
-    rows = []
-    for r in found:
-        when, quantity = _when(r), r.get("valueQuantity") or {}
-        if when is None or when > _now(scope) or not isinstance(quantity.get("value"), int | float):
+    now, rows = _now(scope), []
+    for r in await visible(scope, "Observation", [("patient", patient_id), ("code", code)]):
+        when, quantity = record_time(r), r.get("valueQuantity") or {}
+        # A time without an offset cannot be placed in an hours window: left out.
+        if when is None or when.tzinfo is None or when > now:
             continue
-        rows.append((when, float(quantity["value"]), str(quantity.get("unit") or ""), r))
+        if isinstance(quantity.get("value"), int | float):
+            rows.append((when, float(quantity["value"]), str(quantity.get("unit") or ""), r))
     return sorted(rows, key=lambda row: row[0], reverse=True)
 
 
@@ -252,11 +242,8 @@ def make_clinical_tools(
 ) -> list[BaseTool]:
     """The raw searches that stay (Patient, Condition, vitals, medications, procedures) and
     the clinician-level tools above, over one task's scope."""
-    from wardround.evals.tasks.mab_tools import make_mab_tools
-
-    raw = make_mab_tools(client, orders, as_of=as_of, descriptions=descriptions, added=added)
-    kept = [t for t in raw if t.name in _KEPT]
-    scope = MabScope(client, orders, as_of, added=added)
+    scope = MabScope(client, orders, as_of, added=added)  # one MRN lookup for all tools
+    kept = [bind_mab_tool(scope, name, descriptions) for name in _KEPT]
     for name, (text, schema, run, kinds) in CLINICAL_TOOLS.items():
         metadata: dict[str, Any] = {REQUIRES_APPROVAL: True} if name in WRITES else {}
         if kinds:  # the loop's first step takes this tool when the task's words say so

@@ -36,7 +36,7 @@ from wardround.fhir.render import render_resource
 from wardround.tools.evidence import REQUIRES_APPROVAL, tool_result
 from wardround.tools.fhir.tools import ToolOutput, checked_tool
 
-__all__ = ["MAB_TOOLS", "TOOL_NAMES", "MabScope", "OrderLog", "make_mab_tools"]
+__all__ = ["MAB_TOOLS", "TOOL_NAMES", "MabScope", "OrderLog", "bind_mab_tool", "make_mab_tools"]
 
 MAX_LINES = 60
 # A result's text budget: eight turns of 60 full lines outgrew an 8k-token context, so a
@@ -272,15 +272,23 @@ def _line(resource: dict[str, Any]) -> str:
     return line
 
 
+def record_time(resource: dict[str, Any]) -> datetime | None:
+    """The record's date-time, parsed (naive if the record gives no offset); None if it has
+    none or it does not parse."""
+    stamp = resource_datetime(resource)
+    if not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 def _after(resource: dict[str, Any], as_of: datetime | None) -> bool:
     if as_of is None or resource.get("resourceType") == "Patient":
         return False
-    stamp = resource_datetime(resource)
-    if not stamp:
-        return False
-    try:
-        value = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
+    value = record_time(resource)
+    if value is None:
         return False
     if value.tzinfo is None:
         value = value.replace(tzinfo=as_of.tzinfo)
@@ -379,11 +387,18 @@ def added_matches(
     return True
 
 
-async def listing(scope: MabScope, resource_type: str, params: list[tuple[str, str]]) -> ToolOutput:
-    """The search's records as of the task's "now", newest first, within the text budget."""
+async def visible(
+    scope: MabScope, resource_type: str, params: list[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """The search's records, the task's added ones among them, as of the task's "now"."""
     found = await scope.fhir().search(resource_type, params)
     found += [r for r in scope.added if added_matches(r, resource_type, params)]
-    shown = [r for r in found if not _after(r, scope.as_of)]
+    return [r for r in found if not _after(r, scope.as_of)]
+
+
+async def listing(scope: MabScope, resource_type: str, params: list[tuple[str, str]]) -> ToolOutput:
+    """The search's records as of the task's "now", newest first, within the text budget."""
+    shown = await visible(scope, resource_type, params)
     shown.sort(key=lambda r: resource_datetime(r) or "", reverse=True)
     if not shown:
         return tool_result(f"No {resource_type} records found.")
@@ -466,15 +481,13 @@ def make_mab_tools(
 ) -> list[BaseTool]:
     """The nine tools, in funcs_v1.json order (see TOOL_NAMES); writes go to `orders`;
     `added` records join the server's in the searches. `client` None: for the schemas only."""
-    described = {**_SHORT, **(descriptions or {})}
     scope = MabScope(client, orders, as_of, added=added)
-    return [
-        checked_tool(
-            name,
-            described[name],
-            schema,
-            partial(run, scope),
-            {REQUIRES_APPROVAL: True} if name.startswith("post_") else {},
-        )
-        for name, (schema, run) in MAB_TOOLS.items()
-    ]
+    return [bind_mab_tool(scope, name, descriptions) for name in MAB_TOOLS]
+
+
+def bind_mab_tool(scope: MabScope, name: str, descriptions: dict[str, str] | None) -> BaseTool:
+    """One of the nine tools over `scope` (the writes need approval)."""
+    schema, run = MAB_TOOLS[name]
+    description = (descriptions or {}).get(name, _SHORT[name])
+    metadata = {REQUIRES_APPROVAL: True} if name.startswith("post_") else {}
+    return checked_tool(name, description, schema, partial(run, scope), metadata)

@@ -554,8 +554,8 @@ class FinishAnswer(BaseModel):
 
 
 def tool_solver(env: EvalEnv, max_steps: int) -> Callable[[Sample], Awaitable[Trace]]:
-    """The free tool loop over the nine function tools, the chart as of the sample's "now";
-    the trace keeps the POSTs it captured and the tools it was offered (for export)."""
+    """The free tool loop over the profile's tools (`tools_of`), the chart as of the sample's
+    "now"; the trace keeps the POSTs it captured and the tools it was offered (for export)."""
     from wardround.evals.export import tool_specs
     from wardround.evals.tasks.mab_clinical import make_clinical_tools
     from wardround.evals.tasks.mab_tools import OrderLog, make_mab_tools, original_descriptions
