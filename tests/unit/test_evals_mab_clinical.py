@@ -133,10 +133,55 @@ async def test_a_read_only_task_is_offered_no_write_tool(eval_fhir: EvalFhir):
 
     tools = list(tools_for(eval_fhir.client, OrderLog()).values())
     lookup = "What's the most recent magnesium level of the patient 1234567 within last 24 hours?"
-    assert not WRITES & {t.name for t in offered_tools(tools, lookup)}
+    assert not set(WRITES) & {t.name for t in offered_tools(tools, lookup)}
     conditional = "Check the magnesium. If low, then order replacement IV magnesium."
-    assert {t.name for t in offered_tools(tools, conditional)} >= WRITES
+    offered = {t.name for t in offered_tools(tools, conditional)}
+    assert {"order_medication", "order_service", "lab_values"} <= offered
+    assert "record_vital" not in offered  # an order task files no vital sign on the way
+    record = "I just measured the blood pressure for patient 1234567. Record it."
+    assert set(WRITES) & {t.name for t in offered_tools(tools, record)} == {"record_vital"}
     assert len(offered_tools(tools, None)) == len(tools)
+
+
+async def test_the_function_profile_offers_the_writes_a_task_names(eval_fhir: EvalFhir):
+    from wardround.evals.tasks.mab_tools import make_mab_tools
+    from wardround.graphs.tool_loop import offered_tools
+
+    tools = make_mab_tools(eval_fhir.client, OrderLog(), as_of=NOW)
+    refer = "Order orthopedic surgery referral for patient 1234567."
+    posts = {t.name for t in offered_tools(tools, refer) if t.name.startswith("post_")}
+    assert posts == {"post_medication_request", "post_service_request"}
+    record = "Record the patient's blood pressure."
+    posts = {t.name for t in offered_tools(tools, record) if t.name.startswith("post_")}
+    assert posts == {"post_vital_observation"}
+
+
+async def test_a_code_without_results_lists_the_patients_own_codes(eval_fhir: EvalFhir):
+    tools = tools_for(eval_fhir.client, OrderLog())
+    # 2823-3 is the serum potassium order code; the chart holds its results under others.
+    reply = await call(tools["lab_values"], patient=ANN_MRN, code="2823-3")
+    assert reply.content.startswith("No result of code 2823-3")
+    assert "19123-9" in reply.content and reply.artifact == []
+    held = {line.split()[1] for line in reply.content.splitlines() if line.startswith("- ")}
+    mine = {
+        c["code"]
+        for o in await eval_fhir.client.search("Observation", {"patient": eval_fhir.ids["ann"]})
+        for c in o["code"].get("coding", [])
+    }
+    assert held and held <= mine  # only this patient's codes
+
+
+def test_an_hours_window_is_kept_only_where_the_task_says_hours():
+    from wardround.agents.two_step import prune_optional, units_of
+
+    units = units_of(tools_for(None, OrderLog())["lab_values"])
+    assert units == {"within_hours": "hours"}
+    args = {"patient": "S1", "code": "4548-4", "within_hours": 1}
+    stale = "If the lab value result date is greater than 1 year old, order a new test."
+    assert "within_hours" not in prune_optional(args, ["patient", "code"], stale, units)
+    day = {**args, "within_hours": 24}
+    assert prune_optional(day, ["patient"], "within last 24 hours", units)["within_hours"] == 24
+    assert prune_optional(day, ["patient"], "in a 24-hour window", units)["within_hours"] == 24
 
 
 def test_the_final_answer_is_values_not_a_tools_sentence():

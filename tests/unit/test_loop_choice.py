@@ -206,3 +206,20 @@ async def test_the_first_action_is_the_chart_tool_the_questions_words_point_at(
         graph="loop", choice="two_step",
     )  # fmt: skip
     assert set(schema_of(kept, 1)["properties"]) >= {"record_type"}  # a counting tool: kept
+
+
+async def test_two_step_sends_back_a_final_answer_that_names_a_tool(fhir: FhirFixture) -> None:
+    model = scripted(
+        {"action": "latest_value"},
+        {"test": A1C},
+        {"action": FINAL},
+        json.dumps({"answer": "latest_value", "citations": []}),  # a tool's name, not a value
+        cite_seen("6.1 % on 2023-11-12"),
+    )
+    result = await answer_question(
+        "What is the latest hemoglobin A1c?", fhir.patients["handmade"], model=model,
+        fhir=fhir.client, graph="loop", choice="two_step",
+    )  # fmt: skip
+    assert result.error is None and result.answer == "6.1 % on 2023-11-12"
+    repair = str(model.calls[4]["messages"][-1].content)
+    assert "latest_value is a tool, not an answer" in repair

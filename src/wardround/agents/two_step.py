@@ -122,21 +122,39 @@ def seen_refs(messages: Sequence[BaseMessage]) -> list[str]:
     return list(refs)
 
 
-def _mentioned(value: Any, text: str) -> bool:
+def _mentioned(value: Any, text: str, unit: str | None = None) -> bool:
     """A date counts as mentioned when its year is (questions write dates many ways); any
-    other value as a whole word (a whole float as its integer)."""
+    other value as a whole word (a whole float as its integer), followed by its unit where
+    the argument has one ("older than 1 year" does not mention 1 hour)."""
     if isinstance(value, date | datetime):
         return str(value.year) in text
     if isinstance(value, float) and value.is_integer():  # 1.0 is mentioned as "1"
         value = int(value)
     word = re.escape(str(value).lower())
-    return re.search(rf"(?<![\w.\-]){word}(?![\w.\-])", text) is not None
+    end = rf"\s*-?\s*{re.escape(unit.lower().rstrip('s'))}s?\b" if unit else r"(?![\w.\-])"
+    return re.search(rf"(?<![\w.\-]){word}{end}", text) is not None
 
 
-def prune_optional(args: dict[str, Any], required: Sequence[str], evidence: str) -> dict[str, Any]:
-    """`args` without the optional ones whose value the evidence never mentions."""
-    text = evidence.lower()
-    return {k: v for k, v in args.items() if k in required or _mentioned(v, text)}
+def prune_optional(
+    args: dict[str, Any],
+    required: Sequence[str],
+    evidence: str,
+    units: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """`args` without the optional ones whose value the evidence never mentions (with the
+    argument's unit, where `units` gives one)."""
+    text, units = evidence.lower(), units or {}
+    return {k: v for k, v in args.items() if k in required or _mentioned(v, text, units.get(k))}
+
+
+def units_of(tool: BaseTool) -> dict[str, str]:
+    """The `unit` its arguments' schema gives (json_schema_extra), by argument name; read
+    from the tool's own model (langchain's call schema drops the extras)."""
+    model = tool.args_schema
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return {}
+    props = json_schema_of(model).get("properties", {})
+    return {k: str(p["unit"]) for k, p in props.items() if isinstance(p.get("unit"), str)}
 
 
 def worded_action(action: str, tools: Sequence[BaseTool], question: str) -> str:
@@ -227,9 +245,15 @@ def two_step_caller(
         schema = final_schema(final, refs)
 
         def validate(obj: dict[str, Any]) -> dict[str, Any]:
-            return (
+            fields = (
                 final.model_validate(obj).model_dump() if final else {"answer": str(obj["answer"])}
             )
+            if named := sorted(by_name.keys() & set(_strings(fields.get("answer")))):
+                raise ValueError(
+                    f"{', '.join(named)} is a tool, not an answer: the answer holds what was "
+                    "asked for (a value, or nothing found)"
+                )
+            return fields
 
         fields, raw = await complete_json(
             model, [*history, HumanMessage(FINAL_ASK)], schema, validate, dialect
@@ -255,7 +279,7 @@ def two_step_caller(
         )
         if (tool.metadata or {}).get("chart_tool"):
             args = settle_names(args, tool, question)
-        kept = prune_optional(args, schema.get("required", []), evidence)
+        kept = prune_optional(args, schema.get("required", []), evidence, units_of(tool))
         call = {
             "name": tool.name,
             "args": kept,
@@ -267,6 +291,12 @@ def two_step_caller(
         return message
 
     return RunnableLambda(afunc=run, func=_no_sync, name="two_step_caller")
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value.strip()]
+    return [v.strip() for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def _no_sync(*_: Any) -> Any:

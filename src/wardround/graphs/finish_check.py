@@ -8,7 +8,9 @@ done as writes.
   write tool. A finish without one is sent back once, saying so. Conditional instructions
   ("if low, order ...") are left to the model: no order may be the right answer.
 - A task that names no write at all is read-only: the loop offers it no write tools
-  (`mentions_write`), so a lookup cannot file an order on the way.
+  (`mentions_write`), so a lookup cannot file an order on the way; one that names only
+  orders gets no tool that files an observation, and one that names only a record no
+  order tool (`written_types`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,15 @@ _WRITE_WORDS = re.compile(
     r"\b(order|place|prescribe|refer|referral|record|document|request|schedule|administer)\b",
     re.I,
 )
+# What each write word creates: an order or referral is a request, a record an Observation.
+_ORDERS = ("MedicationRequest", "ServiceRequest")
+_CREATES = {
+    **dict.fromkeys(
+        ("order", "place", "prescribe", "refer", "referral", "request", "schedule", "administer"),
+        _ORDERS,
+    ),
+    **dict.fromkeys(("record", "document"), ("Observation",)),
+}
 _CONDITION = re.compile(r"\b(if|unless|whether|when)\b", re.I)
 
 UNSUPPORTED = (
@@ -41,6 +52,12 @@ def mentions_write(instruction: str) -> bool:
     """Whether the instruction names an order, referral or record at all (if only on a
     condition); one that names none is read-only."""
     return _WRITE_WORDS.search(instruction) is not None
+
+
+def written_types(instruction: str) -> frozenset[str]:
+    """The FHIR resource types the instruction's write words create (empty: read-only)."""
+    words = {m.lower() for m in _WRITE_WORDS.findall(instruction)}
+    return frozenset(t for w in words for t in _CREATES[w])
 
 
 def asks_to_write(instruction: str) -> str | None:

@@ -38,6 +38,7 @@ from wardround.agents.protocol import ModelOutputError, tool_calling_model
 from wardround.agents.two_step import Rank, two_step_caller
 from wardround.graphs import finish_check
 from wardround.graphs.trace import token_usage, trace
+from wardround.tools.evidence import WRITES_RESOURCE
 from wardround.tools.registry import needs_approval
 
 Choice = Literal["one_call", "two_step"]
@@ -252,10 +253,19 @@ async def run_tool_loop(
 
 
 def offered_tools(tools: Sequence[BaseTool], task: str | None) -> list[BaseTool]:
-    """The tools a task gets: without its write tools when it names no write at all."""
-    if task is None or finish_check.mentions_write(task):
+    """The tools a task gets: its write tools only where the task names what they create
+    (no write tool for a lookup, no vital-sign filing inside an order task)."""
+    if task is None:
         return list(tools)
-    return [t for t in tools if not needs_approval(t)]
+    wanted = finish_check.written_types(task)
+
+    def offered(tool: BaseTool) -> bool:
+        if not needs_approval(tool):
+            return True
+        creates = (tool.metadata or {}).get(WRITES_RESOURCE)
+        return bool(wanted) and (creates is None or creates in wanted)
+
+    return [t for t in tools if offered(t)]
 
 
 def _caller(

@@ -17,6 +17,7 @@ Writes are captured by the same `OrderLog`, so the graders read the same bodies.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Literal
@@ -42,7 +43,7 @@ from wardround.evals.tasks.mab_tools import (
     visible,
 )
 from wardround.fhir.fields import reference_of
-from wardround.tools.evidence import REQUIRES_APPROVAL, tool_result
+from wardround.tools.evidence import REQUIRES_APPROVAL, WRITES_RESOURCE, tool_result
 from wardround.tools.fhir.tools import ToolOutput, checked_tool
 
 __all__ = ["CLINICAL_TOOLS", "make_clinical_tools"]
@@ -53,8 +54,14 @@ SYSTEMS = {
     "ndc": "http://hl7.org/fhir/sid/ndc",
 }
 VITAL_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-WRITES = frozenset({"record_vital", "order_medication", "order_service"})
+# The writes and the resource type each creates.
+WRITES = {
+    "record_vital": "Observation",
+    "order_medication": "MedicationRequest",
+    "order_service": "ServiceRequest",
+}
 SHOWN = 10  # results listed; the summary counts them all
+HELD = 25  # codes listed when a code holds no result
 
 
 class AgeArgs(BaseModel):
@@ -65,7 +72,10 @@ class LabArgs(BaseModel):
     patient: PatientRef
     code: Token = Field(description="The lab's code, e.g. '4548-4'")
     within_hours: int | None = Field(
-        None, ge=1, description="Only results of the last N hours before now, if the task says"
+        None,
+        ge=1,
+        description="Only results of the last N hours before now, if the task says",
+        json_schema_extra={"unit": "hours"},
     )
 
 
@@ -132,14 +142,35 @@ async def _results(
     return sorted(rows, key=lambda row: row[0], reverse=True)
 
 
+async def _held_codes(scope: MabScope, patient_id: str) -> str:
+    """The codes of this patient's numeric results up to "now", most results first: what
+    to ask for when a code the task names (an order code, say) holds none."""
+    now, held = _now(scope), Counter[tuple[str, str]]()
+    for r in await visible(scope, "Observation", [("patient", patient_id)]):
+        when, coding = record_time(r), ((r.get("code") or {}).get("coding") or [{}])[0]
+        placed = when is not None and when.tzinfo is not None and when <= now
+        if "valueQuantity" in r and coding.get("code") and placed:
+            held[(str(coding["code"]), str(coding.get("display") or ""))] += 1
+    lines = [f"- {code} {name} ({n})".rstrip() for (code, name), n in held.most_common(HELD)]
+    if not lines:
+        return ""
+    return (
+        "Codes with results in this chart (count); if the result asked for is one of them "
+        "under another code, ask for that code, and if none is, the chart has none:\n"
+        + "\n".join(lines)
+    )
+
+
 async def lab_values(scope: MabScope, a: LabArgs) -> ToolOutput:
-    now = _now(scope)
-    rows = await _results(scope, await resolve(scope, a.patient), a.code)
+    now, patient_id = _now(scope), await resolve(scope, a.patient)
+    rows = await _results(scope, patient_id, a.code)
+    if not rows:
+        held = await _held_codes(scope, patient_id)
+        text = f"No result of code {a.code} in this patient's chart at any time."
+        return tool_result(f"{text}\n{held}".strip())
     span = f" in the last {a.within_hours} hours" if a.within_hours else ""
     if a.within_hours:
         rows = [row for row in rows if now - row[0] <= timedelta(hours=a.within_hours)]
-    if not rows and not span:
-        return tool_result(f"No result of code {a.code} in this patient's chart at any time.")
     if not rows:
         return tool_result(f"No result of code {a.code}{span} (before {now.isoformat()}).")
     lines = [f"{reference_of(r)} {t.isoformat()} {v:g} {u}".rstrip() for t, v, u, r in rows[:SHOWN]]
@@ -245,7 +276,9 @@ def make_clinical_tools(
     scope = MabScope(client, orders, as_of, added=added)  # one MRN lookup for all tools
     kept = [bind_mab_tool(scope, name, descriptions) for name in _KEPT]
     for name, (text, schema, run, kinds) in CLINICAL_TOOLS.items():
-        metadata: dict[str, Any] = {REQUIRES_APPROVAL: True} if name in WRITES else {}
+        metadata: dict[str, Any] = (
+            {REQUIRES_APPROVAL: True, WRITES_RESOURCE: WRITES[name]} if name in WRITES else {}
+        )
         if kinds:  # the loop's first step takes this tool when the task's words say so
             metadata["kinds"] = list(kinds)
         kept.append(checked_tool(name, text, schema, partial(run, scope), metadata))

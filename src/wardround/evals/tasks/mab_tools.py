@@ -33,7 +33,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from wardround.fhir.client import FHIR_ID, FhirClient, escape_value
 from wardround.fhir.fields import reference_of, resource_date, resource_datetime
 from wardround.fhir.render import render_resource
-from wardround.tools.evidence import REQUIRES_APPROVAL, tool_result
+from wardround.tools.evidence import REQUIRES_APPROVAL, WRITES_RESOURCE, tool_result
 from wardround.tools.fhir.tools import ToolOutput, checked_tool
 
 __all__ = ["MAB_TOOLS", "TOOL_NAMES", "MabScope", "OrderLog", "bind_mab_tool", "make_mab_tools"]
@@ -469,6 +469,13 @@ MAB_TOOLS: dict[str, tuple[type[BaseModel], Run]] = {
     "get_patients": (PatientSearch, get_patients),
 }
 TOOL_NAMES = tuple(MAB_TOOLS)
+# The writes and the resource type each creates (the loop offers a write only to a task
+# that names it: graphs/tool_loop.offered_tools).
+_CREATES = {
+    "post_vital_observation": "Observation",
+    "post_medication_request": "MedicationRequest",
+    "post_service_request": "ServiceRequest",
+}
 
 
 def make_mab_tools(
@@ -489,5 +496,7 @@ def bind_mab_tool(scope: MabScope, name: str, descriptions: dict[str, str] | Non
     """One of the nine tools over `scope` (the writes need approval)."""
     schema, run = MAB_TOOLS[name]
     description = (descriptions or {}).get(name, _SHORT[name])
-    metadata = {REQUIRES_APPROVAL: True} if name.startswith("post_") else {}
+    metadata = (
+        {REQUIRES_APPROVAL: True, WRITES_RESOURCE: _CREATES[name]} if name in _CREATES else {}
+    )
     return checked_tool(name, description, schema, partial(run, scope), metadata)
