@@ -64,6 +64,15 @@ def test_set_match_ignores_semantic_tags_and_empty_set_means_nothing():
     assert not scorers.score_set("Peanut", []).correct
 
 
+def test_a_bracketed_qualifier_is_not_needed_to_name_an_item():
+    eggs = ["Eggs (edible) (substance)", "Penicillin V"]
+    assert scorers.score_set("Allergic to eggs and penicillin V.", eggs).correct
+    assert not scorers.score_set("Allergic to penicillin V.", eggs).correct
+    inhaler = "120 ACTUAT fluticasone propionate 0.044 MG/ACTUAT Metered Dose Inhaler [Flovent]"
+    assert not scorers.mentions("Flovent", inhaler)  # the words outside the brackets are needed
+    assert scorers.mentions("fluticasone propionate metered dose inhaler, 120 actuat", inhaler)
+
+
 @pytest.mark.parametrize(
     ("answer", "ok"),
     [

@@ -57,6 +57,7 @@ _SEMANTIC_TAG = re.compile(
     r"\((?:disorder|finding|substance|organism|situation|procedure|"
     r"product|qualifier value|morphologic abnormality|event)\)"
 )
+_QUALIFIER = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 _STOPWORDS = frozenset(
     [
@@ -119,11 +120,14 @@ def mentions(answer: str, item: str, *, min_overlap: float = 0.75) -> bool:
         return False
     if f" {norm_item} " in norm_answer:
         return True
-    wanted = significant_tokens(item)
-    if not wanted:
-        return False
     have = set(norm_answer.split())
-    return sum(t in have for t in wanted) / len(wanted) >= min_overlap
+    wanted = significant_tokens(item)
+    if wanted and sum(t in have for t in wanted) / len(wanted) >= min_overlap:
+        return True
+    # A qualifier in brackets is not what a clinician says ("eggs" for "Eggs (edible)"):
+    # every word outside the brackets, when there are any, names the item too.
+    core = significant_tokens(_QUALIFIER.sub(" ", _SEMANTIC_TAG.sub(" ", item.lower())))
+    return bool(core) and len(core) < len(wanted) and all(t in have for t in core)
 
 
 # ---------------------------------------------------------------- dates and numbers
