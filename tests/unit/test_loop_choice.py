@@ -223,3 +223,19 @@ async def test_two_step_sends_back_a_final_answer_that_names_a_tool(fhir: FhirFi
     assert result.error is None and result.answer == "6.1 % on 2023-11-12"
     repair = str(model.calls[4]["messages"][-1].content)
     assert "latest_value is a tool, not an answer" in repair
+
+
+async def test_a_count_of_a_tests_results_counts_its_values_not_records(
+    fhir: FhirFixture,
+) -> None:
+    """'How many A1c results' is the test's values, even when the model picks the record
+    count (which counted every DiagnosticReport); 'how many visits' keeps the record count."""
+    model = scripted({"action": "count_records"}, {"test": A1C}, {"action": FINAL},
+                     cite_seen("2"))  # fmt: skip
+    result = await answer_question(
+        "How many hemoglobin A1c results are recorded?", fhir.patients["handmade"], model=model,
+        fhir=fhir.client, graph="loop", choice="two_step",
+    )  # fmt: skip
+    calls = [c["name"] for m in result.messages for c in m.get("tool_calls") or []]
+    assert calls == ["values_in_window"]
+    assert "test" in schema_of(model, 1)["properties"]

@@ -37,7 +37,9 @@ from wardround.agents.protocol import (
     sum_usage,
     tool_args_model,
 )
+from wardround.chart.kinds import Kind
 from wardround.chart.options import settle_name
+from wardround.chart.record_kinds import counts_records
 from wardround.chart.steer import kind_from_words
 
 # question, values -> one score per value (higher: nearer); e.g. MiniLM cosine similarity.
@@ -159,9 +161,13 @@ def units_of(tool: BaseTool) -> dict[str, str]:
 
 def worded_action(action: str, tools: Sequence[BaseTool], question: str) -> str:
     """The first action: a chart tool computing the kind the question's words decide
-    ("how old" is `age`, "last seen" `last_visit`), when the model chose none of those."""
+    ("how old" is `age`, "last seen" `last_visit`), when the model chose none of those; a
+    count goes to the tool counting what the words count (results of a test, or visits)."""
     kind = kind_from_words(question)
     fits = [t.name for t in tools if kind and str(kind) in (t.metadata or {}).get("kinds", ())]
+    if kind is Kind.COUNT:  # a test's results or records of a type, by the words
+        counted = "records" if counts_records(question) else "values"
+        fits = [t.name for t in tools if (t.metadata or {}).get("counts") == counted] or fits
     return action if not fits or action in fits else fits[0]
 
 

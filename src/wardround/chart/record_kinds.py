@@ -122,6 +122,12 @@ def names_type(question: str, resource_type: str) -> bool:
     return any(h in question.lower() for h in _TYPE_HINTS.get(resource_type, ()))
 
 
+def counts_records(question: str) -> bool:
+    """Whether a count question counts records of a type ("how many visits") rather than a
+    test's results ("how many potassium results"): it names a record type."""
+    return any(names_type(question, t) for t in _TYPE_HINTS)
+
+
 def named_type(resource_type: str, question: str) -> bool:
     """Whether a record of this type can be what the question asks about: the question names
     no record type, or names this one ("diagnosed with" is not about a procedure)."""

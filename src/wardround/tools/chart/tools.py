@@ -235,6 +235,11 @@ TOOL_KINDS: dict[str, tuple[Kind, ...]] = {
 }
 
 
+# What each counting tool counts; a count question goes to the one its words ask for
+# (agents/two_step.worded_action, chart.record_kinds.counts_records).
+COUNTS = {"values_in_window": "values", "count_records": "records"}
+
+
 def make_chart_tools(
     fhir: FhirClient, patient_id: str, view: ChartView | None = None
 ) -> list[BaseTool]:
@@ -250,7 +255,7 @@ def make_chart_tools(
 def _bind(
     name: str, text: str, schema: type[BaseModel], run: Run, scope: ChartToolScope
 ) -> BaseTool:
-    kinds_of = [str(k) for k in TOOL_KINDS[name]]
-    return checked_tool(
-        name, text, schema, partial(run, scope), {"chart_tool": True, "kinds": kinds_of}
-    )
+    metadata: dict[str, Any] = {"chart_tool": True, "kinds": [str(k) for k in TOOL_KINDS[name]]}
+    if name in COUNTS:
+        metadata["counts"] = COUNTS[name]
+    return checked_tool(name, text, schema, partial(run, scope), metadata)
