@@ -239,3 +239,14 @@ async def test_a_count_of_a_tests_results_counts_its_values_not_records(
     calls = [c["name"] for m in result.messages for c in m.get("tool_calls") or []]
     assert calls == ["values_in_window"]
     assert "test" in schema_of(model, 1)["properties"]
+
+
+def test_a_name_lacking_the_specimen_asked_for_is_not_recorded() -> None:
+    """As the planner's choice: serum potassium asked, only blood potassium charted."""
+    tests = ["Potassium [Moles/volume] in Blood", "Glucose [Mass/volume] in Blood",
+             "American house dust mite IgE Ab [Units/volume] in Serum", NOT_IN_CHART]  # fmt: skip
+    assert settle_name("Most recent serum potassium?", tests[2], tests) == NOT_IN_CHART
+    assert settle_name("Latest serum glucose result?", tests[1], tests) == NOT_IN_CHART
+    assert settle_name("Latest blood sugar?", tests[1], tests) == tests[1]  # blood for serum
+    assert settle_name("Latest potassium?", tests[0], tests) == tests[0]
+    assert settle_name("Latest potassium?", tests[0], tests[:-1]) == tests[0]  # none offered

@@ -154,11 +154,15 @@ def settle_name(question: str, chosen: str, values: Sequence[str]) -> str:
     question's words as `settle_choice` checks the planner's: a value the question names
     whole, with no qualifier against it, over one it names in part or not at all
     (allergies asked, medications chosen; BMI asked, the BMI percentile chosen); when the
-    question names none of them, "not recorded" where the values offer it."""
+    question names none of them, or each one it names lacks a qualifier or the specimen it
+    asks for, "not recorded" where the values offer it."""
     named = [v for v in values if v != NOT_IN_CHART and names_result(question, v)]
     fitting = [v for v in named if not fit(question, v).hard]
     if not fitting:
-        return NOT_IN_CHART if not named and NOT_IN_CHART in values else chosen
+        # As `settle_choice`: every named one lacks what the question asks (serum potassium
+        # asked, only blood potassium charted): the chart does not hold it.
+        lacking = all(fit(question, v).missing for v in named)
+        return NOT_IN_CHART if lacking and NOT_IN_CHART in values else chosen
     best = max(fitting, key=lambda v: _share(question, v))
     if chosen in fitting and _share(question, chosen) >= _share(question, best):
         return chosen
