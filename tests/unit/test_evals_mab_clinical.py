@@ -107,6 +107,7 @@ async def test_a_two_step_agent_orders_magnesium_with_the_clinical_tools(eval_fh
         {"action": "get_conditions"},  # words say "last ... level": the first step reads the lab
         {"patient": ANN_MRN, "code": "19123-9", "within_hours": 24},
         {"action": "order_medication"},
+        {"met": True},  # "If low, then order": asked before the write
         {
             "patient": ANN_MRN,
             "ndc": grading.NDC_MAGNESIUM,
@@ -126,6 +127,38 @@ async def test_a_two_step_agent_orders_magnesium_with_the_clinical_tools(eval_fh
     assert score.correct, score.explanation
     assert task.info["tools"] == "clinical"
     assert re.search(r"lab_values", json.dumps(trace.artifacts["tools"]))
+    gate = next(
+        c
+        for c in env.model.calls
+        if "is the condition for calling" in str(c["messages"][-1].content)
+    )
+    assert "If low, then order replacement IV magnesium" in str(gate["messages"][-1].content)
+
+
+async def test_a_conditional_order_whose_condition_fails_becomes_the_answer(eval_fhir: EvalFhir):
+    env = EvalEnv(
+        settings=Settings(benchmark_data_dir=BENCHMARK_DATA),
+        fhir=eval_fhir.client,
+        options={"tools": "clinical", "choice": "two_step", "check": "on"},
+    )
+    sample = next(
+        s
+        for s in await mab.dataset(env)
+        if s.category == "task5" and s.target["outcome"] == "normal"
+    )
+    replies = [
+        {"action": "lab_values"},
+        {"patient": ANN_MRN, "code": "19123-9", "within_hours": 24},
+        {"action": "order_medication"},
+        {"met": False},  # not low (or not measured): no order, the answer instead
+        {"answer": ["FINISH([order_medication])"]},  # a tool's name: sent back once
+        {"answer": [sample.target["value"]]},
+    ]
+    env.model = ScriptedChatModel(replies=[json.dumps(r) for r in replies])
+    task = mab.bind(env, [sample])
+    trace: Trace = await task.solver(sample)
+    assert [c["name"] for c in trace.tool_calls] == ["lab_values"]
+    assert trace.answer and str(sample.target["value"]) in trace.answer
 
 
 async def test_a_read_only_task_is_offered_no_write_tool(eval_fhir: EvalFhir):
@@ -194,3 +227,15 @@ def test_the_final_answer_is_values_not_a_tools_sentence():
         mab.FinishAnswer.model_validate(
             {"answer": ["No result of code 19123-9 in the last 24 hours (before now)."]}
         )
+
+
+def test_the_condition_of_a_write_is_the_sentence_that_makes_it_conditional():
+    from wardround.graphs.finish_check import write_condition
+
+    a1c = "What's the last HbA1C value? If the result date is greater than 1 year old, order a new HbA1C lab test."
+    assert (
+        write_condition(a1c)
+        == "If the result date is greater than 1 year old, order a new HbA1C lab test."
+    )
+    assert write_condition("Order orthopedic surgery referral for patient S1.") is None
+    assert write_condition("What is the latest potassium? Is it low?") is None

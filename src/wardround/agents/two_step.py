@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -48,6 +48,11 @@ TOP_K = 12  # enum values shown (and allowed) in the arguments call
 MAX_CITED = 5
 ARGS_ASK = "Now the arguments for {name} ({description}). Reply with one JSON object of them."
 FINAL_ASK = "Now your final answer. Reply with one JSON object."
+GATE_ASK = (
+    'Before calling {name}: the task makes it conditional: "{condition}" Going by the tool '
+    "results above, is the condition for calling {name} met now? Reply with one JSON object."
+)
+GATE_SCHEMA = {"type": "object", "properties": {"met": {"type": "boolean"}}, "required": ["met"]}
 
 
 def word_rank(question: str, values: Sequence[str]) -> list[float]:
@@ -213,9 +218,13 @@ def two_step_caller(
     dialect: Dialect | None = None,
     rank: Rank | None = None,
     top_k: int = TOP_K,
+    condition: str | None = None,
+    gated: frozenset[str] = frozenset(),
 ) -> Runnable[Sequence[BaseMessage], AIMessage]:
     """A runnable like `json_tool_caller` (conversation in, `AIMessage` out) that decides in
-    two constrained calls."""
+    two constrained calls. With a `condition` (the task's "if low, order ..."), choosing a
+    `gated` tool (a write) first asks whether the condition holds; if not, the step is the
+    final answer instead: a small model orders on any value once it has read one."""
     by_name = {t.name: t for t in tools}
     dialect = dialect or model_dialect(model)
     ranker = rank or word_rank
@@ -239,13 +248,23 @@ def two_step_caller(
         question = question_of(messages)
         if not any(isinstance(m, ToolMessage) for m in messages):
             action = worded_action(action, tools, question)
+        gate: list[AIMessage] = []
+        if condition and action in gated:
+            holds, raw = await _holds(history, action)
+            gate, action = [raw], action if holds else FINAL
         history += [AIMessage(content=json.dumps({"action": action}))]
         if action == FINAL:
             reply = await _final(history, seen_refs(messages))
         else:
             reply = await _call(history, by_name[action], question, _evidence(messages))
-        reply.usage_metadata = sum_usage([first, reply])
+        reply.usage_metadata = sum_usage([first, *gate, reply])
         return reply
+
+    async def _holds(history: list[BaseMessage], name: str) -> tuple[bool, AIMessage]:
+        ask = HumanMessage(GATE_ASK.format(name=name, condition=condition))
+        return await complete_json(
+            model, [*history, ask], GATE_SCHEMA, lambda obj: bool(obj["met"]), dialect
+        )
 
     async def _final(history: list[BaseMessage], refs: list[str]) -> AIMessage:
         schema = final_schema(final, refs)
@@ -254,7 +273,7 @@ def two_step_caller(
             fields = (
                 final.model_validate(obj).model_dump() if final else {"answer": str(obj["answer"])}
             )
-            if named := sorted(by_name.keys() & set(_strings(fields.get("answer")))):
+            if named := _tools_named(_strings(fields.get("answer")), by_name):
                 raise ValueError(
                     f"{', '.join(named)} is a tool, not an answer: the answer holds what was "
                     "asked for (a value, or nothing found)"
@@ -297,6 +316,11 @@ def two_step_caller(
         return message
 
     return RunnableLambda(afunc=run, func=_no_sync, name="two_step_caller")
+
+
+def _tools_named(texts: Sequence[str], names: Iterable[str]) -> list[str]:
+    """The tool names written in answer texts ("FINISH([order_medication])")."""
+    return sorted(n for n in names if any(re.search(rf"\b{re.escape(n)}\b", t) for t in texts))
 
 
 def _strings(value: Any) -> list[str]:

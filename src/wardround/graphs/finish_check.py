@@ -60,6 +60,14 @@ def written_types(instruction: str) -> frozenset[str]:
     return frozenset(t for w in words for t in _CREATES[w])
 
 
+def write_condition(instruction: str) -> str | None:
+    """The sentences of the instruction that make a write conditional ("If low, then order
+    replacement IV magnesium ..."), or None when no write is conditional."""
+    sentences = re.split(r"(?<=[.!?])\s+", instruction.strip())
+    found = [s for s in sentences if _CONDITION.search(s) and _WRITE_WORDS.search(s)]
+    return " ".join(found) or None
+
+
 def asks_to_write(instruction: str) -> str | None:
     """The verb of an unconditional order/refer/record instruction, or None."""
     found = _WRITE_WORDS.search(instruction)

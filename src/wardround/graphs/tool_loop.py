@@ -222,7 +222,7 @@ async def run_tool_loop(
     started = time.perf_counter()
     tools = offered_tools(tools, task)
     if caller is None:
-        caller = _caller(model, tools, final, choice, rank)
+        caller = _caller(model, tools, final, choice, rank, task)
     messages = [HumanMessage(content=prompt)] if isinstance(prompt, str) else list(prompt)
     closer = tool_calling_model(model, [], final=final) if model is not None else None
     finish = _finish_check(messages, tools, task) if check else None
@@ -274,6 +274,7 @@ def _caller(
     final: type[BaseModel] | None,
     choice: Choice,
     rank: Rank | None,
+    task: str | None = None,
 ) -> Runnable[Sequence[BaseMessage], AIMessage]:
     if model is None:
         raise ValueError("run_tool_loop needs a model or a caller")
@@ -281,7 +282,11 @@ def _caller(
         raise ValueError(f"unknown choice {choice!r} (one_call or two_step)")
     native = (model.metadata or {}).get("protocol") == "native"
     if choice == "two_step" and not native:
-        return two_step_caller(model, tools, final=final, rank=rank)
+        condition = finish_check.write_condition(task) if task else None
+        writes = frozenset(t.name for t in tools if needs_approval(t))
+        return two_step_caller(
+            model, tools, final=final, rank=rank, condition=condition, gated=writes
+        )
     return tool_calling_model(model, tools, final=final)
 
 
