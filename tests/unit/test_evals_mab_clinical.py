@@ -173,6 +173,10 @@ async def test_a_read_only_task_is_offered_no_write_tool(eval_fhir: EvalFhir):
     assert "record_vital" not in offered  # an order task files no vital sign on the way
     record = "I just measured the blood pressure for patient 1234567. Record it."
     assert set(WRITES) & {t.name for t in offered_tools(tools, record)} == {"record_vital"}
+    lab = "If the result date is greater than 1 year old, order a new HbA1C lab test."
+    assert set(WRITES) & {t.name for t in offered_tools(tools, lab)} == {"order_service"}
+    drug = "If low, then order replacement IV magnesium according to dosing instructions."
+    assert set(WRITES) & {t.name for t in offered_tools(tools, drug)} == {"order_medication"}
     assert len(offered_tools(tools, None)) == len(tools)
 
 

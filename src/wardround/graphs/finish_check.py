@@ -35,6 +35,14 @@ _CREATES = {
     ),
     **dict.fromkeys(("record", "document"), ("Observation",)),
 }
+_SERVICE = re.compile(
+    r"\b(lab|labs|test|tests|level|panel|referral|refer|consult\w*|imaging|x-?ray|scan)\b", re.I
+)
+_DRUG = re.compile(
+    r"\b(medication|medicine|drug|dose|dosing|replacement|repletion|prescri\w*|ndc|tablets?|"
+    r"iv|oral|infusion)\b",
+    re.I,
+)
 _CONDITION = re.compile(r"\b(if|unless|whether|when)\b", re.I)
 
 UNSUPPORTED = (
@@ -55,9 +63,18 @@ def mentions_write(instruction: str) -> bool:
 
 
 def written_types(instruction: str) -> frozenset[str]:
-    """The FHIR resource types the instruction's write words create (empty: read-only)."""
+    """The FHIR resource types the instruction's write words create (empty: read-only); an
+    order that names only a test or referral is a ServiceRequest, only a drug a
+    MedicationRequest ("order a new HbA1C lab test" is no prescription)."""
     words = {m.lower() for m in _WRITE_WORDS.findall(instruction)}
-    return frozenset(t for w in words for t in _CREATES[w])
+    types = {t for w in words for t in _CREATES[w]}
+    if set(_ORDERS) <= types:
+        service, drug = _SERVICE.search(instruction), _DRUG.search(instruction)
+        if service and not drug:
+            types.discard("MedicationRequest")
+        elif drug and not service:
+            types.discard("ServiceRequest")
+    return frozenset(types)
 
 
 def write_condition(instruction: str) -> str | None:
