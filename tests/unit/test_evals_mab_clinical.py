@@ -169,7 +169,7 @@ async def test_a_read_only_task_is_offered_no_write_tool(eval_fhir: EvalFhir):
     assert not set(WRITES) & {t.name for t in offered_tools(tools, lookup)}
     conditional = "Check the magnesium. If low, then order replacement IV magnesium."
     offered = {t.name for t in offered_tools(tools, conditional)}
-    assert {"order_medication", "order_service", "lab_values"} <= offered
+    assert {"order_medication", "lab_values"} <= offered
     assert "record_vital" not in offered  # an order task files no vital sign on the way
     record = "I just measured the blood pressure for patient 1234567. Record it."
     assert set(WRITES) & {t.name for t in offered_tools(tools, record)} == {"record_vital"}
@@ -187,6 +187,9 @@ async def test_the_function_profile_offers_the_writes_a_task_names(eval_fhir: Ev
     tools = make_mab_tools(eval_fhir.client, OrderLog(), as_of=NOW)
     refer = "Order orthopedic surgery referral for patient 1234567."
     posts = {t.name for t in offered_tools(tools, refer) if t.name.startswith("post_")}
+    assert posts == {"post_service_request"}  # a referral is no prescription
+    pair = "If low, order replacement potassium and pair it with a morning potassium level."
+    posts = {t.name for t in offered_tools(tools, pair) if t.name.startswith("post_")}
     assert posts == {"post_medication_request", "post_service_request"}
     record = "Record the patient's blood pressure."
     posts = {t.name for t in offered_tools(tools, record) if t.name.startswith("post_")}
