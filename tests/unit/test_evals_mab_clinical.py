@@ -153,6 +153,7 @@ async def test_a_conditional_order_whose_condition_fails_becomes_the_answer(eval
         {"met": False},  # not low (or not measured): no order, the answer instead
         {"answer": ["FINISH([order_medication])"]},  # a tool's name: sent back once
         {"answer": [sample.target["value"]]},
+        {"answer": [sample.target["value"]]},  # in case the finish check asks again
     ]
     env.model = ScriptedChatModel(replies=[json.dumps(r) for r in replies])
     task = mab.bind(env, [sample])
