@@ -148,7 +148,7 @@ async def test_a_conditional_order_whose_condition_fails_becomes_the_answer(eval
     )
     replies = [
         {"action": "lab_values"},
-        {"patient": ANN_MRN, "code": "19123-9", "within_hours": 24},
+        {"patient": sample.target["mrn"], "code": "19123-9", "within_hours": 24},
         {"action": "order_medication"},
         {"met": False},  # not low (or not measured): no order, the answer instead
         {"answer": ["FINISH([order_medication])"]},  # a tool's name: sent back once
