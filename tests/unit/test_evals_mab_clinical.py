@@ -29,6 +29,15 @@ async def call(tool, **args) -> ToolMessage:
     return await tool.ainvoke({"type": "tool_call", "id": "c1", "name": tool.name, "args": args})
 
 
+def two_step_env(eval_fhir: EvalFhir) -> EvalEnv:
+    """MedAgentBench with the clinical tools, the two-step choice and the finish checks."""
+    return EvalEnv(
+        settings=Settings(benchmark_data_dir=BENCHMARK_DATA),
+        fhir=eval_fhir.client,
+        options={"tools": "clinical", "choice": "two_step", "check": "on"},
+    )
+
+
 def tools_for(fhir, orders: OrderLog, now: datetime | None = NOW) -> dict:
     return {t.name: t for t in make_clinical_tools(fhir, orders, as_of=now)}
 
@@ -90,11 +99,7 @@ async def test_writes_build_bodies_the_graders_accept(eval_fhir: EvalFhir):
 
 
 async def test_a_two_step_agent_orders_magnesium_with_the_clinical_tools(eval_fhir: EvalFhir):
-    env = EvalEnv(
-        settings=Settings(benchmark_data_dir=BENCHMARK_DATA),
-        fhir=eval_fhir.client,
-        options={"tools": "clinical", "choice": "two_step", "check": "on"},
-    )
+    env = two_step_env(eval_fhir)
     sample = next(
         s
         for s in await mab.dataset(env)
@@ -136,11 +141,7 @@ async def test_a_two_step_agent_orders_magnesium_with_the_clinical_tools(eval_fh
 
 
 async def test_a_conditional_order_whose_condition_fails_becomes_the_answer(eval_fhir: EvalFhir):
-    env = EvalEnv(
-        settings=Settings(benchmark_data_dir=BENCHMARK_DATA),
-        fhir=eval_fhir.client,
-        options={"tools": "clinical", "choice": "two_step", "check": "on"},
-    )
+    env = two_step_env(eval_fhir)
     sample = next(
         s
         for s in await mab.dataset(env)

@@ -32,6 +32,14 @@ def scripted(*replies: object) -> ScriptedChatModel:
     return model
 
 
+async def two_step_answer(question: str, model: ScriptedChatModel, fhir: FhirFixture):
+    """The loop with the two-step choice on the handmade chart."""
+    return await answer_question(
+        question, fhir.patients["handmade"], model=model, fhir=fhir.client, graph="loop",
+        choice="two_step",
+    )  # fmt: skip
+
+
 def schema_of(model: ScriptedChatModel, n: int) -> dict:
     return model.calls[n]["kwargs"]["response_format"]["schema"]
 
@@ -51,10 +59,7 @@ async def test_two_step_picks_an_action_then_fills_only_its_arguments(fhir: Fhir
         {"action": FINAL},
         cite_seen("6.1 % on 2023-11-12"),
     )
-    result = await answer_question(
-        "What is the latest hemoglobin A1c?", fhir.patients["handmade"], model=model,
-        fhir=fhir.client, graph="loop", choice="two_step",
-    )  # fmt: skip
+    result = await two_step_answer("What is the latest hemoglobin A1c?", model, fhir)
     assert result.error is None and result.answer == "6.1 % on 2023-11-12"
     assert result.citations and result.supported and result.steps == 2
     actions = schema_of(model, 0)["properties"]["action"]["enum"]
@@ -75,10 +80,7 @@ async def test_two_step_drops_optional_arguments_the_question_never_names(
         {"action": "search_records"}, guessed, {"action": FINAL},
         {"answer": "Nothing found", "citations": []},
     )  # fmt: skip
-    result = await answer_question(
-        "Show the observations", fhir.patients["handmade"], model=model, fhir=fhir.client,
-        graph="loop", choice="two_step",
-    )  # fmt: skip
+    result = await two_step_answer("Show the observations", model, fhir)
     call = next(m for m in result.messages if m.get("tool_calls"))["tool_calls"][0]
     assert call["name"] == "search_records" and call["args"] == {"resource_type": "Observation"}
     shown = schema_of(model, 1)
@@ -175,10 +177,7 @@ async def test_two_step_settles_a_chart_tools_name_by_the_questions_words(
         {"action": "current_list"}, {"items": "medications"}, {"action": FINAL},
         {"answer": "None recorded", "citations": []},
     )  # fmt: skip
-    result = await answer_question(
-        "Is she allergic to anything we know of?", fhir.patients["handmade"], model=model,
-        fhir=fhir.client, graph="loop", choice="two_step",
-    )  # fmt: skip
+    result = await two_step_answer("Is she allergic to anything we know of?", model, fhir)
     call = next(m for m in result.messages if m.get("tool_calls"))["tool_calls"][0]
     assert call == {**call, "name": "current_list", "args": {"items": "allergies"}}
 
@@ -192,19 +191,13 @@ async def test_the_first_action_is_the_chart_tool_the_questions_words_point_at(
         {"action": "latest_value"}, {"test": A1C},
         {"action": FINAL}, cite_seen("6.1 %"),
     )  # fmt: skip
-    result = await answer_question(
-        "how old was she on 2020-01-01, and her A1c?", fhir.patients["handmade"], model=model,
-        fhir=fhir.client, graph="loop", choice="two_step",
-    )  # fmt: skip
+    result = await two_step_answer("how old was she on 2020-01-01, and her A1c?", model, fhir)
     calls = [c["name"] for m in result.messages for c in m.get("tool_calls") or []]
     assert calls == ["age", "latest_value"]
     assert set(schema_of(model, 1)["properties"]) == {"on"}  # the age tool's arguments
     kept = scripted({"action": "count_records"}, {"record_type": "Encounter"}, {"action": FINAL},
                     {"answer": "n", "citations": []})  # fmt: skip
-    await answer_question(
-        "How many visits in 2021?", fhir.patients["handmade"], model=kept, fhir=fhir.client,
-        graph="loop", choice="two_step",
-    )  # fmt: skip
+    await two_step_answer("How many visits in 2021?", kept, fhir)
     assert set(schema_of(kept, 1)["properties"]) >= {"record_type"}  # a counting tool: kept
 
 
@@ -216,10 +209,7 @@ async def test_two_step_sends_back_a_final_answer_that_names_a_tool(fhir: FhirFi
         json.dumps({"answer": "latest_value", "citations": []}),  # a tool's name, not a value
         cite_seen("6.1 % on 2023-11-12"),
     )
-    result = await answer_question(
-        "What is the latest hemoglobin A1c?", fhir.patients["handmade"], model=model,
-        fhir=fhir.client, graph="loop", choice="two_step",
-    )  # fmt: skip
+    result = await two_step_answer("What is the latest hemoglobin A1c?", model, fhir)
     assert result.error is None and result.answer == "6.1 % on 2023-11-12"
     repair = str(model.calls[4]["messages"][-1].content)
     assert "latest_value is a tool, not an answer" in repair
@@ -232,10 +222,7 @@ async def test_a_count_of_a_tests_results_counts_its_values_not_records(
     count (which counted every DiagnosticReport); 'how many visits' keeps the record count."""
     model = scripted({"action": "count_records"}, {"test": A1C}, {"action": FINAL},
                      cite_seen("2"))  # fmt: skip
-    result = await answer_question(
-        "How many hemoglobin A1c results are recorded?", fhir.patients["handmade"], model=model,
-        fhir=fhir.client, graph="loop", choice="two_step",
-    )  # fmt: skip
+    result = await two_step_answer("How many hemoglobin A1c results are recorded?", model, fhir)
     calls = [c["name"] for m in result.messages for c in m.get("tool_calls") or []]
     assert calls == ["values_in_window"]
     assert "test" in schema_of(model, 1)["properties"]

@@ -126,7 +126,7 @@ def mentions(answer: str, item: str, *, min_overlap: float = 0.75) -> bool:
         return True
     # A qualifier in brackets is not what a clinician says ("eggs" for "Eggs (edible)"):
     # every word outside the brackets, when there are any, names the item too.
-    core = significant_tokens(_QUALIFIER.sub(" ", _SEMANTIC_TAG.sub(" ", item.lower())))
+    core = significant_tokens(_QUALIFIER.sub(" ", item))  # semantic tags are brackets too
     return bool(core) and len(core) < len(wanted) and all(t in have for t in core)
 
 

@@ -6,7 +6,8 @@ done as writes.
   is the planner's own (`wardround.chart.faithfulness.unsupported`).
 - A task that tells the agent to order, refer or record something is done by calling a
   write tool. A finish without one is sent back once, saying so. Conditional instructions
-  ("if low, order ...") are left to the model: no order may be the right answer.
+  ("if low, order ...") are left to the model: no order may be the right answer (the
+  two-step choice asks it about the condition, `write_condition`, before such a write).
 - A task that names no write at all is read-only: the loop offers it no write tools
   (`mentions_write`), so a lookup cannot file an order on the way; one that names only
   orders gets no tool that files an observation, and one that names only a record no

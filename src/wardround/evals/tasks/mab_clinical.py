@@ -127,17 +127,21 @@ async def patient_age(scope: MabScope, a: AgeArgs) -> ToolOutput:
     return tool_result(done.answer, done.citations)
 
 
+def _placed(resource: dict[str, Any], now: datetime) -> datetime | None:
+    """The record's time if it is at or before "now"; None otherwise, and for a time without
+    an offset, which cannot be placed in an hours window."""
+    when = record_time(resource)
+    return when if when is not None and when.tzinfo is not None and when <= now else None
+
+
 async def _results(
     scope: MabScope, patient_id: str, code: str
 ) -> list[tuple[datetime, float, str, dict]]:
     """(time, value, unit, record) of the code's results up to "now", newest first."""
     now, rows = _now(scope), []
     for r in await visible(scope, "Observation", [("patient", patient_id), ("code", code)]):
-        when, quantity = record_time(r), r.get("valueQuantity") or {}
-        # A time without an offset cannot be placed in an hours window: left out.
-        if when is None or when.tzinfo is None or when > now:
-            continue
-        if isinstance(quantity.get("value"), int | float):
+        when, quantity = _placed(r, now), r.get("valueQuantity") or {}
+        if when is not None and isinstance(quantity.get("value"), int | float):
             rows.append((when, float(quantity["value"]), str(quantity.get("unit") or ""), r))
     return sorted(rows, key=lambda row: row[0], reverse=True)
 
@@ -147,9 +151,8 @@ async def _held_codes(scope: MabScope, patient_id: str) -> str:
     to ask for when a code the task names (an order code, say) holds none."""
     now, held = _now(scope), Counter[tuple[str, str]]()
     for r in await visible(scope, "Observation", [("patient", patient_id)]):
-        when, coding = record_time(r), ((r.get("code") or {}).get("coding") or [{}])[0]
-        placed = when is not None and when.tzinfo is not None and when <= now
-        if "valueQuantity" in r and coding.get("code") and placed:
+        coding = ((r.get("code") or {}).get("coding") or [{}])[0]
+        if "valueQuantity" in r and coding.get("code") and _placed(r, now) is not None:
             held[(str(coding["code"]), str(coding.get("display") or ""))] += 1
     lines = [f"- {code} {name} ({n})".rstrip() for (code, name), n in held.most_common(HELD)]
     if not lines:
