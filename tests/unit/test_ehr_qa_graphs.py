@@ -242,8 +242,9 @@ async def test_loop_runs_tools_and_drops_citations_it_never_retrieved(fhir: Fhir
         {"action": "search_records", "args": {"resource_type": "AllergyIntolerance"}}, final
     )
     result = await answer_question(
-        "What allergies does the patient have?", pid, model=model, fhir=fhir.client, graph="loop"
-    )
+        "What allergies does the patient have?", pid, model=model, fhir=fhir.client, graph="loop",
+        choice="one_call",
+    )  # fmt: skip
     assert result.error is None
     assert result.answer == "Allergy to peanut"
     assert len(result.citations) == 1 and result.citations[0] in result.retrieved
@@ -258,7 +259,13 @@ async def test_loop_is_bounded(fhir: FhirFixture) -> None:
     types = ("Condition", "Observation", "Procedure")  # different calls: none is a repeat
     model = scripted(*({"action": "patient_manifest", "args": {"resource_type": t}} for t in types))
     result = await answer_question(
-        "loop forever", pid, model=model, fhir=fhir.client, graph="loop", max_steps=3
+        "loop forever",
+        pid,
+        model=model,
+        fhir=fhir.client,
+        graph="loop",
+        choice="one_call",
+        max_steps=3,
     )
     assert result.error == "no final answer after 3 steps"
 
@@ -269,7 +276,13 @@ async def test_a_repeated_call_is_not_run_again(fhir: FhirFixture) -> None:
     answer = {"action": "final_answer", "answer": "Allergy to peanut", "citations": []}
     model = scripted(call, {**call, "args": {**call["args"]}}, answer)
     result = await answer_question(
-        "Which allergies?", pid, model=model, fhir=fhir.client, graph="loop", max_steps=4
+        "Which allergies?",
+        pid,
+        model=model,
+        fhir=fhir.client,
+        graph="loop",
+        choice="one_call",
+        max_steps=4,
     )
     tool_texts = [m["content"] for m in result.messages if m["role"] == "tool"]
     assert len(tool_texts) == 2 and "peanut" in tool_texts[0].lower()

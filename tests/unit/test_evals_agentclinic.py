@@ -154,6 +154,22 @@ async def test_a_test_asked_for_again_is_answered_with_a_note_to_move_on():
     assert result["diagnosis"] == "MG" and not result["forced"]
 
 
+async def test_a_request_made_three_times_ends_the_consultation_with_a_forced_diagnosis():
+    copies = ["REQUEST TEST: Chest_X-Ray, for example REQUEST TEST: Chest_X-Ray."] * 3
+    doctor = ScriptedChatModel(replies=[*copies, '{"diagnosis": "Myasthenia gravis"}'])
+    doctor.metadata = {"dialect": "llamacpp", "protocol": "json"}
+    result = await ac.run_consultation(doctor, MG, ac.retrieval_patient(MG))
+    assert result["stuck"] and result["forced"] and result["turns"] == 3
+    assert result["diagnosis"] == "Myasthenia gravis" and len(doctor.calls) == 4
+
+
+async def test_a_request_asked_twice_among_others_goes_on():
+    replies = ["What brings you in?", "REQUEST TEST: Chest_CT", "What brings you in?"]
+    doctor = ScriptedChatModel(replies=[*replies, "DIAGNOSIS READY: MG"])
+    result = await ac.run_consultation(doctor, MG, ac.retrieval_patient(MG))
+    assert not result["stuck"] and result["diagnosis"] == "MG" and result["turns"] == 4
+
+
 async def test_the_task_through_the_runner(tmp_path):
     samples = ac.case_samples(load_jsonl("agentclinic/agentclinic_medqa.jsonl", SETTINGS))[:4]
     answers = {s.input: s.target["diagnosis"] for s in samples[:3]}  # the 4th gets it wrong
@@ -220,7 +236,7 @@ async def test_a_timed_out_consultation_keeps_its_partial_trace(tmp_path):
 
     def slow(messages):
         time.sleep(0.05)
-        return "Tell me more."
+        return f"Tell me more about turn {len(messages)}."  # never the same request twice
 
     sample = ac.case_samples([{"OSCE_Examination": MG}])[0]
     task = ac.bind(EvalEnv(settings=SETTINGS, model=ScriptedChatModel(respond=slow)), [sample])

@@ -153,7 +153,10 @@ async def test_solver_runs_the_graph_and_stores_its_trace(eval_fhir: EvalFhir):
     model = ScriptedChatModel(replies=[json.dumps(search), answer])
     model.metadata = {"dialect": "none", "protocol": "json"}
     env = EvalEnv(
-        settings=Settings(), model=model, fhir=eval_fhir.client, options={"graph": "loop"}
+        settings=Settings(),
+        model=model,
+        fhir=eval_fhir.client,
+        options={"graph": "loop", "choice": "one_call"},
     )
     samples = await ehrqa.dataset(env)
     task = ehrqa.bind(env, samples)

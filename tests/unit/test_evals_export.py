@@ -29,7 +29,11 @@ PRESET = "scripted"
 async def solved_records(eval_fhir: EvalFhir) -> list[SampleRecord]:
     """Three finished samples: a right tool-protocol trace, a wrong one, and a text-protocol
     trace (plain turns, no tools)."""
-    env = EvalEnv(settings=Settings(benchmark_data_dir=BENCHMARK_DATA), fhir=eval_fhir.client)
+    env = EvalEnv(
+        settings=Settings(benchmark_data_dir=BENCHMARK_DATA),
+        fhir=eval_fhir.client,
+        options={"choice": "one_call"},
+    )
     samples = [s for s in await mab.dataset(env) if s.category == "task4" and s.target["evidence"]]
     sample = samples[0]
     read = {"action": "get_lab_observations", "args": {"patient": ANN_MRN, "code": "19123-9"}}

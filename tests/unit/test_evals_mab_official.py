@@ -56,7 +56,10 @@ async def seeded(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Seed
 
 def env_for(client: FhirClient, model=None, **options: str) -> EvalEnv:
     return EvalEnv(
-        settings=settings(), fhir=client, model=model, options={"mode": "official", **options}
+        settings=settings(),
+        fhir=client,
+        model=model,
+        options={"mode": "official", "choice": "one_call", **options},
     )
 
 
@@ -380,7 +383,7 @@ async def test_an_added_result_is_read_through_the_tools_not_the_server(eval_fhi
         if s.category == "task5" and s.target["outcome"] == "order"
     )
     added = sample.metadata["added"][0]
-    env = EvalEnv(settings=settings(), fhir=eval_fhir.client)
+    env = EvalEnv(settings=settings(), fhir=eval_fhir.client, options={"choice": "one_call"})
     since = datetime.fromisoformat(sample.metadata["now"]) - timedelta(hours=24)
     read = {"patient": "7654321", "code": "19123-9", "date": f"ge{since.isoformat()}"}
     env.model = ScriptedChatModel(

@@ -28,7 +28,7 @@ def settings() -> Settings:
 
 
 def env_for(fhir) -> EvalEnv:
-    return EvalEnv(settings=settings(), fhir=fhir)
+    return EvalEnv(settings=settings(), fhir=fhir, options={"choice": "one_call"})
 
 
 async def call(tool, **args) -> ToolMessage:

@@ -105,8 +105,9 @@ async def test_an_unsupported_number_is_repaired_once_then_flagged(fhir: FhirFix
     wrong = {"action": FINAL, "answer": "7.9 % on 2023-11-12", "citations": []}
     model = scripted(call, wrong, wrong)
     result = await answer_question(
-        "Latest A1c?", fhir.patients["handmade"], model=model, fhir=fhir.client, graph="loop"
-    )
+        "Latest A1c?", fhir.patients["handmade"], model=model, fhir=fhir.client, graph="loop",
+        choice="one_call",
+    )  # fmt: skip
     assert result.answer.startswith("7.9") and result.unsupported == ["7.9"]
     assert not result.supported and len(model.calls) == 3
     repair = str(model.calls[2]["messages"][-1].content)
@@ -118,8 +119,9 @@ async def test_a_supported_answer_is_not_sent_back(fhir: FhirFixture) -> None:
     right = {"action": FINAL, "answer": "6.1 % on 2023-11-12", "citations": []}
     model = scripted(call, right)
     result = await answer_question(
-        "Latest A1c?", fhir.patients["handmade"], model=model, fhir=fhir.client, graph="loop"
-    )
+        "Latest A1c?", fhir.patients["handmade"], model=model, fhir=fhir.client, graph="loop",
+        choice="one_call",
+    )  # fmt: skip
     assert result.unsupported == [] and len(model.calls) == 2
 
 
@@ -146,7 +148,9 @@ async def test_an_order_written_as_text_is_sent_back_to_the_write_tool() -> None
         {"action": "create_service_request", "args": {"specialty": "orthopedic surgery"}},
         {"action": FINAL, "answer": "Done."},
     )
-    result = await run_tool_loop(task, [referral_tool(orders)], model=model, task=task)
+    result = await run_tool_loop(
+        task, [referral_tool(orders)], model=model, task=task, choice="one_call"
+    )
     assert orders == ["orthopedic surgery"] and result.checks == ["write"]
     nudge = str(model.calls[1]["messages"][-1].content)
     assert "calling a write tool (create_service_request)" in nudge
@@ -155,7 +159,9 @@ async def test_an_order_written_as_text_is_sent_back_to_the_write_tool() -> None
 async def test_a_conditional_order_is_left_to_the_model() -> None:
     task = "Check the potassium. If it is low, order potassium replacement."
     model = scripted({"action": FINAL, "answer": "Potassium normal; nothing ordered."})
-    result = await run_tool_loop(task, [referral_tool([])], model=model, task=task)
+    result = await run_tool_loop(
+        task, [referral_tool([])], model=model, task=task, choice="one_call"
+    )
     assert result.checks == [] and len(model.calls) == 1
 
 

@@ -14,10 +14,12 @@ from wardround.cli.common import clean_errors, console, fail, load_settings
 from wardround.fhir.errors import FhirError
 from wardround.graphs.ehr_qa import QAResult
 from wardround.graphs.ehr_qa.answer import GraphName
+from wardround.graphs.tool_loop import Choice
 from wardround.runtime.procs import ServiceError
 from wardround.settings import Settings
 
 GRAPHS: tuple[GraphName, ...] = get_args(GraphName)
+CHOICES: tuple[Choice, ...] = get_args(Choice)
 
 
 def ask(
@@ -29,17 +31,22 @@ def ask(
     ),
     model_name: str | None = typer.Option(None, help="model name at --base-url"),
     graph: str = typer.Option("planner", help="planner (fixed pipeline) or loop (free tool loop)"),
+    choice: str = typer.Option(
+        "two_step", help="the loop's step choice: two_step (action, then its arguments) or one_call"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Answer a question about one patient from their FHIR record, citing the records used."""
     if graph not in GRAPHS:
         fail(f"unknown graph {graph!r}: use planner or loop")
+    if choice not in CHOICES:
+        fail(f"unknown choice {choice!r}: use two_step or one_call")
     if not question.strip():
         fail("the question is empty: ask something about the patient")
     settings = load_settings(model=model, model_base_url=base_url, model_name=model_name)
     expected = (FhirError, ServiceError, ModelUnavailable, ModelFileError, ValueError, OSError)
     with clean_errors(*expected, RuntimeError):
-        result = asyncio.run(_ask(settings, question, patient, graph))
+        result = asyncio.run(_ask(settings, question, patient, graph, choice))
     if result.error:
         fail(result.error)
     if as_json:
@@ -71,7 +78,9 @@ def _how_checked(result: QAResult) -> str:
     return plan + how
 
 
-async def _ask(settings: Settings, question: str, patient: str, graph: GraphName) -> QAResult:
+async def _ask(
+    settings: Settings, question: str, patient: str, graph: GraphName, choice: Choice
+) -> QAResult:
     from wardround.agents.embedded import ensure_model_server
     from wardround.agents.models import make_chat_model
     from wardround.fhir.client import FhirClient
@@ -86,4 +95,5 @@ async def _ask(settings: Settings, question: str, patient: str, graph: GraphName
             model=chat,
             fhir=fhir,
             graph=graph,
+            choice=choice,
         )

@@ -7,9 +7,10 @@ otherwise repeat one lookup until the step budget runs out).
 A model reply that stays invalid after the protocol's one repair ends the loop with an
 error in the state, never an exception out of the graph.
 
-Two ways to choose each step (`choice`): "one_call" asks for a tool call or the answer in
-one constrained reply (one schema, anyOf every tool); "two_step" picks the action from an
-enum, then fills only that tool's arguments (agents/two_step.py). A final answer passes the
+Two ways to choose each step (`choice`): "two_step" (the default: measured better with a
+small model) picks the action from an enum, then fills only that tool's arguments
+(agents/two_step.py); "one_call" asks for a tool call or the answer in one constrained reply
+(one schema, anyOf every tool). A final answer passes the
 finish checks (graphs/finish_check.py) before it stands: unsupported values are repaired
 once, then flagged; an order the task asked for must be a write tool's call.
 """
@@ -206,7 +207,7 @@ async def run_tool_loop(
     caller: Runnable[Sequence[BaseMessage], AIMessage] | None = None,
     final: type[BaseModel] | None = None,
     max_steps: int = 6,
-    choice: Choice = "one_call",
+    choice: Choice = "two_step",
     rank: Rank | None = None,
     check: bool = True,
     task: str | None = None,

@@ -6,7 +6,9 @@ actor from the case's results), and ends with `DIAGNOSIS READY: <diagnosis>`, wi
 20 doctor turns. A moderator compares that diagnosis with the case's correct one. A doctor
 who has given none when the turns run out is asked once more, under a schema, for the
 diagnosis it leans to (`diagnosis_forced` in the trace); a test asked for again is answered
-with a note to move on.
+with a note to move on, and a request made three times ends the consultation there (the
+forced diagnosis follows; `stuck` in the trace): a small model that copies its own request
+would otherwise spend every remaining turn on it.
 
 Actors and moderator, chosen with task options:
 - patient: "retrieval" (default; grounded in the case's patient facts, see clinic_actors.py)
@@ -139,8 +141,10 @@ async def run_consultation(
     dialogue: list[BaseMessage] = [HumanMessage(content=OPENING)]
     doctor_replies: list[AIMessage] = []
     tests: list[str] = []
+    requests: list[str] = []
     diagnosis = ""
     turns = 0
+    stuck = False
     live = LIVE_TRACE.get()
     for turn in range(1, max_turns + 1):
         if live is not None:  # what a timeout would otherwise lose
@@ -158,6 +162,10 @@ async def run_consultation(
         action, value = parse_doctor(text)
         if action == "diagnosis":
             diagnosis = value
+            break
+        requests.append(f"{action}:{value.strip().lower()}")
+        if requests.count(requests[-1]) >= REPEAT_LIMIT:
+            stuck = True
             break
         if action == "test":
             answer = measurement.reply(value)
@@ -178,6 +186,7 @@ async def run_consultation(
         "doctor_replies": doctor_replies,
         "tests": tests,
         "turns": turns,
+        "stuck": stuck,
     }
 
 
@@ -187,6 +196,7 @@ DIAGNOSIS_SCHEMA = {
     "required": ["diagnosis"],
 }
 REPEATED = "ask the patient something else, or give your diagnosis"
+REPEAT_LIMIT = 3  # the same request this many times ends the consultation
 
 
 async def _forced_diagnosis(
@@ -246,6 +256,7 @@ def bind(env: EvalEnv, samples: list[Sample]) -> Task:
                 "tests": result["tests"],
                 "actor_tokens": token_usage(actor_usage),
                 "diagnosis_forced": result["forced"],
+                "stuck": result["stuck"],
             },
         )
 

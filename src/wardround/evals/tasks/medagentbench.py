@@ -561,7 +561,7 @@ def tool_solver(env: EvalEnv, max_steps: int) -> Callable[[Sample], Awaitable[Tr
     from wardround.evals.tasks.mab_tools import OrderLog, make_mab_tools, original_descriptions
     from wardround.graphs.tool_loop import Choice, offered_tools, run_tool_loop
 
-    choice = cast(Choice, env.option("choice", "one_call"))  # one_call or two_step
+    choice = cast(Choice, env.option("choice", "two_step"))  # one_call or two_step
     # The loop's finish checks (unsupported values, orders written as text): opt-in here
     # until measured on this task; an age or a dose is computed, not read.
     check = env.option("check", "off") == "on"
@@ -615,7 +615,7 @@ def bind(env: EvalEnv, samples: list[Sample]) -> Task:
         info={
             "tool_descriptions": "original" if original else "short",
             "max_steps": max_steps,
-            "choice": env.option("choice", "one_call"),
+            "choice": env.option("choice", "two_step"),
             "check": env.option("check", "off"),
             "tools": tools_of(env),
         },

@@ -131,7 +131,7 @@ async def _loop(
     model: BaseChatModel,
     fhir: FhirClient,
     max_steps: int,
-    choice: Choice = "one_call",
+    choice: Choice = "two_step",
     rank: Similarity | None = None,
 ) -> QAResult:
     from wardround.graphs.ehr_qa.free_loop import run_loop
@@ -170,7 +170,7 @@ async def answer_question(
     graph: GraphName = DEFAULT_GRAPH,
     similarity: Similarity | None = None,
     max_steps: int = 6,
-    choice: Choice = "one_call",
+    choice: Choice = "two_step",
 ) -> QAResult:
     """Answer a question about one patient; citations are always among the retrieved records.
 
