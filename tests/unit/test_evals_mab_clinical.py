@@ -112,7 +112,8 @@ async def test_a_two_step_agent_orders_magnesium_with_the_clinical_tools(eval_fh
         {"action": "get_conditions"},  # words say "last ... level": the first step reads the lab
         {"patient": ANN_MRN, "code": "19123-9", "within_hours": 24},
         {"action": "order_medication"},
-        {"met": True},  # "If low, then order": asked before the write
+        # "If low, then order": the model reads value and limit, code compares
+        {"value": sample.target["value"], "limit": 1.9, "holds_when": "at_or_below"},
         {
             "patient": ANN_MRN,
             "ndc": grading.NDC_MAGNESIUM,
@@ -135,7 +136,7 @@ async def test_a_two_step_agent_orders_magnesium_with_the_clinical_tools(eval_fh
     gate = next(
         c
         for c in env.model.calls
-        if "is the condition for calling" in str(c["messages"][-1].content)
+        if "the task makes it conditional" in str(c["messages"][-1].content)
     )
     assert "If low, then order replacement IV magnesium" in str(gate["messages"][-1].content)
 
@@ -151,7 +152,8 @@ async def test_a_conditional_order_whose_condition_fails_becomes_the_answer(eval
         {"action": "lab_values"},
         {"patient": sample.target["mrn"], "code": "19123-9", "within_hours": 24},
         {"action": "order_medication"},
-        {"met": False},  # not low (or not measured): no order, the answer instead
+        # the value read is above the limit: code says not low, the answer instead
+        {"value": sample.target["value"], "limit": 1.9, "holds_when": "at_or_below"},
         {"answer": ["FINISH([order_medication])"]},  # a tool's name: sent back once
         {"answer": [sample.target["value"]]},
         {"answer": [sample.target["value"]]},  # in case the finish check asks again
@@ -161,6 +163,37 @@ async def test_a_conditional_order_whose_condition_fails_becomes_the_answer(eval
     trace: Trace = await task.solver(sample)
     assert [c["name"] for c in trace.tool_calls] == ["lab_values"]
     assert trace.answer and str(sample.target["value"]) in trace.answer
+
+
+@pytest.mark.parametrize("outcome", ["stale", "recent"])
+async def test_an_a1c_older_than_a_year_is_judged_by_code_not_by_the_model(
+    eval_fhir: EvalFhir, outcome: str
+):
+    env = two_step_env(eval_fhir)
+    sample = next(
+        s
+        for s in await mab.dataset(env)
+        if s.category == "task10" and s.target["outcome"] == outcome
+    )
+    mrn, value, when = sample.target["mrn"], sample.target["value"], sample.target["date"]
+    order = {"patient": mrn, "system": "loinc", "code": "4548-4"}
+    replies = [
+        {"action": "lab_values"},
+        {"patient": mrn, "code": "4548-4"},
+        {"action": "order_service"},
+        {"recorded": when[:10], "limit": 1, "unit": "years"},  # read; code counts the days
+        *([order, {"action": "final_answer"}] if outcome == "stale" else []),
+        {"answer": [value, when]},
+        {"answer": [value, when]},  # in case the finish check asks again
+    ]
+    env.model = ScriptedChatModel(replies=[json.dumps(r) for r in replies])
+    task = mab.bind(env, [sample])
+    trace: Trace = await task.solver(sample)
+    written = [c["name"] for c in trace.tool_calls if c["name"] == "order_service"]
+    assert written == (["order_service"] if outcome == "stale" else [])
+    score = await task.scorer(sample, trace)
+    assert score.correct, score.explanation
+    assert any("age limit" in str(c["messages"][-1].content) for c in env.model.calls)
 
 
 async def test_a_read_only_task_is_offered_no_write_tool(eval_fhir: EvalFhir):

@@ -25,10 +25,12 @@ from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel
 
+from wardround.agents.condition import condition_holds
 from wardround.agents.prompts import prompt
 from wardround.agents.protocol import (
     FINAL,
     Dialect,
+    ModelOutputError,
     answer_text,
     as_plain_chat,
     complete_json,
@@ -220,11 +222,14 @@ def two_step_caller(
     top_k: int = TOP_K,
     condition: str | None = None,
     gated: frozenset[str] = frozenset(),
+    now: datetime | None = None,
 ) -> Runnable[Sequence[BaseMessage], AIMessage]:
     """A runnable like `json_tool_caller` (conversation in, `AIMessage` out) that decides in
     two constrained calls. With a `condition` (the task's "if low, order ..."), choosing a
     `gated` tool (a write) first asks whether the condition holds; if not, the step is the
-    final answer instead: a small model orders on any value once it has read one."""
+    final answer instead: a small model orders on any value once it has read one. With the
+    task's `now`, code decides from the value and limit the model reads (agents/condition.py);
+    without it, the model answers yes or no."""
     by_name = {t.name: t for t in tools}
     dialect = dialect or model_dialect(model)
     ranker = rank or word_rank
@@ -250,7 +255,7 @@ def two_step_caller(
             action = worded_action(action, tools, question)
         gate: list[AIMessage] = []
         if condition and action in gated:
-            holds, raw = await _holds(history, action)
+            holds, raw = await _holds(history, action, messages)
             gate, action = [raw], action if holds else FINAL
         history += [AIMessage(content=json.dumps({"action": action}))]
         if action == FINAL:
@@ -260,7 +265,19 @@ def two_step_caller(
         reply.usage_metadata = sum_usage([first, *gate, reply])
         return reply
 
-    async def _holds(history: list[BaseMessage], name: str) -> tuple[bool, AIMessage]:
+    async def _holds(
+        history: list[BaseMessage], name: str, messages: Sequence[BaseMessage]
+    ) -> tuple[bool, AIMessage]:
+        assert condition is not None
+        if now is not None:
+            results = [str(m.content) for m in messages if isinstance(m, ToolMessage)]
+            try:
+                return await condition_holds(
+                    model, history, results, condition=condition, name=name, now=now,
+                    dialect=dialect,
+                )  # fmt: skip
+            except ModelOutputError:  # the condition stays unread: no write on it
+                return False, AIMessage(content="")
         ask = HumanMessage(GATE_ASK.format(name=name, condition=condition))
         return await complete_json(
             model, [*history, ask], GATE_SCHEMA, lambda obj: bool(obj["met"]), dialect

@@ -21,6 +21,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import openai
@@ -211,6 +212,7 @@ async def run_tool_loop(
     rank: Rank | None = None,
     check: bool = True,
     task: str | None = None,
+    now: datetime | None = None,
 ) -> LoopResult:
     """Run the loop on a prompt; collect the answer, the trace, tokens and latency.
 
@@ -218,12 +220,13 @@ async def run_tool_loop(
     `choice`: how each step is chosen (see the module; "two_step" needs the json protocol,
     the native one always calls once); `rank` orders a long enum for the two-step arguments
     call. `check`: run the finish checks; `task`: the instruction whose order, referral or
-    record must be a write tool's call (a task naming no write is offered no write tool).
+    record must be a write tool's call (a task naming no write is offered no write tool);
+    `now`: the task's time, against which a conditional write's age limit is judged.
     """
     started = time.perf_counter()
     tools = offered_tools(tools, task)
     if caller is None:
-        caller = _caller(model, tools, final, choice, rank, task)
+        caller = _caller(model, tools, final, choice, rank, task, now)
     messages = [HumanMessage(content=prompt)] if isinstance(prompt, str) else list(prompt)
     closer = tool_calling_model(model, [], final=final) if model is not None else None
     finish = _finish_check(messages, tools, task) if check else None
@@ -276,6 +279,7 @@ def _caller(
     choice: Choice,
     rank: Rank | None,
     task: str | None = None,
+    now: datetime | None = None,
 ) -> Runnable[Sequence[BaseMessage], AIMessage]:
     if model is None:
         raise ValueError("run_tool_loop needs a model or a caller")
@@ -286,7 +290,7 @@ def _caller(
         condition = finish_check.write_condition(task) if task else None
         writes = frozenset(t.name for t in tools if needs_approval(t))
         return two_step_caller(
-            model, tools, final=final, rank=rank, condition=condition, gated=writes
+            model, tools, final=final, rank=rank, condition=condition, gated=writes, now=now
         )
     return tool_calling_model(model, tools, final=final)
 

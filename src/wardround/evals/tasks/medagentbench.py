@@ -579,7 +579,7 @@ def tool_solver(env: EvalEnv, max_steps: int) -> Callable[[Sample], Awaitable[Tr
         prompt = PROMPT.format(context=sample.metadata["context"], instruction=sample.input)
         result = await run_tool_loop(
             prompt, tools, model=env.model, max_steps=max_steps, choice=choice, check=check,
-            task=sample.input, final=FinishAnswer,
+            task=sample.input, final=FinishAnswer, now=now,
         )  # fmt: skip
         artifacts = {"posts": orders.as_artifact(), "tools": tool_specs(tools)}
         trace = trace_from(result, artifacts=artifacts)
