@@ -201,8 +201,8 @@ async def test_the_first_action_is_the_chart_tool_the_questions_words_point_at(
     calls = [c["name"] for m in result.messages for c in m.get("tool_calls") or []]
     assert calls == ["age", "latest_value"]
     assert set(schema_of(model, 1)["properties"]) == {"on"}  # the age tool's arguments
-    kept = scripted({"action": "count_records"}, {"record_type": "Encounter"}, {"action": FINAL},
-                    {"answer": "n", "citations": []})  # fmt: skip
+    kept = scripted({"action": "count_records"}, {"record_type": "Encounter"},
+                    *[{"action": FINAL}, {"answer": "n", "citations": []}] * 2)  # fmt: skip
     await two_step_answer("How many visits in 2021?", kept, fhir)
     assert set(schema_of(kept, 1)["properties"]) >= {"record_type"}  # a counting tool: kept
 
@@ -243,3 +243,42 @@ def test_a_name_lacking_the_specimen_asked_for_is_not_recorded() -> None:
     assert settle_name("Latest blood sugar?", tests[1], tests) == tests[1]  # blood for serum
     assert settle_name("Latest potassium?", tests[0], tests) == tests[0]
     assert settle_name("Latest potassium?", tests[0], tests[:-1]) == tests[0]  # none offered
+
+
+async def test_a_count_answer_must_give_the_count_the_tool_gave(fhir: FhirFixture) -> None:
+    """A small model writes the number of records it sees listed, not the total: the finish
+    sends the answer back once with the count named; phrased unlike the eval's template."""
+    model = scripted({"action": "values_in_window"}, {"test": A1C}, {"action": FINAL},
+                     cite_seen("She has had 17 of them."), {"action": FINAL},
+                     lambda m: cite_seen(re.findall(r"counts (\d+)", str(m))[0])(m))  # fmt: skip
+    result = await two_step_answer("How many times has her A1c been checked?", model, fhir)
+    tool = next(m for m in result.messages if m["role"] == "tool")
+    total = re.match(r"(\d+) ", tool["content"]).group(1)
+    repair = next(
+        str(c["messages"][-1].content)
+        for c in model.calls
+        if "counts" in str(c["messages"][-1].content)
+    )
+    assert f"values_in_window result above counts {total}" in repair
+    assert result.answer == total and result.supported
+
+
+def test_a_count_is_read_from_the_counting_tool_and_dates_are_not_counts() -> None:
+    from langchain_core.messages import ToolMessage
+
+    from wardround.graphs.finish_check import last_count, miscounted
+
+    history = [
+        ToolMessage(
+            "7 Sodium results: min 136 on 2017-10-03", tool_call_id="a", name="values_in_window"
+        ),
+        ToolMessage("Error: no such test", tool_call_id="b", name="values_in_window"),
+    ]
+    counted = last_count(history, frozenset({"values_in_window"}))
+    assert counted == ("values_in_window", 7)
+    assert miscounted("3 results, the last on 2017-10-07", counted)
+    assert not miscounted("7 sodium results (latest 2024-07-23)", counted)
+    none = last_count([ToolMessage("No results of X.", tool_call_id="c", name="count_records")],
+                      frozenset({"count_records"}))  # fmt: skip
+    assert none == ("count_records", 0) and not miscounted("No results are recorded.", none)
+    assert last_count(history, frozenset({"count_records"})) is None

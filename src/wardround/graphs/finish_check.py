@@ -8,6 +8,9 @@ done as writes.
   write tool. A finish without one is sent back once, saying so. Conditional instructions
   ("if low, order ...") are left to the model: no order may be the right answer (the
   two-step choice asks it about the condition, `write_condition`, before such a write).
+- A count question ("how many ...") answered after a counting tool must give the count that
+  tool's last result leads with; a finish with another number is sent back once with the
+  count named (a small model copies the number of records listed, not the total).
 - A task that names no write at all is read-only: the loop offers it no write tools
   (`mentions_write`), so a lookup cannot file an order on the way; one that names only
   orders gets no tool that files an observation, and one that names only a record no
@@ -51,6 +54,12 @@ UNSUPPORTED = (
     "results above (call a tool if you need one) and give your final answer again, using "
     "only values and dates the results show."
 )
+MISCOUNTED = (
+    "The {tool} result above counts {count}, and your answer does not give that number. "
+    "Give your final answer again with the count the result shows."
+)
+_LEADING_COUNT = re.compile(r"\s*(\d+)\b")
+_DATES = re.compile(r"\d{4}-\d{2}-\d{2}(?:T[\d:.+\-Z]+)?")
 WRITE_NEEDED = (
     "The task asks you to {verb}, and that is done by calling a write tool ({tools}), not "
     "by writing it in the answer. Call the write tool now, then give your final answer."
@@ -103,6 +112,30 @@ def unsupported_values(
 ) -> list[str]:
     """Numbers and dates in `answer` found in no tool result of `history` and not in `prompt`."""
     return unsupported(answer, [*tool_results(history), *prompt])
+
+
+def last_count(
+    history: Sequence[BaseMessage], count_tools: frozenset[str]
+) -> tuple[str, int] | None:
+    """(tool, count) of the last result of a counting tool: the number its text leads with
+    ("7 Sodium ... results", "160 Encounter records"; "No ..." is 0), or None."""
+    for m in reversed(history):
+        if isinstance(m, ToolMessage) and m.name in count_tools:
+            text = str(m.content)
+            if text.startswith("Error"):
+                continue
+            found = _LEADING_COUNT.match(text)
+            if found or text.startswith("No "):
+                return str(m.name), int(found.group(1)) if found else 0
+    return None
+
+
+def miscounted(answer: str, counted: tuple[str, int] | None) -> bool:
+    """Whether the answer leaves out the count the counting tool gave."""
+    if counted is None:
+        return False
+    numbers = re.findall(r"(?<![\d.])\d+(?![\d])", _DATES.sub(" ", answer))
+    return str(counted[1]) not in numbers and not (counted[1] == 0 and "no " in answer.lower())
 
 
 def wrote(history: Sequence[BaseMessage], write_tools: frozenset[str]) -> bool:

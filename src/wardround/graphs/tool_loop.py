@@ -38,6 +38,8 @@ from typing_extensions import TypedDict
 
 from wardround.agents.protocol import ModelOutputError, tool_calling_model
 from wardround.agents.two_step import Rank, two_step_caller
+from wardround.chart.kinds import Kind
+from wardround.chart.steer import kind_from_words
 from wardround.graphs import finish_check
 from wardround.graphs.trace import token_usage, trace
 from wardround.tools.evidence import WRITES_RESOURCE
@@ -52,6 +54,7 @@ class LoopState(TypedDict, total=False):
     stuck: bool  # every call of the last reply repeated an earlier one
     error: str | None
     repaired: bool  # the finish check sent an answer back for unsupported values
+    recounted: bool  # the finish check sent back a count question's answer for its count
     nudged: bool  # the finish check asked for the write the task asked for
     retry: bool  # the finish check sent the last answer back
     unsupported: list[str]  # values of the final answer no tool result holds (flagged)
@@ -106,6 +109,7 @@ class FinishCheck:
     prompt: tuple[str, ...] = ()
     write_tools: frozenset[str] = frozenset()
     write_verb: str | None = None
+    count_tools: frozenset[str] = frozenset()  # a count question: the tools that count
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,13 @@ def check(state: LoopState, runtime: Runtime[LoopContext]) -> dict[str, Any]:
             verb=ctx.write_verb, tools=", ".join(sorted(ctx.write_tools))
         )
         return {"messages": [HumanMessage(text)], "nudged": True, "retry": True}
-    missing = finish_check.unsupported_values(str(history[-1].content), history, ctx.prompt)
+    answer = str(history[-1].content)
+    counted = finish_check.last_count(history, ctx.count_tools)
+    if finish_check.miscounted(answer, counted) and not state.get("recounted"):
+        assert counted is not None
+        text = finish_check.MISCOUNTED.format(tool=counted[0], count=counted[1])
+        return {"messages": [HumanMessage(text)], "recounted": True, "retry": True}
+    missing = finish_check.unsupported_values(answer, history, ctx.prompt)
     if missing and not state.get("repaired"):
         text = finish_check.UNSUPPORTED.format(values=", ".join(missing))
         return {"messages": [HumanMessage(text)], "repaired": True, "retry": True}
@@ -241,7 +251,8 @@ async def run_tool_loop(
     history: list[BaseMessage] = state["messages"]
     last = history[-1]
     done = isinstance(last, AIMessage) and not last.tool_calls and not state.get("error")
-    checks = [name for name, key in (("write", "nudged"), ("repair", "repaired")) if state.get(key)]
+    keys = (("write", "nudged"), ("count", "recounted"), ("repair", "repaired"))
+    checks = [name for name, key in keys if state.get(key)]
     return LoopResult(
         answer=str(last.content) if done else "",
         final=dict(last.additional_kwargs.get("final", {})) if done else {},
@@ -300,4 +311,7 @@ def _finish_check(
 ) -> FinishCheck:
     writes = frozenset(t.name for t in tools if needs_approval(t))
     verb = finish_check.asks_to_write(task) if task and writes else None
-    return FinishCheck(tuple(str(m.content) for m in messages), writes, verb)
+    question = task or "\n".join(str(m.content) for m in messages if isinstance(m, HumanMessage))
+    counts = kind_from_words(question) is Kind.COUNT
+    count_tools = frozenset(t.name for t in tools if counts and (t.metadata or {}).get("counts"))
+    return FinishCheck(tuple(str(m.content) for m in messages), writes, verb, count_tools)
