@@ -282,3 +282,20 @@ def test_a_count_is_read_from_the_counting_tool_and_dates_are_not_counts() -> No
                       frozenset({"count_records"}))  # fmt: skip
     assert none == ("count_records", 0) and not miscounted("No results are recorded.", none)
     assert last_count(history, frozenset({"count_records"})) is None
+
+
+async def test_a_year_the_question_names_becomes_the_count_window(fhir: FhirFixture) -> None:
+    """The model leaves the dates out; the year the question names bounds the count (as the
+    planner reads it), and a date the model gives stands."""
+    model = scripted({"action": "count_records"}, {"record_type": "Encounter"},
+                     *[{"action": FINAL}, cite_seen("1")] * 2)  # fmt: skip
+    result = await two_step_answer("Number of visits she had during 2021?", model, fhir)
+    call = next(c for m in result.messages for c in m.get("tool_calls") or [])
+    assert call["args"]["date_from"] == "2021-01-01" and call["args"]["date_to"] == "2021-12-31"
+    tool = next(m for m in result.messages if m["role"] == "tool")
+    assert "2021-01-01" in tool["content"] or tool["content"].startswith("No ")
+    kept = scripted({"action": "count_records"}, {"record_type": "Encounter"},
+                    *[{"action": FINAL}, cite_seen("1")] * 2)  # fmt: skip
+    result = await two_step_answer("How many visits has she had?", kept, fhir)
+    call = next(c for m in result.messages for c in m.get("tool_calls") or [])
+    assert "date_from" not in call["args"]  # no year named: no window

@@ -39,6 +39,7 @@ from wardround.agents.protocol import (
     sum_usage,
     tool_args_model,
 )
+from wardround.chart.dates import find_window
 from wardround.chart.kinds import Kind
 from wardround.chart.options import settle_name
 from wardround.chart.record_kinds import counts_records
@@ -176,6 +177,18 @@ def worded_action(action: str, tools: Sequence[BaseTool], question: str) -> str:
         counted = "records" if counts_records(question) else "values"
         fits = [t.name for t in tools if (t.metadata or {}).get("counts") == counted] or fits
     return action if not fits or action in fits else fits[0]
+
+
+def year_window(args: dict[str, Any], tool: BaseTool, question: str) -> dict[str, Any]:
+    """A chart tool's date range from the year the question names ("visits in 2013"), when
+    the model gave no date: the planner reads the same window (`chart.dates.find_window`)."""
+    props = json_schema_of(tool_args_model(tool)).get("properties", {})
+    window = find_window(question)
+    if not window or not window.year or {"date_from", "date_to"} - set(props):
+        return args
+    if args.get("date_from") or args.get("date_to"):
+        return args
+    return {**args, "date_from": window.start.isoformat(), "date_to": window.end.isoformat()}
 
 
 def settle_names(args: dict[str, Any], tool: BaseTool, question: str) -> dict[str, Any]:
@@ -322,6 +335,8 @@ def two_step_caller(
         if (tool.metadata or {}).get("chart_tool"):
             args = settle_names(args, tool, question)
         kept = prune_optional(args, schema.get("required", []), evidence, units_of(tool))
+        if (tool.metadata or {}).get("chart_tool"):
+            kept = year_window(kept, tool, question)
         call = {
             "name": tool.name,
             "args": kept,
