@@ -472,6 +472,21 @@ async def test_a_list_question_planned_on_one_record_reads_the_whole_type(chart:
     assert named.answer == "Anxiety disorder (disorder)."
 
 
+async def test_the_loop_lists_disorders_when_the_question_says_disorders(chart: Chart) -> None:
+    """The loop's list tools read "conditions (disorders)" as the planner does: no findings."""
+    dora_id = await load_chart(chart.client, dora())
+    replies = [{"action": "items_since"}, {"items": "conditions", "date": "2023-01-01"},
+               {"action": "final_answer"}, {"answer": "Viral sinusitis", "citations": []}]  # fmt: skip
+    model = ScriptedChatModel(replies=[json.dumps(r) for r in replies])
+    model.metadata = {"dialect": "llamacpp", "protocol": "json"}
+    question = "Which conditions (disorders) were diagnosed on or after 2023-01-01?"
+    result = await answer_question(question, dora_id, model=model, fhir=chart.client, graph="loop")
+    tool = next(m for m in result.messages if m["role"] == "tool")
+    assert "Viral sinusitis" in tool["content"] and "(finding)" not in tool["content"]
+    call = next(c for m in result.messages for c in m.get("tool_calls") or [])
+    assert call["args"]["items"] == "disorders"
+
+
 NOTES = "all clinical notes and documents [DocumentReference]"
 
 

@@ -43,6 +43,7 @@ from wardround.chart.dates import find_window
 from wardround.chart.kinds import Kind
 from wardround.chart.options import settle_name
 from wardround.chart.record_kinds import counts_records
+from wardround.chart.retrieve import asks_disorders
 from wardround.chart.steer import kind_from_words
 
 # question, values -> one score per value (higher: nearer); e.g. MiniLM cosine similarity.
@@ -200,6 +201,9 @@ def settle_names(args: dict[str, Any], tool: BaseTool, question: str) -> dict[st
         values = props.get(key, {}).get("enum")
         if isinstance(value, str) and isinstance(values, list) and value in values:
             settled[key] = settle_name(question, value, [str(v) for v in values])
+        listed = isinstance(values, list) and "disorders" in values
+        if listed and settled[key] == "conditions" and asks_disorders(question):
+            settled[key] = "disorders"  # "conditions (disorders)": the planner's reading
     return settled
 
 

@@ -75,6 +75,12 @@ def items_since(resources: list[dict[str, Any]], day: date) -> list[tuple[str, s
 
 
 _SEMANTIC_TAG = re.compile(r"\(([a-z ]+)\)\s*$")
+_DISORDERS = re.compile(r"\bdisorders?\b", re.I)
+
+
+def asks_disorders(question: str) -> bool:
+    """Whether a list question asks for disorders ("conditions (disorders)"): no findings."""
+    return bool(_DISORDERS.search(question))
 
 
 def disorders(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ Returns None when code cannot answer (the general path then shows records to the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from wardround.chart.kinds import Computed, Kind
 from wardround.chart.options import LIST_TYPES, Option, whole_type
 from wardround.chart.retrieve import (
     ALL,
+    asks_disorders,
     current_items,
     disorders,
     fetch,
@@ -36,7 +36,6 @@ FIRST_KINDS = frozenset({Kind.FIRST, Kind.FIRST_DIAGNOSED, Kind.STARTED})
 LIST_KINDS = frozenset({Kind.COUNT, Kind.CURRENT, Kind.SINCE})
 # "Disorders" asked: SNOMED's findings and situations (social history, "medication review
 # due") are not among them.
-_DISORDERS = re.compile(r"\bdisorders?\b", re.I)
 # A follow-up choice: the question and names -> the name the model picks (None: none).
 Choose = Callable[[str, list[str]], Awaitable[str | None]]
 
@@ -97,7 +96,7 @@ async def compute(
         return await _first(option, fhir, patient_id)
     if kind in LIST_KINDS:
         records = await fetch(fhir, patient_id, option, ALL)
-        if option.resource_type == "Condition" and _DISORDERS.search(ask.question):
+        if option.resource_type == "Condition" and asks_disorders(ask.question):
             records = disorders(records)
         return _done(_listed(kind, option, window, records), records)
     return None

@@ -20,6 +20,7 @@ from wardround.chart.view import ChartView
 CURRENT_LISTS = {
     "medications": "MedicationRequest",
     "conditions": "Condition",
+    "disorders": "Condition",  # conditions that are disorders: no findings or situations
     "allergies": "AllergyIntolerance",
 }
 DATED_LISTS = {**CURRENT_LISTS, "procedures": "Procedure", "immunizations": "Immunization"}

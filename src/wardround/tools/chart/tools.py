@@ -21,13 +21,12 @@ from wardround.chart import kinds, record_kinds, value_kinds
 from wardround.chart.dates import Window
 from wardround.chart.kinds import Computed, Kind
 from wardround.chart.options import NOT_IN_CHART, Option
-from wardround.chart.retrieve import ALL, current_items, fetch, items_since
+from wardround.chart.retrieve import ALL, current_items, disorders, fetch, items_since
 from wardround.chart.view import ChartView, as_of, aware
 from wardround.fhir.client import FhirClient
 from wardround.fhir.manifest import build_manifest
 from wardround.fhir.records import fetch_records
 from wardround.tools.chart.args import (
-    CURRENT_LISTS,
     DATED_LISTS,
     EVER_TYPES,
     arg_models,
@@ -142,15 +141,20 @@ async def values_in_window(scope: ChartToolScope, args: Any) -> ToolOutput:
 
 
 async def current_list(scope: ChartToolScope, args: Any) -> ToolOutput:
-    records = await scope.of_type(CURRENT_LISTS[args.items])
+    records = await _listed(scope, args.items)
     none = f"None: no current {args.items} are recorded for this patient."
     return _result(kinds.item_list(current_items(records), none))
 
 
 async def items_since_date(scope: ChartToolScope, args: Any) -> ToolOutput:
-    records = await scope.of_type(DATED_LISTS[args.items])
+    records = await _listed(scope, args.items)
     none = f"None: no {args.items} are recorded on or after {args.date.isoformat()}."
     return _result(kinds.item_list(items_since(records, args.date), none))
+
+
+async def _listed(scope: ChartToolScope, items: str) -> list[dict[str, Any]]:
+    records = await scope.of_type(DATED_LISTS[items])
+    return disorders(records) if items == "disorders" else records
 
 
 async def ever_had(scope: ChartToolScope, args: Any) -> ToolOutput:
