@@ -345,7 +345,9 @@ def scripted(*replies: dict | Callable[[list[BaseMessage]], str]) -> ScriptedCha
     return model
 
 
-async def ask(server: Server, question: str, *replies: Any, graph: str = "planner") -> Any:
+async def ask(
+    server: Server, question: str, *replies: Any, graph: str = "planner", **loop: Any
+) -> Any:
     client, _ = server.client()
     async with client:
         return await answer_question(
@@ -355,6 +357,7 @@ async def ask(server: Server, question: str, *replies: Any, graph: str = "planne
             fhir=client,
             similarity=word_overlap,
             graph=graph,  # type: ignore[arg-type]
+            **loop,
         )
 
 
@@ -394,7 +397,9 @@ async def test_tool_loop_searches_and_cites(server: Server) -> None:
                            "citations": found[:1]})  # fmt: skip
 
     search = {"action": "search_records", "args": {"resource_type": "AllergyIntolerance"}}
-    result = await ask(server, "What allergies does she have?", search, final, graph="loop")
+    result = await ask(
+        server, "What allergies does she have?", search, final, graph="loop", choice="one_call"
+    )
     assert result.error is None and result.answer == "Allergy to peanut"
     assert len(result.citations) == 1 and result.citations[0] in result.retrieved
 
