@@ -6,8 +6,9 @@ done as writes.
   is the planner's own (`wardround.chart.faithfulness.unsupported`).
 - A task that tells the agent to order, refer or record something is done by calling a
   write tool. A finish without one is sent back once, saying so. Conditional instructions
-  ("if low, order ...") are left to the model: no order may be the right answer (the
-  two-step choice asks it about the condition, `write_condition`, before such a write).
+  ("if low, order ...") are not nudged: no order may be the right answer (the two-step
+  choice judges the condition, `write_condition`, before such a write: in code from what the
+  model reads when the task gives "now", agents/condition.py, else by the model's yes/no).
 - A count question ("how many ...") answered after a counting tool must give the count that
   tool's last result leads with; a finish with another number is sent back once with the
   count named (a small model copies the number of records listed, not the total).
